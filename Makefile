@@ -1,0 +1,45 @@
+# kray's entry points: demo, test, bench, k8s-env, lint, images, e2e-kind.
+# Each target installs what it needs into .venv (and caches outside the clone) by itself.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-unit test-integration test-k8s bench k8s-env lint images e2e-kind clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[operator,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python examples/demo.py
+
+test: install k8s-env
+	$(BIN)/pytest -q tests/unit tests/integration tests/k8s
+
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/pytest -q tests/integration
+
+test-k8s: install k8s-env
+	$(BIN)/pytest -q tests/k8s
+
+bench: install
+	$(BIN)/kray microbenchmark
+
+k8s-env:
+	bash tests/k8s/controlplane/build.sh
+
+lint: install
+	$(BIN)/pip install -q ruff
+	$(BIN)/ruff check runtime operator tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,77 @@
+"""Views of Pods as the API server returns them: what scaling and status decisions need to know.
+
+Pure parsing of Pod dicts; no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Iterable, List, Optional
+
+from kray_operator.builders import names
+
+TERMINATED_PHASES = ("Succeeded", "Failed")
+
+
+@dataclasses.dataclass(frozen=True)
+class PodView:
+    """One kray Pod: its role, group and health."""
+
+    name: str
+    node_type: str = names.WORKER
+    group: str = ""
+    phase: str = "Pending"
+    ready: bool = False
+    deleting: bool = False
+    pod_ip: Optional[str] = None
+    created: str = ""  # RFC 3339 creationTimestamp; sorts chronologically as a string
+
+    @property
+    def terminated(self) -> bool:
+        """Its containers have stopped for good (phase Succeeded or Failed): it must be replaced."""
+        return self.phase in TERMINATED_PHASES
+
+    @property
+    def alive(self) -> bool:
+        """Neither being deleted nor terminated: it counts towards the desired replicas."""
+        return not self.deleting and not self.terminated
+
+    @property
+    def running(self) -> bool:
+        """Alive and in phase Running."""
+        return self.alive and self.phase == "Running"
+
+    @classmethod
+    def from_manifest(cls, pod: Dict[str, Any]) -> "PodView":
+        """Parse a Pod dict (as a list or watch call returns it)."""
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        status = pod.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+        )
+        return cls(
+            name=meta.get("name", ""),
+            node_type=labels.get(names.NODE_TYPE_LABEL, ""),
+            group=labels.get(names.GROUP_LABEL, ""),
+            phase=status.get("phase") or "Pending",
+            ready=ready,
+            deleting=meta.get("deletionTimestamp") is not None,
+            pod_ip=status.get("podIP"),
+            created=meta.get("creationTimestamp") or "",
+        )
+
+
+def from_manifests(pods: Iterable[Dict[str, Any]]) -> List[PodView]:
+    """PodViews of many Pod dicts."""
+    return [PodView.from_manifest(p) for p in pods]
+
+
+def heads(pods: Iterable[PodView]) -> List[PodView]:
+    """The head Pods among `pods`."""
+    return [p for p in pods if p.node_type == names.HEAD]
+
+
+def workers(pods: Iterable[PodView], group: Optional[str] = None) -> List[PodView]:
+    """The worker Pods among `pods` (of one group when given)."""
+    return [p for p in pods if p.node_type == names.WORKER and (group is None or p.group == group)]

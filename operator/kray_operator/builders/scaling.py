@@ -1,0 +1,132 @@
+"""Replica clamping and the diff between a RayCluster's spec and its observed Pods.
+
+`plan` answers: which head/worker Pods to create and which to delete. Pure; no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Sequence, Tuple
+
+from kray_operator import models
+from kray_operator.builders import observed
+
+
+def clamp_replicas(group: models.WorkerGroupSpec) -> int:
+    """replicas clamped into [minReplicas, maxReplicas]; unset replicas means minReplicas."""
+    if group.min_replicas > group.max_replicas:
+        raise ValueError(
+            f"worker group {group.group_name!r}: minReplicas ({group.min_replicas}) > maxReplicas "
+            f"({group.max_replicas}); lower minReplicas or raise maxReplicas"
+        )
+    wanted = group.min_replicas if group.replicas is None else group.replicas
+    return max(group.min_replicas, min(wanted, group.max_replicas))
+
+
+def desired_pods(spec: models.RayClusterSpec, group: models.WorkerGroupSpec) -> int:
+    """Worker Pods wanted for `group`: clamped replicas times numOfHosts, 0 when suspended."""
+    if spec.suspend or group.suspend:
+        return 0
+    return clamp_replicas(group) * group.num_of_hosts
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupPlan:
+    """What to do with one worker group."""
+
+    group: str
+    desired: int
+    alive: int  # alive Pods before the plan
+    create: int
+    delete: Tuple[str, ...]
+    # The group listed workersToDelete: clear the list once `delete` has succeeded.
+    clear_workers_to_delete: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterPlan:
+    """What to do with a whole cluster's Pods."""
+
+    create_head: bool
+    delete_heads: Tuple[str, ...]
+    groups: Tuple[GroupPlan, ...]
+    # Worker Pods of groups that are no longer in the spec.
+    orphans: Tuple[str, ...]
+
+    @property
+    def to_delete(self) -> List[str]:
+        """Every Pod name to delete, heads first."""
+        out = list(self.delete_heads)
+        for group in self.groups:
+            out.extend(group.delete)
+        out.extend(self.orphans)
+        return out
+
+    @property
+    def to_create(self) -> Dict[str, int]:
+        """Worker Pods to create, by group (groups with nothing to create are left out)."""
+        return {g.group: g.create for g in self.groups if g.create}
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to create or delete."""
+        return not self.create_head and not self.to_delete and not self.to_create
+
+
+def scale_down_order(pods: Sequence[observed.PodView]) -> List[observed.PodView]:
+    """Pods in the order they should go: not yet ready first, then the newest (then by name, reversed)."""
+    newest_first = sorted(pods, key=lambda p: (p.created, p.name), reverse=True)
+    return sorted(newest_first, key=lambda p: p.ready)
+
+
+def plan_group(spec: models.RayClusterSpec, group: models.WorkerGroupSpec,
+               pods: Sequence[observed.PodView]) -> GroupPlan:
+    """The diff for one group.
+
+    1. Pods being deleted are ignored; terminated Pods (Succeeded/Failed) are deleted and replaced.
+    2. Pods named in scaleStrategy.workersToDelete are deleted first and do not count.
+    3. Then Pods are created up to, or deleted down to, the desired count; when deleting, Pods not
+       yet ready go first, then the newest.
+    """
+    mine = [p for p in observed.workers(pods, group.group_name) if not p.deleting]
+    delete = [p.name for p in mine if p.terminated]
+    listed = set(group.scale_strategy.workers_to_delete)
+    remaining = []
+    for pod in mine:
+        if pod.terminated:
+            continue
+        if pod.name in listed:
+            delete.append(pod.name)
+        else:
+            remaining.append(pod)
+    desired = desired_pods(spec, group)
+    create = max(0, desired - len(remaining))
+    excess = max(0, len(remaining) - desired)
+    if excess:
+        delete.extend(p.name for p in scale_down_order(remaining)[:excess])
+    return GroupPlan(
+        group=group.group_name,
+        desired=desired,
+        alive=sum(1 for p in mine if p.alive),
+        create=create,
+        delete=tuple(delete),
+        clear_workers_to_delete=bool(listed),
+    )
+
+
+def plan(spec: models.RayClusterSpec, pods: Sequence[observed.PodView]) -> ClusterPlan:
+    """The diff for a whole cluster: one alive head (none when suspended) and every worker group."""
+    head_pods = [p for p in observed.heads(pods) if not p.deleting]
+    alive_heads = sorted((p for p in head_pods if p.alive), key=lambda p: (p.created, p.name))
+    delete_heads = [p.name for p in head_pods if p.terminated]
+    if spec.suspend:
+        delete_heads.extend(p.name for p in alive_heads)
+        create_head = False
+    else:
+        # Keep the oldest head; extra ones (e.g. from a retried create) go.
+        delete_heads.extend(p.name for p in alive_heads[1:])
+        create_head = not alive_heads
+    known = {g.group_name for g in spec.worker_group_specs}
+    orphans = tuple(p.name for p in observed.workers(pods) if p.group not in known and not p.deleting)
+    groups = tuple(plan_group(spec, g, pods) for g in spec.worker_group_specs)
+    return ClusterPlan(create_head=create_head, delete_heads=tuple(delete_heads), groups=groups, orphans=orphans)

@@ -1,0 +1,75 @@
+"""The head Service of a RayCluster, `<cluster>-head-svc`: GCS, dashboard/job API, client and metrics ports.
+
+Unset or ClusterIP serviceType gives a headless Service (the name resolves to the head Pod's IP,
+published before the Pod is ready so workers can start joining). Pure; no I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List
+
+from kray_operator import models
+from kray_operator.builders import names
+
+
+def head_service(cluster: models.RayCluster) -> Dict[str, Any]:
+    """The head Service manifest, owned by the RayCluster.
+
+    headGroupSpec.headService (a Service) is merged in: its labels and annotations are added, its spec
+    fields kept, except the selector, which always picks this cluster's head Pod. Its ports replace the
+    defaults when given.
+    """
+    name = cluster.metadata.name
+    names.check_cluster_name(name)
+    head = cluster.spec.head_group_spec
+    overlay = copy.deepcopy(head.head_service or {})
+    overlay_meta = overlay.get("metadata") or {}
+    spec: Dict[str, Any] = dict(overlay.get("spec") or {})
+
+    spec["selector"] = names.head_selector(name)
+    if not spec.get("ports"):
+        spec["ports"] = service_ports(head.ray_start_params, head.template)
+    service_type = spec.get("type") or head.service_type or "ClusterIP"
+    spec["type"] = service_type
+    if service_type == "ClusterIP" and "clusterIP" not in spec:
+        spec["clusterIP"] = "None"
+    if spec.get("clusterIP") == "None":
+        spec.setdefault("publishNotReadyAddresses", True)
+
+    labels = dict(overlay_meta.get("labels") or {})
+    labels.update(names.cluster_labels(name))
+    labels[names.NODE_TYPE_LABEL] = names.HEAD
+    annotations = dict(overlay_meta.get("annotations") or {})
+    annotations.update(cluster.spec.head_service_annotations)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": names.head_service_name(name),
+            "namespace": cluster.metadata.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [names.owner_reference("RayCluster", cluster.metadata)],
+        },
+        "spec": spec,
+    }
+
+
+def service_ports(params: Dict[str, str], template: models.PodTemplateSpec) -> List[Dict[str, Any]]:
+    """Default ports (moved by rayStartParams), then named ports the kray container adds."""
+    ports: Dict[str, int] = {port: names.head_port(params, port) for port in names.HEAD_PORTS}
+    for declared in template.spec.containers[0].ports or []:
+        port_name = declared.get("name")
+        number = declared.get("containerPort")
+        if port_name and isinstance(number, int) and port_name not in ports and number not in ports.values():
+            ports[port_name] = number
+    return [
+        {"name": port_name, "port": number, "targetPort": number, "protocol": "TCP"}
+        for port_name, number in ports.items()
+    ]
+
+
+def endpoints(service: Dict[str, Any]) -> Dict[str, str]:
+    """Port numbers by name, as RayCluster .status.endpoints shows them."""
+    return {p["name"]: str(p["port"]) for p in service.get("spec", {}).get("ports", []) if p.get("name")}

@@ -1,0 +1,151 @@
+"""RayCluster .status computed from the spec, the observed Pods and the head Service.
+
+Fields and condition types are KubeRay's (desiredWorkerReplicas, HeadPodReady, RayClusterProvisioned,
+...). Pure: the current time is passed in; no I/O.
+"""
+
+from __future__ import annotations
+
+import decimal
+from typing import Any, Dict, List, Optional, Sequence
+
+from kray_operator import models, quantity
+from kray_operator.builders import command, names, observed, scaling, service
+
+HEAD_POD_READY = "HeadPodReady"
+PROVISIONED = "RayClusterProvisioned"
+SUSPENDING = "RayClusterSuspending"
+SUSPENDED = "RayClusterSuspended"
+REPLICA_FAILURE = "ReplicaFailure"
+
+
+def pod_resources(template: models.PodTemplateSpec) -> Dict[str, decimal.Decimal]:
+    """What one Pod of `template` asks for: per container, requests, else limits; summed."""
+    total: Dict[str, decimal.Decimal] = {}
+    for container in template.spec.containers:
+        table = dict(container.resources.limits)
+        table.update(container.resources.requests)
+        for name, value in table.items():
+            total[name] = total.get(name, decimal.Decimal(0)) + quantity.parse(value)
+    return total
+
+
+def desired_resources(spec: models.RayClusterSpec) -> Dict[str, str]:
+    """desiredCPU/Memory/GPU/TPU: the head plus every desired worker Pod."""
+    cpu = memory = gpu = tpu = decimal.Decimal(0)
+    counted = [] if spec.suspend else [(spec.head_group_spec.template, 1)]
+    counted += [(g.template, scaling.desired_pods(spec, g)) for g in spec.worker_group_specs]
+    for template, count in counted:
+        for name, value in pod_resources(template).items():
+            if name == "cpu":
+                cpu += value * count
+            elif name == "memory":
+                memory += value * count
+            elif command.is_gpu_resource(name):
+                gpu += value * count
+            elif name == "google.com/tpu":
+                tpu += value * count
+    return {
+        "desiredCPU": quantity.format_cpu(cpu),
+        "desiredMemory": quantity.format_bytes(memory),
+        "desiredGPU": quantity.format_count(gpu),
+        "desiredTPU": quantity.format_count(tpu),
+    }
+
+
+def _condition(previous: List[models.Condition], kind: str, status: bool, reason: str, message: str,
+               now: str, generation: Optional[int]) -> Dict[str, Any]:
+    """A condition that keeps its lastTransitionTime while its status does not change."""
+    value = "True" if status else "False"
+    old = next((c for c in previous if c.type == kind), None)
+    since = old.last_transition_time if old is not None and old.status == value and old.last_transition_time else now
+    out: Dict[str, Any] = {"type": kind, "status": value, "reason": reason, "message": message,
+                           "lastTransitionTime": since}
+    if generation is not None:
+        out["observedGeneration"] = generation
+    return out
+
+
+def cluster_status(cluster: models.RayCluster, pods: Sequence[observed.PodView],
+                   head_service: Optional[Dict[str, Any]], now: str) -> Dict[str, Any]:
+    """The whole .status to write (merge-patch it; a None value removes a field).
+
+    `now` is an RFC 3339 time such as "2025-01-01T00:00:00Z". Conditions other than the four
+    computed here (e.g. ReplicaFailure, set by a handler on an API error) are kept as they were.
+    """
+    spec = cluster.spec
+    previous = cluster.status or models.RayClusterStatus()
+    generation = cluster.metadata.generation
+    live = [p for p in pods if p.alive]
+    live_heads = observed.heads(live)
+    live_workers = observed.workers(live)
+    head = live_heads[0] if live_heads else None
+    groups = spec.worker_group_specs
+    desired_workers = sum(scaling.desired_pods(spec, g) for g in groups)
+    ready_workers = sum(1 for p in live_workers if p.ready)
+    head_ready = head is not None and head.ready
+    all_ready = head_ready and ready_workers >= desired_workers
+    suspended = bool(spec.suspend) and not live
+
+    state: Optional[str] = previous.state
+    if suspended:
+        state = models.ClusterState.SUSPENDED.value
+    elif all_ready or (previous.state == models.ClusterState.READY.value and head_ready):
+        state = models.ClusterState.READY.value
+    elif previous.state == models.ClusterState.SUSPENDED.value:
+        state = None
+    transitions = dict(previous.state_transition_times)
+    if state is not None and state != previous.state:
+        transitions[state] = now
+
+    if head is None:
+        head_reason, head_message = "HeadPodNotFound", "the head Pod does not exist yet"
+    elif head.ready:
+        head_reason, head_message = "HeadPodRunningAndReady", f"head Pod {head.name} is running and ready"
+    else:
+        head_reason, head_message = "HeadPodNotReady", f"head Pod {head.name} is {head.phase} and not ready"
+    was_provisioned = any(c.type == PROVISIONED and c.status == "True" for c in previous.conditions)
+    provisioned = was_provisioned or all_ready
+    conditions = [
+        c.to_manifest() for c in previous.conditions
+        if c.type not in (HEAD_POD_READY, PROVISIONED, SUSPENDING, SUSPENDED)
+    ]
+    conditions += [
+        _condition(previous.conditions, HEAD_POD_READY, head_ready, head_reason, head_message, now, generation),
+        _condition(previous.conditions, PROVISIONED, provisioned,
+                   "AllPodRunningAndReadyFirstTime" if provisioned else "RayClusterPodsProvisioning",
+                   "all Pods were running and ready" if provisioned else "waiting for all Pods to be ready",
+                   now, generation),
+        _condition(previous.conditions, SUSPENDING, bool(spec.suspend) and not suspended,
+                   "RayClusterSuspending" if spec.suspend else "RayClusterNotSuspending",
+                   "deleting the cluster's Pods" if spec.suspend and not suspended else "", now, generation),
+        _condition(previous.conditions, SUSPENDED, suspended,
+                   "RayClusterSuspended" if suspended else "RayClusterNotSuspended",
+                   "all Pods are deleted" if suspended else "", now, generation),
+    ]
+
+    service_ip = None
+    if head_service is not None:
+        cluster_ip = (head_service.get("spec") or {}).get("clusterIP")
+        service_ip = cluster_ip if cluster_ip and cluster_ip != "None" else (head.pod_ip if head else None)
+    status: Dict[str, Any] = {
+        "state": state,
+        "stateTransitionTimes": transitions,
+        "desiredWorkerReplicas": desired_workers,
+        "availableWorkerReplicas": sum(1 for p in live_workers if p.running),
+        "readyWorkerReplicas": ready_workers,
+        "minWorkerReplicas": sum(g.min_replicas * g.num_of_hosts for g in groups),
+        "maxWorkerReplicas": min(models.MAX_INT32, sum(g.max_replicas * g.num_of_hosts for g in groups)),
+        "head": {
+            "podName": head.name if head else None,
+            "podIP": head.pod_ip if head else None,
+            "serviceName": names.head_service_name(cluster.metadata.name),
+            "serviceIP": service_ip,
+        },
+        "endpoints": service.endpoints(head_service) if head_service else {},
+        "conditions": conditions,
+        "lastUpdateTime": now,
+        "observedGeneration": generation,
+    }
+    status.update(desired_resources(spec))
+    return status

@@ -1,0 +1,29 @@
+"""kray: a Ray-compatible distributed computing runtime for Python, native to Kubernetes.
+
+The public API, re-exported; nothing else lives here.
+"""
+
+from kray import exceptions
+from kray.api.context import available_resources, cluster_resources, get_runtime_context, nodes
+from kray.api.objects import cancel, get, put, wait
+from kray.api.remote_function import remote
+from kray.api.runtime import init, is_initialized, shutdown
+from kray.core.refs import ObjectRef
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ObjectRef",
+    "available_resources",
+    "cancel",
+    "cluster_resources",
+    "exceptions",
+    "get",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+]

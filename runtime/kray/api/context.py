@@ -1,0 +1,128 @@
+"""The runtime context and cluster views: `get_runtime_context`, `nodes`, `cluster_resources`,
+`available_resources`.
+
+Reads cluster state by asking the GCS and the raylets through the core worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kray import ids
+from kray.api import runtime
+from kray.protocol import messages, wire
+
+
+class RuntimeContext:
+    """Information about the current driver or task, as `ray.get_runtime_context()` gives it."""
+
+    def __init__(self, core: Any) -> None:
+        self._core = core
+
+    def get_job_id(self) -> str:
+        return ids.job_id_hex(self._core.job_id)
+
+    @property
+    def job_id(self) -> str:
+        return self.get_job_id()
+
+    def get_task_id(self) -> str | None:
+        core = self._core
+        if core.is_driver:
+            return None
+        return core.current_task_id.hex()
+
+    def get_node_id(self) -> str:
+        return self._core.node_id.hex()
+
+    @property
+    def node_id(self) -> str:
+        return self.get_node_id()
+
+    def get_worker_id(self) -> str:
+        return self._core.worker_id.hex()
+
+    def get_actor_id(self) -> str | None:
+        return None
+
+    def get_task_name(self) -> str | None:
+        return None if self._core.is_driver else self._core.current_task_name
+
+    @property
+    def namespace(self) -> str:
+        return self._core.namespace
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        if self._core.is_driver:
+            return {}
+        return {k: v for k, v in self._core.assigned_resources.items() if k != "memory"}
+
+    def get_node_ip_address(self) -> str:
+        return self._core.node.ip
+
+    def get(self) -> dict[str, Any]:
+        return {"job_id": self.get_job_id(), "node_id": self.get_node_id(), "task_id": self.get_task_id(),
+                "namespace": self.namespace}
+
+
+def get_runtime_context() -> RuntimeContext:
+    return RuntimeContext(runtime.current_core())
+
+
+def _node_infos() -> list[messages.NodeInfo]:
+    core = runtime.current_core()
+    nodes = core.call(core.gcs_address, lambda rid: messages.GetNodes(rid))
+    for node in nodes:
+        core.nodes.setdefault(node.node_id, node)
+    return nodes
+
+
+def nodes() -> list[dict[str, Any]]:
+    """Every node of the cluster, in Ray's dict shape."""
+    out = []
+    for node in _node_infos():
+        port = int(node.raylet_address.rsplit(":", 1)[1])
+        out.append({
+            "NodeID": node.node_id.hex(),
+            "Alive": node.alive,
+            "alive": node.alive,
+            "NodeManagerAddress": node.ip,
+            "NodeManagerHostname": node.hostname,
+            "NodeManagerPort": port,
+            "ObjectManagerPort": port,
+            "ObjectStoreSocketName": node.shm_dir,
+            "RayletSocketName": node.raylet_address,
+            "MetricsExportPort": 0,
+            "NodeName": node.ip,
+            "Resources": dict(node.resources) if node.alive else {},
+            "Labels": dict(node.labels),
+            "IsHead": node.is_head,
+        })
+    return out
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources of the live nodes."""
+    total: dict[str, float] = {}
+    for node in _node_infos():
+        if node.alive:
+            for name, amount in node.resources.items():
+                total[name] = total.get(name, 0.0) + amount
+    return total
+
+
+def available_resources() -> dict[str, float]:
+    """Resources not held by running tasks right now (names with nothing free are left out, as in Ray)."""
+    core = runtime.current_core()
+    free: dict[str, float] = {}
+    for node in _node_infos():
+        if not node.alive:
+            continue
+        stats = core.call(node.raylet_address, lambda rid: messages.GetNodeStats(rid))
+        for name, amount in stats["available"].items():
+            free[name] = free.get(name, 0.0) + amount
+    return {k: v for k, v in free.items() if v > 0}
+
+
+def node_ip_address() -> str:
+    return wire.host_of(runtime.current_core().raylet_address)

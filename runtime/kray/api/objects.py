@@ -1,0 +1,77 @@
+"""`get`, `put`, `wait` and `cancel`: argument checks in Ray's words, then the core worker.
+
+Thin layer; blocking happens in kray.core.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from kray.api import runtime
+from kray.core import refs
+
+
+def get(object_refs: Any, *, timeout: float | None = None) -> Any:
+    """Return the value(s) of an ObjectRef or a list of ObjectRefs, waiting up to `timeout` seconds."""
+    core = runtime.current_core()
+    if isinstance(object_refs, refs.ObjectRef):
+        return core.get_objects([object_refs], _timeout(timeout))[0]
+    if not isinstance(object_refs, (list, tuple)):
+        raise ValueError(
+            f"'object_refs' must either be an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}."
+        )
+    for ref in object_refs:
+        if not isinstance(ref, refs.ObjectRef):
+            raise ValueError(
+                f"'object_refs' must either be an ObjectRef or a list of ObjectRefs; the list holds a "
+                f"{type(ref).__name__}."
+            )
+    return core.get_objects(list(object_refs), _timeout(timeout))
+
+
+def put(value: Any, *, _owner: Any = None) -> refs.ObjectRef:
+    """Store `value` in the cluster's object store and return an ObjectRef to it."""
+    if isinstance(value, refs.ObjectRef):
+        raise TypeError(
+            "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, you can wrap "
+            "the ObjectRef in a list and call 'put' on it."
+        )
+    return runtime.current_core().put(value)
+
+
+def wait(
+    object_refs: Sequence[refs.ObjectRef], *, num_returns: int = 1, timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[refs.ObjectRef], list[refs.ObjectRef]]:
+    """Return (ready, not_ready) once `num_returns` refs are ready or `timeout` seconds passed."""
+    if isinstance(object_refs, refs.ObjectRef):
+        raise TypeError("wait() expected a list of ObjectRefs, got a single ObjectRef.")
+    if not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"wait() expected a list of ObjectRefs, got {type(object_refs).__name__}.")
+    for ref in object_refs:
+        if not isinstance(ref, refs.ObjectRef):
+            raise TypeError(f"wait() expected a list of ObjectRefs, got a list holding a {type(ref).__name__}.")
+    if len(set(object_refs)) != len(object_refs):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if not isinstance(num_returns, int) or num_returns <= 0:
+        raise ValueError(f"Invalid number of objects to return {num_returns}.")
+    if num_returns > len(object_refs):
+        raise ValueError("num_returns cannot be greater than the number of objects provided to kray.wait.")
+    core = runtime.current_core()
+    return core.wait(list(object_refs), num_returns, _timeout(timeout))
+
+
+def cancel(object_ref: refs.ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that produces `object_ref`; `get` on it then raises TaskCancelledError."""
+    if not isinstance(object_ref, refs.ObjectRef):
+        raise TypeError(f"cancel() expected an ObjectRef, got {type(object_ref).__name__}.")
+    core = runtime.current_core()
+    core.loop.call_soon_threadsafe(core.submitter.cancel, object_ref.task_id(), force, recursive)
+
+
+def _timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)) or timeout < 0:
+        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}.")
+    return float(timeout)

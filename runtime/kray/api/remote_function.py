@@ -1,0 +1,99 @@
+"""`@kray.remote` functions: the RemoteFunction wrapper, `.options()` and `.remote()`.
+
+Thin: validates options, pickles the function once, and hands calls to the core's submitter.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable
+
+from kray import serialization
+from kray.api import options as options_mod
+from kray.api import runtime
+from kray.scheduling import resources as res
+
+
+class RemoteFunction:
+    """A function that runs as a task in the cluster: call `.remote(...)` to run it."""
+
+    def __init__(self, function: Callable[..., Any], task_options: dict[str, Any]) -> None:
+        self._function = function
+        self._options = options_mod.validate_task_options(dict(task_options))
+        self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
+        self._shared = _Pickled(function, self._name)
+        functools.update_wrapper(self, function, updated=())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Remote functions cannot be called directly. Instead of running '{self._name}()', "
+            f"try '{self._name}.remote()'."
+        )
+
+    def options(self, **task_options: Any) -> "RemoteFunction":
+        """A copy of this remote function with some options overridden, as in Ray."""
+        clone = object.__new__(RemoteFunction)
+        clone.__dict__.update(self.__dict__)
+        merged = dict(self._options)
+        merged.update(task_options)
+        clone._options = options_mod.validate_task_options(merged)
+        return clone
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        core = runtime.current_core()
+        opts = self._options
+        num_returns = opts.get("num_returns", 1)
+        request = res.task_request(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"), opts.get("resources"))
+        function_id, blob = self._shared.get()
+        out = core.submitter.submit(
+            function_id, blob, opts.get("name") or self._name, args, kwargs, num_returns, request,
+            opts.get("max_retries", 3), opts.get("retry_exceptions", False),
+        )
+        if num_returns == 1:
+            return out[0]
+        if num_returns == 0:
+            return None
+        return out
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("DAG building with .bind() is not supported by kray yet.")
+
+
+class _Pickled:
+    """The function pickled once, shared by every `.options()` copy."""
+
+    def __init__(self, function: Callable[..., Any], name: str) -> None:
+        self.function = function
+        self.name = name
+        self.function_id = os.urandom(16)
+        self.blob: bytes | None = None
+
+    def get(self) -> tuple[bytes, bytes]:
+        if self.blob is None:
+            self.blob = serialization.dumps_function(self.function, self.name)
+        return self.function_id, self.blob
+
+
+def remote(*args: Any, **task_options: Any) -> Any:
+    """Turn a function into a remote function: `@kray.remote` or `@kray.remote(num_cpus=2, ...)`."""
+    if len(args) == 1 and not task_options and callable(args[0]):
+        return _make(args[0], {})
+    if args:
+        raise TypeError("The @kray.remote decorator takes either a function or keyword options only.")
+
+    def decorate(target: Any) -> Any:
+        return _make(target, task_options)
+
+    return decorate
+
+
+def _make(target: Any, task_options: dict[str, Any]) -> Any:
+    if isinstance(target, type):
+        raise TypeError(
+            f"@kray.remote on the class {target.__name__}: actors are not available in this version of "
+            "kray yet; use remote functions (tasks) for now."
+        )
+    if not callable(target):
+        raise TypeError(f"@kray.remote must decorate a function, got {type(target).__name__}.")
+    return RemoteFunction(target, task_options)

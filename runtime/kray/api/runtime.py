@@ -1,0 +1,234 @@
+"""The driver's connection to a cluster: `init`, `shutdown`, `is_initialized`, and the printing of
+worker output on the driver.
+
+Starts a local cluster's processes or connects to a running one; owns this process's CoreWorker.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from kray import config, ids
+from kray.api import local_cluster
+from kray.core import core_worker, refs
+from kray.protocol import client, messages, wire
+
+log = logging.getLogger(__name__)
+
+
+class _Driver:
+    def __init__(self, core: core_worker.CoreWorker, local: local_cluster.LocalNode | None, namespace: str) -> None:
+        self.core = core
+        self.local = local
+        self.namespace = namespace
+
+
+_driver: _Driver | None = None
+_lock = threading.RLock()
+
+
+class RayContext(dict):
+    """What `init` returns: the address information of the cluster (a dict, as in Ray)."""
+
+    @property
+    def address_info(self) -> dict[str, Any]:
+        return dict(self)
+
+    @property
+    def dashboard_url(self) -> str:
+        return self.get("webui_url", "")
+
+    def __enter__(self) -> "RayContext":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        shutdown()
+
+
+def is_initialized() -> bool:
+    return _driver is not None
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    namespace: str | None = None,
+    ignore_reinit_error: bool = False,
+    log_to_driver: bool = True,
+    include_dashboard: bool | None = None,
+    **kwargs: Any,
+) -> RayContext:
+    """Connect this process to a kray cluster, starting a local one when no address is given.
+
+    address: None or "local" starts an embedded cluster; "auto" connects to the cluster started
+    on this machine by `kray start`; "host:port" connects to that cluster's GCS.
+    """
+    global _driver
+    with _lock:
+        if _driver is not None:
+            if ignore_reinit_error:
+                return _context(_driver)
+            raise RuntimeError(
+                "Maybe you called kray.init twice by accident? This error can be suppressed by passing in "
+                "'ignore_reinit_error=True' or by calling 'kray.shutdown()' prior to 'kray.init()'."
+            )
+        unknown = set(kwargs) - {"runtime_env", "logging_level", "configure_logging", "_temp_dir", "job_config"}
+        if unknown:
+            raise TypeError(f"kray.init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        if address is None:
+            address = config.ADDRESS
+        namespace = namespace or os.urandom(8).hex()
+        if address in (None, "", "local"):
+            _driver = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace)
+        else:
+            if num_cpus is not None or num_gpus is not None or resources or object_store_memory:
+                raise ValueError(
+                    "When connecting to an existing cluster, num_cpus, num_gpus, resources and "
+                    "object_store_memory must not be provided; they are set when the cluster's nodes start."
+                )
+            _driver = _connect(_resolve_address(address), namespace)
+        try:
+            _finish_connect(_driver, log_to_driver)
+        except BaseException:
+            _teardown(_driver)
+            _driver = None
+            raise
+        return _context(_driver)
+
+
+def _start_local(
+    num_cpus: float | None, num_gpus: float | None, resources: dict[str, float] | None,
+    object_store_memory: int | None, namespace: str,
+) -> _Driver:
+    local = local_cluster.start_node(
+        num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+        object_store_memory=object_store_memory, parent_pid=os.getpid(),
+    )
+    core = core_worker.CoreWorker(
+        node=local.node, gcs_address=local.gcs_address, job_id=0, worker_id=ids.random_id(),
+        is_driver=True, namespace=namespace,
+    )
+    return _Driver(core, local, namespace)
+
+
+def _resolve_address(address: str) -> str:
+    if address == "auto":
+        found = local_cluster.read_address()
+        if not found:
+            raise ConnectionError(
+                "Could not find any running kray cluster on this machine. Start one with "
+                "`kray start --head`, pass its address as kray.init(address='HOST:PORT'), or call "
+                "kray.init() with no address to start a local cluster."
+            )
+        return str(found["gcs_address"])
+    address = address.removeprefix("kray://").removeprefix("ray://")
+    if address.startswith("tcp://"):
+        return address
+    if ":" not in address:
+        address = f"{address}:6379"
+    return f"tcp://{address}"
+
+
+def _connect(gcs_address: str, namespace: str) -> _Driver:
+    try:
+        nodes = client.request(gcs_address, lambda rid: messages.GetNodes(rid), timeout=5.0)
+    except client.NoReply:
+        raise ConnectionError(
+            f"Could not connect to a kray cluster at {gcs_address}: nothing answered within 5s. "
+            "Check that the cluster is running (`kray status`) and that the address is right."
+        ) from None
+    alive = [n for n in nodes if n.alive]
+    if not alive:
+        raise ConnectionError(f"The kray cluster at {gcs_address} has no live node yet; try again shortly.")
+    local_ips = {wire.host_of(gcs_address), "127.0.0.1"}
+    node = next((n for n in alive if n.ip in local_ips), None) or next((n for n in alive if n.is_head), alive[0])
+    core = core_worker.CoreWorker(
+        node=node, gcs_address=gcs_address, job_id=0, worker_id=ids.random_id(), is_driver=True,
+        namespace=namespace,
+    )
+    return _Driver(core, None, namespace)
+
+
+def _finish_connect(driver: _Driver, log_to_driver: bool) -> None:
+    core = driver.core
+    core.loop.on(messages.LogLines, _print_worker_output(core.node.ip))
+    core.start()
+    timeout = config.START_TIMEOUT_S
+    core.job_id = core.call(
+        core.gcs_address,
+        lambda rid: messages.RegisterJob(rid, os.getpid(), driver.namespace, " ".join(sys.argv)),
+        timeout=timeout,
+    )
+    if log_to_driver:
+        core.call(core.raylet_address, lambda rid: messages.SubscribeLogs(rid, core.job_id), timeout=timeout)
+    refs.set_core(core)
+    atexit.register(shutdown)
+
+
+def _print_worker_output(my_ip: str) -> Any:
+    def show(msg: messages.LogLines, payload: list, peer: Any) -> None:
+        where = f"{msg.name} pid={msg.pid}" + (f", ip={msg.ip}" if msg.ip != my_ip else "")
+        stream = sys.stderr if msg.is_err else sys.stdout
+        try:
+            stream.write("".join(f"({where}) {line}\n" for line in msg.lines))
+            stream.flush()
+        except (ValueError, OSError):
+            pass  # the driver's stream was closed
+
+    return show
+
+
+def _context(driver: _Driver) -> RayContext:
+    core = driver.core
+    return RayContext(
+        address=wire.host_of(core.gcs_address) + ":" + core.gcs_address.rsplit(":", 1)[1],
+        gcs_address=core.gcs_address,
+        node_ip_address=core.node.ip,
+        node_id=core.node_id.hex(),
+        raylet_address=core.raylet_address,
+        session_dir=driver.local.session_dir if driver.local else "",
+        namespace=driver.namespace,
+        job_id=ids.job_id_hex(core.job_id),
+        webui_url="",
+    )
+
+
+def shutdown() -> None:
+    """Disconnect from the cluster; stop the local cluster if this driver started it."""
+    global _driver
+    with _lock:
+        driver = _driver
+        _driver = None
+        if driver is None:
+            return
+        _teardown(driver)
+
+
+def _teardown(driver: _Driver) -> None:
+    core = driver.core
+    refs.set_core(None)
+    time.sleep(0)  # let other threads drop their last references
+    try:
+        core.shutdown()
+    finally:
+        if driver.local is not None:
+            driver.local.stop()
+
+
+def current_core() -> core_worker.CoreWorker:
+    """The driver's or worker's core worker; starts a local cluster on first use, as Ray does."""
+    core = refs.get_core()
+    if core is None:
+        init()
+        core = refs.get_core()
+    return core

@@ -1,0 +1,65 @@
+"""The one place that reads kray's environment variables and holds their defaults.
+
+Pure: reads os.environ, touches nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} must be an integer") from None
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} must be a number") from None
+
+
+# Objects whose serialized size is at most this many bytes travel inline in messages and live in
+# their owner's memory; larger ones go to the node's shared-memory store (Ray: 100 KiB).
+INLINE_THRESHOLD = _int("KRAY_INLINE_THRESHOLD", 100 * 1024)
+
+# Where object files live: a directory per session under this root (a tmpfs in practice).
+SHM_ROOT = os.environ.get("KRAY_SHM_ROOT", "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir())
+
+# Session directories (logs, spill files, the address file of the latest cluster).
+TEMP_ROOT = os.environ.get("KRAY_TEMP_DIR", os.path.join(tempfile.gettempdir(), "kray-sessions"))
+
+# Default share of the machine's shared-memory file system given to one node's object store.
+OBJECT_STORE_FRACTION = _float("KRAY_OBJECT_STORE_FRACTION", 0.3)
+
+# How many tasks one owner keeps queued on one leased worker (pipelining).
+MAX_TASKS_IN_FLIGHT_PER_WORKER = _int("KRAY_MAX_TASKS_IN_FLIGHT_PER_WORKER", 4)
+
+# An owner keeps an idle lease this long before returning it, unless the raylet asks for it back.
+IDLE_LEASE_SECONDS = _float("KRAY_IDLE_LEASE_SECONDS", 0.1)
+
+# Upper bound on worker processes a raylet keeps, as a multiple of its CPUs (blocked workers do not count).
+MAX_IDLE_WORKERS_PER_CPU = _int("KRAY_MAX_IDLE_WORKERS_PER_CPU", 2)
+
+# Every request that expects a reply gives up after this many seconds.
+REQUEST_TIMEOUT_S = _float("KRAY_REQUEST_TIMEOUT_S", 30.0)
+
+# Seconds a local cluster may take to come up before init fails.
+START_TIMEOUT_S = _float("KRAY_START_TIMEOUT_S", 30.0)
+
+# Address and token given to drivers and nodes that join an existing cluster.
+ADDRESS = os.environ.get("KRAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
+CLUSTER_TOKEN = os.environ.get("KRAY_CLUSTER_TOKEN")
+
+# Debug logging of kray's own processes.
+LOG_LEVEL = os.environ.get("KRAY_LOG_LEVEL", "WARNING")

@@ -1,0 +1,306 @@
+"""The core worker: what every driver and worker process runs to own, share and read objects.
+
+Starts an I/O thread (a protocol.loop.Loop) that owns all of this process's sockets; the user's
+threads call put/get/wait/submit, which touch the object table under its lock and hand network
+work to the I/O thread. Reads and writes object files in the node's shared-memory directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import threading
+from typing import Any, Callable, Sequence
+
+import zmq
+
+from kray import config, exceptions, ids, serialization
+from kray.core import object_table, refs, submitter
+from kray.object_store import shm
+from kray.protocol import loop as loop_mod
+from kray.protocol import messages, wire
+
+log = logging.getLogger(__name__)
+
+
+class CoreWorker:
+    def __init__(
+        self, *, node: messages.NodeInfo, gcs_address: str, job_id: int, worker_id: bytes,
+        is_driver: bool, namespace: str = "",
+    ) -> None:
+        self.node = node
+        self.node_id = node.node_id
+        self.gcs_address = gcs_address
+        self.raylet_address = node.raylet_address
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.is_driver = is_driver
+        self.namespace = namespace
+        self.ctx = zmq.Context()
+        self.loop = loop_mod.Loop(self.ctx, name="driver" if is_driver else "worker")
+        self.router = wire.make_socket(self.ctx, zmq.ROUTER)
+        self.address = wire.bind_random(self.router, node.ip)
+        self.loop.serve(self.router)
+        self.objects = object_table.ObjectTable(self.address)
+        self.released = self.objects.released  # ObjectRef.__del__ appends here
+        self.task_ids = ids.TaskIdFactory()
+        self.current_task_id = self.task_ids.next()
+        self.current_task_name = ""
+        self.assigned_resources: dict[str, float] = {}
+        self._put_index = itertools.count(1)
+        self.nodes: dict[bytes, messages.NodeInfo] = {node.node_id: node}
+        self.submitter = submitter.Submitter(self)
+        self.executor: Any = None  # set in worker processes
+        self.loop.on(messages.GetObject, self._on_get_object)
+        self.loop.on(messages.AddBorrower, lambda m, p, peer: self.objects.add_borrowers(m.object_ids))
+        self.loop.on(messages.RemoveBorrower, lambda m, p, peer: self.objects.remove_borrowers(m.object_ids))
+        self.loop.call_every(0.05, self.flush)
+        self._thread = threading.Thread(target=self._run_loop, name="kray-io", daemon=True)
+        self._closed = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run_loop(self) -> None:
+        try:
+            self.loop.run()
+        finally:
+            self.loop.close()
+            self.ctx.term()
+
+    # ------------------------------------------------------------ calls into the I/O thread
+
+    def call(self, endpoint: str, make: Callable[[int], Any], timeout: float = config.REQUEST_TIMEOUT_S) -> Any:
+        """Send a request from a user thread and wait for its reply value; raises on error."""
+        done = threading.Event()
+        box: list[Any] = []
+
+        def on_reply(msg: Any, payload: list) -> None:
+            box.append(msg)
+            done.set()
+
+        self.loop.call_soon_threadsafe(self.loop.request, endpoint, make, on_reply, timeout)
+        if not done.wait(timeout + 1.0):
+            raise exceptions.RaySystemError(f"no reply from {endpoint} within {timeout:.0f}s")
+        reply = box[0]
+        if isinstance(reply, messages.Reply) and not reply.ok:
+            raise exceptions.RaySystemError(f"request to {endpoint} failed: {reply.value}")
+        return reply.value if isinstance(reply, messages.Reply) else reply
+
+    def send(self, endpoint: str, msg: Any) -> None:
+        self.loop.call_soon_threadsafe(lambda: self.loop.connect(endpoint).send(msg))
+
+    def flush(self) -> None:
+        """I/O thread: apply released refs, send borrower updates and shared-memory frees."""
+        self.objects.process_released()
+        adds, removes, freed = self.objects.take_outbox()
+        for kind, items in ((messages.AddBorrower, adds), (messages.RemoveBorrower, removes)):
+            by_owner: dict[str, list[bytes]] = {}
+            for owner, oid in items:
+                by_owner.setdefault(owner, []).append(oid)
+            for owner, oids in by_owner.items():
+                self.loop.connect(owner).send(kind(oids))
+        by_node: dict[bytes, list[str]] = {}
+        for node_id, hex_id in freed:
+            by_node.setdefault(node_id, []).append(hex_id)
+        for node_id, hexes in by_node.items():
+            self._send_to_node(node_id, messages.DeleteObjects(hexes))
+
+    def delete_shm(self, node_id: bytes, hex_id: str) -> None:
+        self._send_to_node(node_id, messages.DeleteObjects([hex_id]))
+
+    def _send_to_node(self, node_id: bytes, msg: Any) -> None:
+        node = self.nodes.get(node_id)
+        if node is not None:
+            self.loop.connect(node.raylet_address).send(msg)
+
+    # ------------------------------------------------------------ references
+
+    def add_local_ref(self, object_id: bytes, owner: str, precounted: bool = False) -> None:
+        if self.objects.add_local_ref(object_id, owner, precounted):
+            self.loop.call_soon_threadsafe(self.flush)
+
+    # ------------------------------------------------------------ put
+
+    def put(self, value: Any) -> refs.ObjectRef:
+        frames, contained = serialization.serialize(value, "object passed to put()")
+        return self.put_frames(frames, contained)
+
+    def put_frames(self, frames: list[Any], contained: list[Any]) -> refs.ObjectRef:
+        oid = ids.put_object_id(self.current_task_id, next(self._put_index))
+        self.objects.new_owned(oid)
+        size = sum(len(f) if isinstance(f, bytes) else memoryview(f).nbytes for f in frames)
+        if size <= config.INLINE_THRESHOLD:
+            self.objects.set_value(oid, object_table.INLINE, frames, contained=contained)
+        else:
+            written = self.write_shm(oid.hex(), frames)
+            self.objects.set_value(oid, object_table.SHM, None, self.node_id, written, contained)
+        return refs.ObjectRef(oid, self.address)
+
+    def write_shm(self, hex_id: str, frames: Sequence[Any]) -> int:
+        """Write an object file into this node's store and report it sealed; returns its size."""
+        path = os.path.join(self.node.shm_dir, hex_id)
+        try:
+            size = shm.write_object(path, frames)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            needed = shm.encoded_size(frames)
+            self.call(self.raylet_address, lambda rid: messages.MakeRoom(rid, needed))
+            try:
+                size = shm.write_object(path, frames)
+            except OSError as e2:
+                if e2.errno != errno.ENOSPC:
+                    raise
+                # Shared memory is still full: the object goes straight to the spill directory.
+                size = shm.write_object(os.path.join(self.node.spill_dir, hex_id), frames)
+                return size
+        self.send(self.raylet_address, messages.ObjectSealed(hex_id, size))
+        return size
+
+    # ------------------------------------------------------------ get and wait
+
+    def get_objects(self, object_refs: Sequence[refs.ObjectRef], timeout: float | None) -> list[Any]:
+        self.objects.process_released()
+        entries = self.objects.entries
+        missing = [r for r in object_refs if (e := entries.get(r._id)) is None or e.state != object_table.READY]
+        if missing:
+            self._wait_ready(missing, len(missing), timeout, raise_timeout=True)
+        return [self._materialize(r) for r in object_refs]
+
+    def wait(
+        self, object_refs: Sequence[refs.ObjectRef], num_returns: int, timeout: float | None
+    ) -> tuple[list[refs.ObjectRef], list[refs.ObjectRef]]:
+        self.objects.process_released()
+
+        def is_ready(r: refs.ObjectRef) -> bool:
+            e = self.objects.entries.get(r._id)
+            return e is not None and e.state == object_table.READY
+
+        ready_count = sum(1 for r in object_refs if is_ready(r))
+        if ready_count < num_returns:
+            missing = [r for r in object_refs if not is_ready(r)]
+            self._wait_ready(missing, num_returns - ready_count, timeout, raise_timeout=False)
+        ready, not_ready = [], []
+        for r in object_refs:
+            (ready if len(ready) < num_returns and is_ready(r) else not_ready).append(r)
+        return ready, not_ready
+
+    def _wait_ready(self, missing: list[refs.ObjectRef], needed: int, timeout: float | None, raise_timeout: bool) -> None:
+        waiter = object_table.Waiter(needed)
+        to_fetch = []
+        for ref in missing:
+            oid = ref._id
+            if self.objects.add_waiter(oid, waiter):
+                waiter.notify(oid)
+            else:
+                entry = self.objects.get(oid)
+                if entry is not None and not entry.owned and not entry.fetching:
+                    entry.fetching = True
+                    to_fetch.append((oid, entry.owner))
+        if to_fetch:
+            self.loop.call_soon_threadsafe(self._fetch_from_owners, to_fetch)
+        if waiter.event.is_set():
+            return
+        executor = self.executor
+        blocked = executor is not None and executor.block_begin()
+        try:
+            ok = waiter.event.wait(timeout)
+        finally:
+            if blocked:
+                executor.block_end()
+        if not ok:
+            for ref in missing:
+                self.objects.remove_waiter(ref._id, waiter)
+            if raise_timeout:
+                raise exceptions.GetTimeoutError(
+                    f"Get timed out: {len(missing)} object(s) not ready after {timeout}s, "
+                    f"e.g. {missing[0]!r}."
+                )
+
+    def _materialize(self, ref: refs.ObjectRef) -> Any:
+        entry = self.objects.get(ref._id)
+        if entry is None:
+            raise exceptions.ObjectFreedError(ref.hex(), "it was freed")
+        kind = entry.kind
+        if kind == object_table.INLINE:
+            return serialization.deserialize(entry.frames)  # type: ignore[arg-type]
+        if kind == object_table.SHM:
+            frames = entry.mapped
+            if frames is None:
+                frames = entry.mapped = self.map_shm(entry.node_id, ref.hex())
+            return serialization.deserialize(frames)
+        error = serialization.deserialize(entry.frames)  # type: ignore[arg-type]
+        if isinstance(error, exceptions.RayTaskError):
+            raise error.as_instanceof_cause()
+        raise error
+
+    def map_shm(self, node_id: bytes, hex_id: str) -> list[Any]:
+        node = self.nodes.get(node_id)
+        if node is None or node_id != self.node_id:
+            raise exceptions.ObjectLostError(hex_id, "it lives on another node and cross-node fetch is not available yet")
+        try:
+            return shm.map_object(shm.object_paths(node.shm_dir, node.spill_dir, hex_id))
+        except shm.ObjectNotFound:
+            raise exceptions.ObjectLostError(hex_id, "its shared-memory file is gone") from None
+
+    # ------------------------------------------------------------ borrowing across processes
+
+    def _fetch_from_owners(self, items: list[tuple[bytes, str]]) -> None:
+        for oid, owner in items:
+            def on_value(msg: Any, payload: list, oid: bytes = oid, owner: str = owner) -> None:
+                if isinstance(msg, messages.ObjectValue):
+                    ret = msg.value
+                    kind = object_table.SHM if ret.kind == "shm" else ret.kind
+                    self.objects.set_value(oid, kind, payload, ret.node_id, ret.size)
+                else:
+                    error = exceptions.OwnerDiedError(
+                        oid.hex(), f"its owner at {owner} did not answer ({getattr(msg, 'value', msg)})"
+                    )
+                    self.objects.set_value(oid, object_table.ERROR, serialization.serialize(error)[0])
+
+            self.loop.request(owner, lambda rid, oid=oid: messages.GetObject(rid, oid), on_value, timeout=10**9)
+
+    def _on_get_object(self, msg: messages.GetObject, payload: list, peer: loop_mod.Peer) -> None:
+        oid = msg.object_id
+        entry = self.objects.get(oid)
+        if entry is None:
+            error = exceptions.ObjectLostError(oid.hex(), "its owner has already freed it")
+            frames = serialization.serialize(error)[0]
+            peer.send(messages.ObjectValue(msg.req_id, oid, messages.ReturnValue("error", len(frames))), frames)
+            return
+
+        def answer(_oid: bytes) -> None:
+            e = self.objects.get(oid)
+            if e is None:
+                return
+            if e.kind == object_table.SHM:
+                peer.send(messages.ObjectValue(msg.req_id, oid, messages.ReturnValue("shm", 0, e.node_id, e.size)))
+            else:
+                frames = e.frames or []
+                peer.send(messages.ObjectValue(msg.req_id, oid, messages.ReturnValue(e.kind, len(frames))), frames)
+
+        if self.objects.add_waiter(oid, object_table.CallbackWaiter(answer)):
+            answer(oid)
+
+    # ------------------------------------------------------------ shutdown
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        done = threading.Event()
+
+        def stop() -> None:
+            try:
+                self.flush()
+                self.submitter.shutdown()
+            finally:
+                self.loop.stop()
+                done.set()
+
+        self.loop.call_soon_threadsafe(stop)
+        done.wait(5.0)
+        self._thread.join(5.0)

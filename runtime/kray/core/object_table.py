@@ -1,0 +1,204 @@
+"""The object table of one process: objects it owns or borrows, their values and reference counts.
+
+Shared by the user's threads and the I/O thread under one lock; no I/O itself. The owner of an
+object counts local references (live ObjectRefs in this process), borrowers (other processes
+holding refs) and frees the value when both reach zero. Waiters (a blocked `get`/`wait`, a task
+waiting for its arguments, a remote `GetObject`) are notified when a value arrives.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any, Callable
+
+PENDING = 0
+READY = 1
+
+# value kinds
+INLINE = "inline"
+SHM = "shm"
+ERROR = "error"
+
+
+class Entry:
+    __slots__ = (
+        "owned", "owner", "state", "kind", "frames", "node_id", "size", "local", "borrowers",
+        "waiters", "contained", "fetching", "mapped",
+    )
+
+    def __init__(self, owned: bool, owner: str) -> None:
+        self.owned = owned
+        self.owner = owner
+        self.state = PENDING
+        self.kind = ""
+        self.frames: list[Any] | None = None
+        self.node_id = b""
+        self.size = 0
+        self.local = 0
+        self.borrowers = 0
+        self.waiters: list[Any] = []
+        self.contained: list[Any] = []  # ObjectRefs kept alive while this value lives
+        self.fetching = False
+        self.mapped: list[Any] | None = None  # shared-memory frames, mapped on first read
+
+
+class Waiter:
+    """Wakes a thread blocked in get/wait once `needed` objects are ready."""
+
+    __slots__ = ("needed", "event")
+
+    def __init__(self, needed: int) -> None:
+        self.needed = needed
+        self.event = threading.Event()
+
+    def notify(self, object_id: bytes) -> None:
+        self.needed -= 1
+        if self.needed <= 0:
+            self.event.set()
+
+
+class CallbackWaiter:
+    """Runs a callback on the I/O thread when the object is ready."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[bytes], None]) -> None:
+        self.callback = callback
+
+    def notify(self, object_id: bytes) -> None:
+        self.callback(object_id)
+
+
+class ObjectTable:
+    def __init__(self, my_address: str) -> None:
+        self.address = my_address
+        self.lock = threading.Lock()
+        self.entries: dict[bytes, Entry] = {}
+        self.released: collections.deque[bytes] = collections.deque()
+        # Filled under the lock, drained by the core worker's I/O thread.
+        self.borrow_adds: list[tuple[str, bytes]] = []
+        self.borrow_removes: list[tuple[str, bytes]] = []
+        self.freed_shm: list[tuple[bytes, str]] = []  # (node_id, object hex) to delete
+
+    # ------------------------------------------------------------ references
+
+    def add_local_ref(self, object_id: bytes, owner: str, precounted: bool = False) -> bool:
+        """Count one more live ObjectRef; True when a borrower registration must be sent."""
+        with self.lock:
+            entry = self.entries.get(object_id)
+            if entry is None:
+                entry = self.entries[object_id] = Entry(owner == self.address, owner)
+                entry.local = 1
+                if not entry.owned and not precounted:
+                    self.borrow_adds.append((owner, object_id))
+                    return True
+                return False
+            entry.local += 1
+            return False
+
+    def new_owned(self, object_id: bytes) -> Entry:
+        """Create the entry of an object this process will own (a task return or a put)."""
+        entry = Entry(True, self.address)
+        with self.lock:
+            self.entries[object_id] = entry
+        return entry
+
+    def process_released(self) -> None:
+        """Apply the decrements of collected ObjectRefs and free what nobody references."""
+        released = self.released
+        if not released:
+            return
+        dropped: list[Entry] = []
+        with self.lock:
+            entries = self.entries
+            while released:
+                object_id = released.popleft()
+                entry = entries.get(object_id)
+                if entry is None:
+                    continue
+                entry.local -= 1
+                if entry.local <= 0 and entry.borrowers <= 0:
+                    self._drop(object_id, entry, dropped)
+        # Contained refs are released outside the lock (their __del__ appends to `released`).
+        for entry in dropped:
+            entry.contained = []
+
+    def remove_borrowers(self, object_ids: list[bytes]) -> None:
+        dropped: list[Entry] = []
+        with self.lock:
+            for object_id in object_ids:
+                entry = self.entries.get(object_id)
+                if entry is None:
+                    continue
+                entry.borrowers -= 1
+                if entry.local <= 0 and entry.borrowers <= 0:
+                    self._drop(object_id, entry, dropped)
+        for entry in dropped:
+            entry.contained = []
+
+    def add_borrowers(self, object_ids: list[bytes]) -> None:
+        with self.lock:
+            for object_id in object_ids:
+                entry = self.entries.get(object_id)
+                if entry is not None:
+                    entry.borrowers += 1
+
+    def _drop(self, object_id: bytes, entry: Entry, dropped: list[Entry]) -> None:
+        del self.entries[object_id]
+        dropped.append(entry)
+        if entry.owned:
+            if entry.kind == SHM:
+                self.freed_shm.append((entry.node_id, object_id.hex()))
+        else:
+            self.borrow_removes.append((entry.owner, object_id))
+
+    # ------------------------------------------------------------ values
+
+    def set_value(
+        self, object_id: bytes, kind: str, frames: list[Any] | None = None, node_id: bytes = b"",
+        size: int = 0, contained: list[Any] | None = None,
+    ) -> bool:
+        """Record an object's value and wake its waiters; False if nobody references it any more."""
+        with self.lock:
+            entry = self.entries.get(object_id)
+            if entry is None or entry.state == READY:
+                return False
+            entry.kind = kind
+            entry.frames = frames
+            entry.node_id = node_id
+            entry.size = size
+            if contained:
+                entry.contained = contained
+            entry.state = READY
+            waiters, entry.waiters = entry.waiters, []
+        for waiter in waiters:
+            waiter.notify(object_id)
+        return True
+
+    def add_waiter(self, object_id: bytes, waiter: Any) -> bool:
+        """Register `waiter`; returns True if the object is already ready (waiter not added)."""
+        with self.lock:
+            entry = self.entries.get(object_id)
+            if entry is None or entry.state == READY:
+                return True
+            entry.waiters.append(waiter)
+            return False
+
+    def remove_waiter(self, object_id: bytes, waiter: Any) -> None:
+        with self.lock:
+            entry = self.entries.get(object_id)
+            if entry is not None:
+                try:
+                    entry.waiters.remove(waiter)
+                except ValueError:
+                    pass
+
+    def get(self, object_id: bytes) -> Entry | None:
+        return self.entries.get(object_id)
+
+    def take_outbox(self) -> tuple[list, list, list]:
+        with self.lock:
+            out = (self.borrow_adds, self.borrow_removes, self.freed_shm)
+            self.borrow_adds, self.borrow_removes, self.freed_shm = [], [], []
+        return out

@@ -1,0 +1,385 @@
+"""The owner side of tasks: dependency resolution, worker leases, pipelined pushes, results,
+retries and cancellation.
+
+Everything here runs on the core worker's I/O thread except `submit`, which the user's thread
+calls to build the spec and the return refs and then hands over. Leases are requested per resource
+shape from the local raylet, kept while tasks keep coming, returned when idle or when the raylet
+asks for them back.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import pickle
+import sys
+from typing import Any
+
+from kray import config, exceptions, ids, serialization
+from kray.core import object_table, refs, task_args
+from kray.protocol import messages
+
+log = logging.getLogger(__name__)
+
+
+class TaskRecord:
+    __slots__ = (
+        "spec", "return_ids", "pins", "deps_left", "retries_left", "lease", "cancelled", "force",
+        "key", "done",
+    )
+
+    def __init__(self, spec: messages.TaskSpec, return_ids: list[bytes], pins: list[Any]) -> None:
+        self.spec = spec
+        self.return_ids = return_ids
+        self.pins = pins  # ObjectRefs the task needs alive until it finishes
+        self.deps_left = 0
+        self.retries_left = spec.max_retries
+        self.lease: Lease | None = None
+        self.cancelled = False
+        self.force = False
+        self.key = tuple(sorted(spec.resources.items()))
+        self.done = False
+
+
+class Lease:
+    __slots__ = ("lease_id", "worker_id", "address", "node_id", "pid", "in_flight", "functions", "queue",
+                 "idle_timer")
+
+    def __init__(self, grant: messages.LeaseGranted, queue: "KeyQueue") -> None:
+        self.lease_id = grant.lease_id
+        self.worker_id = grant.worker_id
+        self.address = grant.worker_address
+        self.node_id = grant.node_id
+        self.pid = grant.pid
+        self.in_flight: dict[bytes, TaskRecord] = {}
+        self.functions: set[bytes] = set()
+        self.queue = queue
+        self.idle_timer: list | None = None
+
+
+class KeyQueue:
+    """Tasks of one resource shape waiting for a worker, and the leases that serve them."""
+
+    def __init__(self, key: tuple, resources: dict[str, float]) -> None:
+        self.key = key
+        self.resources = resources
+        self.pending: collections.deque[TaskRecord] = collections.deque()
+        self.leases: list[Lease] = []
+        self.request_id: int | None = None
+        self.saturated = False  # the raylet said it has no free resources right now
+        self.warned = False
+
+
+class Submitter:
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.loop = core.loop
+        self.objects: object_table.ObjectTable = core.objects
+        self.tasks: dict[bytes, TaskRecord] = {}
+        self.queues: dict[tuple, KeyQueue] = {}
+        self.leases: dict[int, Lease] = {}
+        self.functions: dict[bytes, bytes] = {}  # function id -> pickled function
+        self.depth = max(1, config.MAX_TASKS_IN_FLIGHT_PER_WORKER)
+        loop = self.loop
+        loop.on(messages.TaskDone, self._on_task_done)
+        loop.on(messages.WorkerDied, self._on_worker_died)
+        loop.on(messages.ReleaseIdleLeases, self._on_release_idle)
+        loop.on(messages.ReturnTasks, self._on_return_tasks)
+
+    # ------------------------------------------------------------ user thread
+
+    def submit(
+        self, function_id: bytes, function_blob: bytes, name: str, args: tuple, kwargs: dict,
+        num_returns: int, resources: dict[str, float], max_retries: int, retry_exceptions: Any,
+    ) -> list[refs.ObjectRef]:
+        core = self.core
+        frames, contained, top = task_args.pack(args, kwargs, name)
+        task_id = core.task_ids.next()
+        spec = messages.TaskSpec(
+            task_id, core.job_id, name, function_id, b"", [], num_returns, resources, core.address,
+            max_retries, retry_exceptions, 0, None, None, core.current_task_id,
+        )
+        pins: list[Any] = [*top, *contained]
+        if len(frames) == 1 and len(frames[0]) <= config.INLINE_THRESHOLD:
+            spec.args = frames[0]
+        else:
+            args_ref = core.put_frames(frames, [])
+            pins.append(args_ref)
+            spec.args_object = messages.ArgValue("pending", args_ref.binary(), core.address)
+        self.functions.setdefault(function_id, function_blob)
+        return_ids = [ids.return_object_id(task_id, i + 1) for i in range(num_returns)]
+        for oid in return_ids:
+            self.objects.new_owned(oid)
+        out = [refs.ObjectRef(oid, core.address) for oid in return_ids]
+        record = TaskRecord(spec, return_ids, pins)
+        record.pins.append(top)  # the top-level refs, by position, for resolution
+        self.loop.call_soon_threadsafe(self._on_submit, record, top)
+        return out
+
+    # ------------------------------------------------------------ dependencies
+
+    def _on_submit(self, record: TaskRecord, top: list[refs.ObjectRef]) -> None:
+        self.tasks[record.spec.task_id] = record
+        waiting = [r for r in top if self._owned_pending(r.binary())]
+        if record.spec.args_object is not None and self._owned_pending(record.spec.args_object.object_id):
+            waiting.append(record.spec.args_object.object_id)
+        record.deps_left = len(waiting)
+        if not waiting:
+            self._resolve(record, top)
+            return
+        for dep in waiting:
+            oid = dep if isinstance(dep, bytes) else dep.binary()
+            waiter = object_table.CallbackWaiter(lambda _oid, r=record, t=top: self._dep_ready(r, t))
+            if self.objects.add_waiter(oid, waiter):
+                self._dep_ready(record, top)
+
+    def _owned_pending(self, oid: bytes) -> bool:
+        entry = self.objects.get(oid)
+        return entry is not None and entry.owned and entry.state == object_table.PENDING
+
+    def _dep_ready(self, record: TaskRecord, top: list[refs.ObjectRef]) -> None:
+        record.deps_left -= 1
+        if record.deps_left == 0:
+            self._resolve(record, top)
+
+    def _resolve(self, record: TaskRecord, top: list[refs.ObjectRef]) -> None:
+        if record.cancelled:
+            self._finish_with_error(record, exceptions.TaskCancelledError(record.spec.task_id.hex()))
+            return
+        spec = record.spec
+        values = []
+        for ref in top:
+            value = self._arg_value(ref.binary(), ref.owner_address())
+            if value.kind == "error":
+                self._finish_with_frames(record, pickle.loads(value.data))
+                return
+            values.append(value)
+        spec.arg_values = values
+        if spec.args_object is not None:
+            spec.args_object = self._arg_value(spec.args_object.object_id, spec.args_object.owner)
+        self._enqueue(record)
+
+    def _arg_value(self, oid: bytes, owner: str) -> messages.ArgValue:
+        entry = self.objects.get(oid)
+        if entry is None or not entry.owned or entry.state != object_table.READY:
+            return messages.ArgValue("ref", oid, owner)
+        if entry.kind == object_table.SHM:
+            return messages.ArgValue("shm", oid, owner, entry.node_id)
+        data = pickle.dumps([bytes(f) for f in entry.frames or []], protocol=5)
+        kind = "error" if entry.kind == object_table.ERROR else "inline"
+        return messages.ArgValue(kind, oid, owner, b"", data)
+
+    # ------------------------------------------------------------ queues and leases
+
+    def _enqueue(self, record: TaskRecord, front: bool = False) -> None:
+        queue = self.queues.get(record.key)
+        if queue is None:
+            queue = self.queues[record.key] = KeyQueue(record.key, dict(record.spec.resources))
+        if front:
+            queue.pending.appendleft(record)
+        else:
+            queue.pending.append(record)
+        self._pump(queue)
+
+    def _pump(self, queue: KeyQueue) -> None:
+        depth = self.depth if queue.saturated else 1
+        batches: dict[int, list[TaskRecord]] = {}
+        while queue.pending and queue.leases:
+            lease = min(queue.leases, key=lambda le: len(le.in_flight))
+            if len(lease.in_flight) >= depth:
+                break
+            record = queue.pending.popleft()
+            record.lease = lease
+            lease.in_flight[record.spec.task_id] = record
+            if lease.idle_timer is not None:
+                self.loop.cancel_timer(lease.idle_timer)
+                lease.idle_timer = None
+            batches.setdefault(lease.lease_id, []).append(record)
+        for lease_id, records in batches.items():
+            lease = self.leases[lease_id]
+            specs = []
+            for record in records:
+                spec = record.spec
+                if spec.function_id not in lease.functions:
+                    spec.function_blob = self.functions[spec.function_id]
+                    lease.functions.add(spec.function_id)
+                else:
+                    spec.function_blob = None
+                specs.append(spec)
+            self.loop.connect(lease.address).send(messages.PushTasks(lease_id, specs))
+        if queue.pending and queue.request_id is None:
+            self._request_lease(queue)
+        for lease in list(queue.leases):
+            if not lease.in_flight and not queue.pending and lease.idle_timer is None:
+                lease.idle_timer = self.loop.call_later(config.IDLE_LEASE_SECONDS, self._return_lease, lease)
+
+    def _request_lease(self, queue: KeyQueue) -> None:
+        label = queue.pending[0].spec.name if queue.pending else ""
+
+        def make(req_id: int) -> messages.RequestLease:
+            return messages.RequestLease(req_id, self.core.job_id, queue.resources, self.core.address, label)
+
+        queue.request_id = self.loop.request(
+            self.core.raylet_address, make, lambda msg, _p: self._on_lease_reply(queue, msg), timeout=10**9
+        )
+
+    def _on_lease_reply(self, queue: KeyQueue, msg: Any) -> None:
+        if isinstance(msg, messages.LeaseQueued):
+            queue.saturated = True
+            self._pump(queue)
+            return
+        if isinstance(msg, messages.LeaseInfeasible):
+            if not queue.warned:
+                queue.warned = True
+                print(f"Warning: {msg.text}", file=sys.stderr, flush=True)
+            return
+        queue.request_id = None
+        if not isinstance(msg, messages.LeaseGranted):
+            log.error("lease request failed: %s", getattr(msg, "value", msg))
+            if queue.pending:
+                self.loop.call_later(0.5, self._pump, queue)
+            return
+        lease = Lease(msg, queue)
+        self.leases[lease.lease_id] = lease
+        queue.leases.append(lease)
+        self._pump(queue)
+
+    def _return_lease(self, lease: Lease, kill: bool = False) -> None:
+        lease.idle_timer = None
+        if lease.in_flight and not kill:
+            return
+        queue = lease.queue
+        if lease in queue.leases:
+            queue.leases.remove(lease)
+        self.leases.pop(lease.lease_id, None)
+        if not queue.leases and not queue.pending:
+            queue.saturated = False
+        self.loop.connect(self.core.raylet_address).send(messages.ReturnLease(lease.lease_id, kill))
+
+    def _on_release_idle(self, msg: messages.ReleaseIdleLeases, payload: list, peer: Any) -> None:
+        for lease in list(self.leases.values()):
+            if not lease.in_flight:
+                if lease.idle_timer is not None:
+                    self.loop.cancel_timer(lease.idle_timer)
+                self._return_lease(lease)
+
+    # ------------------------------------------------------------ results
+
+    def _on_task_done(self, msg: messages.TaskDone, payload: list, peer: Any) -> None:
+        record = self.tasks.get(msg.task_id)
+        if record is None or record.done:
+            self._discard_returns(msg.task_id, msg.returns)
+            return
+        lease = record.lease
+        if lease is not None:
+            lease.in_flight.pop(msg.task_id, None)
+        record.lease = None
+        if msg.retryable_error and record.retries_left != 0 and not record.cancelled:
+            record.retries_left -= 1
+            record.spec.attempt += 1
+            self._discard_returns(msg.task_id, msg.returns)
+            self._enqueue(record)
+        else:
+            self._store_returns(record, msg.returns, payload)
+        if lease is not None:
+            self._pump(lease.queue)
+
+    def _store_returns(self, record: TaskRecord, returns: list[messages.ReturnValue], payload: list) -> None:
+        record.done = True
+        self.tasks.pop(record.spec.task_id, None)
+        pos = 0
+        set_value = self.objects.set_value
+        for oid, ret in zip(record.return_ids, returns):
+            frames = payload[pos : pos + ret.nframes]
+            pos += ret.nframes
+            contained = [refs.ObjectRef(cid, owner, _register=False) for cid, owner in ret.contained]
+            for cref, (cid, owner) in zip(contained, ret.contained):
+                self.objects.add_local_ref(cid, owner, precounted=True)
+                cref._core = self.core
+            kind = object_table.SHM if ret.kind == "shm" else ret.kind
+            if not set_value(oid, kind, frames, ret.node_id, ret.size, contained) and kind == object_table.SHM:
+                self.core.delete_shm(ret.node_id, oid.hex())
+        record.pins = []
+
+    def _discard_returns(self, task_id: bytes, returns: list[messages.ReturnValue]) -> None:
+        # Results nobody will read (a stale or retried attempt): free their shared memory.
+        for index, ret in enumerate(returns):
+            if ret.kind == "shm":
+                self.core.delete_shm(ret.node_id, ids.return_object_id(task_id, index + 1).hex())
+
+    def _finish_with_error(self, record: TaskRecord, error: BaseException) -> None:
+        frames, _ = serialization.serialize(error)
+        self._finish_with_frames(record, frames)
+
+    def _finish_with_frames(self, record: TaskRecord, frames: list[Any]) -> None:
+        record.done = True
+        self.tasks.pop(record.spec.task_id, None)
+        for oid in record.return_ids:
+            self.objects.set_value(oid, object_table.ERROR, list(frames))
+        record.pins = []
+
+    def _on_worker_died(self, msg: messages.WorkerDied, payload: list, peer: Any) -> None:
+        lease = self.leases.pop(msg.lease_id, None)
+        if lease is None:
+            return
+        queue = lease.queue
+        if lease in queue.leases:
+            queue.leases.remove(lease)
+        for record in list(lease.in_flight.values()):
+            record.lease = None
+            if record.cancelled:
+                self._finish_with_error(record, exceptions.TaskCancelledError(record.spec.task_id.hex()))
+            elif record.retries_left != 0:
+                record.retries_left -= 1
+                record.spec.attempt += 1
+                queue.pending.appendleft(record)
+            else:
+                self._finish_with_error(
+                    record,
+                    exceptions.WorkerCrashedError(
+                        f"The worker running task {record.spec.name} (pid={lease.pid}) died "
+                        f"unexpectedly: {msg.reason}. The task was not retried "
+                        f"(max_retries={record.spec.max_retries}, attempts made: {record.spec.attempt + 1})."
+                    ),
+                )
+        lease.in_flight.clear()
+        self._pump(queue)
+
+    def _on_return_tasks(self, msg: messages.ReturnTasks, payload: list, peer: Any) -> None:
+        touched = set()
+        for task_id in reversed(msg.task_ids):
+            record = self.tasks.get(task_id)
+            if record is None or record.lease is None:
+                continue
+            record.lease.in_flight.pop(task_id, None)
+            touched.add(record.lease.queue.key)
+            record.lease = None
+            self.queues[record.key].pending.appendleft(record)
+        for key in touched:
+            self._pump(self.queues[key])
+
+    # ------------------------------------------------------------ cancellation
+
+    def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
+        record = self.tasks.get(task_id)
+        if record is None or record.done:
+            return
+        record.cancelled = True
+        record.force = record.force or force
+        if record.lease is not None:
+            self.loop.connect(record.lease.address).send(messages.CancelTask(task_id, force, recursive))
+            return
+        queue = self.queues.get(record.key)
+        if queue is not None and record in queue.pending:
+            queue.pending.remove(record)
+            self._finish_with_error(record, exceptions.TaskCancelledError(task_id.hex()))
+        # else it is still waiting for its arguments: _resolve finishes it as cancelled
+
+    def cancel_children(self, parent_task_id: bytes, force: bool) -> None:
+        for record in list(self.tasks.values()):
+            if record.spec.parent_task_id == parent_task_id:
+                self.cancel(record.spec.task_id, force, True)
+
+    def shutdown(self) -> None:
+        for lease in list(self.leases.values()):
+            self._return_lease(lease, kill=False)

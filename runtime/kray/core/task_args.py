@@ -1,0 +1,76 @@
+"""How a task's arguments are packed by the submitter and unpacked by the worker.
+
+Pure data handling (no I/O): top-level ObjectRef arguments are replaced by markers and resolved by
+the worker before the call; ObjectRefs nested inside other values stay refs. A failure to
+serialize names the offending argument.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from kray import serialization
+from kray.core import refs
+
+
+class ArgMarker:
+    """Stands for the index-th top-level ObjectRef argument inside the pickled arguments."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ArgMarker, (self.index,))
+
+
+def pack(
+    args: tuple, kwargs: dict, function_name: str
+) -> tuple[list[Any], list[Any], list[refs.ObjectRef]]:
+    """Serialize (args, kwargs); returns (frames, contained refs, top-level refs)."""
+    top: list[refs.ObjectRef] = []
+    ObjectRef = refs.ObjectRef
+
+    def mark(value: Any) -> Any:
+        if type(value) is ObjectRef:
+            top.append(value)
+            return ArgMarker(len(top) - 1)
+        return value
+
+    new_args = [mark(a) for a in args]
+    new_kwargs = {k: mark(v) for k, v in kwargs.items()} if kwargs else {}
+    try:
+        frames, contained = serialization.serialize((new_args, new_kwargs), "arguments")
+    except serialization.SerializationError:
+        _raise_for_culprit(args, kwargs, function_name)
+        raise
+    return frames, contained, top
+
+
+def _raise_for_culprit(args: tuple, kwargs: dict, function_name: str) -> None:
+    """Find the argument that does not serialize and raise an error that names it."""
+    named = [(f"argument {i}", a) for i, a in enumerate(args)] + [
+        (f"keyword argument {k!r}", v) for k, v in kwargs.items()
+    ]
+    for label, value in named:
+        try:
+            serialization.serialize(value)
+        except serialization.SerializationError as e:
+            raise serialization.SerializationError(
+                f"Could not serialize {label} of {function_name}: {e}"
+            ) from e.__cause__
+
+
+def unpack(
+    args_frames: list[Any], resolve: Callable[[int], Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Rebuild (args, kwargs), replacing each marker with resolve(index)."""
+    args, kwargs = serialization.deserialize(args_frames)
+    for i, value in enumerate(args):
+        if type(value) is ArgMarker:
+            args[i] = resolve(value.index)
+    for key, value in kwargs.items():
+        if type(value) is ArgMarker:
+            kwargs[key] = resolve(value.index)
+    return args, kwargs

@@ -1,0 +1,260 @@
+"""A zmq poll loop: readable sockets and fds, timers, calls from other threads, request/reply.
+
+Owns every socket it creates and must run on one thread; other threads reach it only through
+`call_soon_threadsafe`. Used by the GCS, the raylet and every core worker's I/O thread.
+A malformed message or a failing handler is logged (and answered with an error reply when the
+message was a request); it never stops the loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import zmq
+
+from kray.protocol import messages, wire
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any, list, "Peer"], None]
+
+
+class Peer:
+    """Where a message came from, and how to answer it."""
+
+    __slots__ = ("sock", "identity", "loop")
+
+    def __init__(self, loop: "Loop", sock: zmq.Socket, identity: bytes | None) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.identity = identity
+
+    def send(self, msg: Any, payload: list | tuple = ()) -> None:
+        frames = wire.pack(msg, payload)
+        try:
+            if self.identity is None:
+                self.sock.send_multipart(frames, copy=len(frames) == 1)
+            else:
+                self.sock.send_multipart([self.identity, *frames], copy=len(frames) == 1)
+        except zmq.ZMQError as e:
+            log.warning("could not answer a peer: %s", e)
+
+    def reply(self, req_id: int, value: Any = None, ok: bool = True) -> None:
+        self.send(messages.Reply(req_id, ok, value))
+
+
+class RequestTimeout(TimeoutError):
+    pass
+
+
+class Loop:
+    def __init__(self, ctx: zmq.Context | None = None, name: str = "loop") -> None:
+        self.ctx = ctx or zmq.Context()
+        self.name = name
+        self.poller = zmq.Poller()
+        self.handlers: dict[type, Handler] = {}
+        self._readers: dict[Any, Callable[[], None]] = {}
+        self._calls: collections.deque = collections.deque()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._signaled = False
+        self._timers: list = []
+        self._timer_seq = itertools.count()
+        self._pending: dict[int, tuple[Callable[[Any, list], None], float]] = {}
+        self._req_ids = itertools.count(1)
+        self._peers: dict[str, zmq.Socket] = {}
+        self._peer_objs: dict[str, Peer] = {}
+        self.running = False
+        self.add_fd(self._wake_fd, self._drain_calls)
+        self.call_every(1.0, self._expire_requests)
+
+    # ------------------------------------------------------------ registration
+
+    def on(self, msg_type: type, handler: Handler) -> None:
+        self.handlers[msg_type] = handler
+
+    def add_fd(self, fd: int, callback: Callable[[], None]) -> None:
+        self.poller.register(fd, zmq.POLLIN)
+        self._readers[fd] = callback
+
+    def remove_fd(self, fd: int) -> None:
+        self.poller.unregister(fd)
+        self._readers.pop(fd, None)
+
+    def serve(self, sock: zmq.Socket) -> None:
+        """Dispatch every message arriving on a ROUTER socket."""
+        self.poller.register(sock, zmq.POLLIN)
+        self._readers[sock] = lambda: self._read(sock, router=True)
+
+    def connect(self, endpoint: str) -> Peer:
+        """A DEALER connected to `endpoint` (cached), whose incoming messages are dispatched too."""
+        peer = self._peer_objs.get(endpoint)
+        if peer is None:
+            sock = wire.make_socket(self.ctx, zmq.DEALER)
+            sock.connect(endpoint)
+            self.poller.register(sock, zmq.POLLIN)
+            self._readers[sock] = lambda: self._read(sock, router=False)
+            self._peers[endpoint] = sock
+            peer = self._peer_objs[endpoint] = Peer(self, sock, None)
+        return peer
+
+    def disconnect(self, endpoint: str) -> None:
+        sock = self._peers.pop(endpoint, None)
+        self._peer_objs.pop(endpoint, None)
+        if sock is not None:
+            self.poller.unregister(sock)
+            self._readers.pop(sock, None)
+            sock.close(0)
+
+    # ------------------------------------------------------------ threads and timers
+
+    def call_soon_threadsafe(self, fn: Callable, *args: Any) -> None:
+        self._calls.append((fn, args))
+        if not self._signaled:
+            self._signaled = True
+            os.eventfd_write(self._wake_fd, 1)
+
+    def call_later(self, delay: float, fn: Callable, *args: Any) -> list:
+        entry = [time.monotonic() + delay, next(self._timer_seq), fn, args, True]
+        heapq.heappush(self._timers, entry)
+        return entry
+
+    @staticmethod
+    def cancel_timer(entry: list) -> None:
+        entry[4] = False
+
+    def call_every(self, period: float, fn: Callable[[], Any]) -> None:
+        def tick() -> None:
+            try:
+                fn()
+            finally:
+                self.call_later(period, tick)
+
+        self.call_later(period, tick)
+
+    # ------------------------------------------------------------ requests
+
+    def request(
+        self,
+        endpoint: str,
+        make: Callable[[int], Any],
+        callback: Callable[[Any, list], None],
+        timeout: float = 30.0,
+        payload: list | tuple = (),
+    ) -> int:
+        """Send make(req_id) to `endpoint`; callback(reply, payload) gets the answer or a timeout."""
+        req_id = next(self._req_ids)
+        self._pending[req_id] = (callback, time.monotonic() + timeout)
+        self.connect(endpoint).send(make(req_id), payload)
+        return req_id
+
+    def forget(self, req_id: int) -> None:
+        self._pending.pop(req_id, None)
+
+    def _expire_requests(self) -> None:
+        now = time.monotonic()
+        expired = [rid for rid, (_, deadline) in self._pending.items() if deadline < now]
+        for rid in expired:
+            callback, _ = self._pending.pop(rid)
+            self._safe(callback, messages.Reply(rid, False, "request timed out"), [])
+
+    # ------------------------------------------------------------ running
+
+    def run(self) -> None:
+        self.running = True
+        while self.running:
+            timeout = 1000.0
+            if self._timers:
+                timeout = max(0.0, (self._timers[0][0] - time.monotonic()) * 1000.0)
+            for sock, _ in self.poller.poll(timeout):
+                reader = self._readers.get(sock)
+                if reader is not None:
+                    reader()
+            if self._timers:
+                self._run_timers()
+
+    def stop(self) -> None:
+        self.running = False
+
+    def close(self) -> None:
+        for sock in list(self._peers.values()):
+            sock.close(0)
+        for sock in list(self._readers):
+            if isinstance(sock, zmq.Socket):
+                sock.close(0)
+        self._peers.clear()
+        self._readers.clear()
+        os.close(self._wake_fd)
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            entry = heapq.heappop(self._timers)
+            if entry[4]:
+                self._safe(entry[2], *entry[3])
+
+    def _drain_calls(self) -> None:
+        try:
+            os.eventfd_read(self._wake_fd)
+        except BlockingIOError:
+            pass
+        self._signaled = False
+        calls = self._calls
+        while calls:
+            fn, args = calls.popleft()
+            self._safe(fn, *args)
+
+    def _read(self, sock: zmq.Socket, router: bool) -> None:
+        for _ in range(1000):  # bounded, so timers and other sockets get their turn
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            identity = None
+            if router:
+                identity, frames = frames[0], frames[1:]
+            peer = Peer(self, sock, identity)
+            try:
+                msg, payload = wire.unpack(frames)
+            except wire.MalformedMessage as e:
+                log.warning("%s: dropped a malformed message: %s", self.name, e)
+                continue
+            self.dispatch(msg, payload, peer)
+
+    def dispatch(self, msg: Any, payload: list, peer: Peer) -> None:
+        req_id = getattr(msg, "req_id", None)
+        if req_id is not None and type(msg) in _REPLY_TYPES:
+            if type(msg) in _NOTICE_TYPES:
+                pending = self._pending.get(req_id)
+            else:
+                pending = self._pending.pop(req_id, None)
+            if pending is not None:
+                self._safe(pending[0], msg, payload)
+            return
+        handler = self.handlers.get(type(msg))
+        if handler is None:
+            log.warning("%s: no handler for %s", self.name, type(msg).__name__)
+            if req_id is not None:
+                peer.reply(req_id, f"{self.name} does not handle {type(msg).__name__}", ok=False)
+            return
+        try:
+            handler(msg, payload, peer)
+        except Exception as e:
+            log.exception("%s: handler for %s failed", self.name, type(msg).__name__)
+            if req_id is not None:
+                peer.reply(req_id, f"{type(e).__name__}: {e}", ok=False)
+
+    def _safe(self, fn: Callable, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("%s: callback %r failed", self.name, fn)
+
+
+_NOTICE_TYPES = {messages.LeaseInfeasible, messages.LeaseQueued}  # the request stays pending
+_REPLY_TYPES = {messages.Reply, messages.LeaseGranted, messages.ObjectValue, *_NOTICE_TYPES}

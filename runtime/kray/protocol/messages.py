@@ -1,0 +1,331 @@
+"""Typed messages of kray's wire protocol and the task specification they carry.
+
+Pure data: dataclasses registered with a fixed type code in `wire`. Who sends what:
+
+    driver/worker -> GCS      RegisterNode, GetNodes, RegisterJob, KvPut, KvGet, Shutdown
+    worker -> raylet          RegisterWorker, WorkerBlocked
+    owner -> raylet           RequestLease, CancelLeaseRequest, ReturnLease, KillWorker
+    any -> raylet             ObjectSealed, DeleteObjects, MakeRoom, GetNodeStats
+    raylet -> owner           LeaseGranted, LeaseInfeasible, ReleaseIdleLeases
+    owner -> leased worker    PushTasks, CancelTask
+    worker -> owner           TaskDone, AddBorrower, RemoveBorrower, GetObject
+    owner -> borrower         ObjectValue (reply to GetObject)
+    any request               Reply (ok flag + value, or an error message)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from kray.protocol import wire
+
+
+def message(code: int) -> Any:
+    def decorate(cls: type) -> type:
+        cls = dataclasses.dataclass(slots=True)(cls)
+        wire.register(code, cls)
+        return cls
+
+    return decorate
+
+
+# ---------------------------------------------------------------- generic
+
+
+@message(1)
+class Reply:
+    req_id: int
+    ok: bool
+    value: Any = None  # the result, or an error message when not ok
+
+
+# ---------------------------------------------------------------- shared records
+
+
+@dataclasses.dataclass(slots=True)
+class NodeInfo:
+    node_id: bytes
+    ip: str
+    raylet_address: str
+    log_address: str
+    resources: dict[str, float]
+    shm_dir: str
+    spill_dir: str
+    is_head: bool
+    alive: bool = True
+    hostname: str = ""
+    object_store_memory: int = 0
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(slots=True)
+class ArgValue:
+    """A top-level ObjectRef argument, as resolved by the submitter.
+
+    kind: "inline" (data is the serialized frames, pickled), "shm" (object file on node_id),
+    "ref" (ask the owner), "error" (data is a pickled exception to raise instead of running).
+    """
+
+    kind: str
+    object_id: bytes
+    owner: str
+    node_id: bytes = b""
+    data: bytes = b""
+
+
+@dataclasses.dataclass(slots=True)
+class TaskSpec:
+    task_id: bytes
+    job_id: int
+    name: str
+    function_id: bytes
+    args: bytes  # pickle of (args, kwargs) with top-level refs replaced by markers
+    arg_values: list[ArgValue]
+    num_returns: int
+    resources: dict[str, float]
+    owner: str  # address of the submitting core worker (results go there)
+    max_retries: int = 0
+    retry_exceptions: Any = False
+    attempt: int = 0
+    function_blob: bytes | None = None  # the pickled function, sent once per worker
+    args_object: ArgValue | None = None  # large arguments stored as an object instead of `args`
+    parent_task_id: bytes = b""
+
+
+@dataclasses.dataclass(slots=True)
+class ReturnValue:
+    """One return of a finished task. kind: "inline" (nframes payload frames), "shm", "error"."""
+
+    kind: str
+    nframes: int = 0
+    node_id: bytes = b""
+    size: int = 0
+    contained: list[tuple[bytes, str]] = dataclasses.field(default_factory=list)
+
+
+# ---------------------------------------------------------------- GCS
+
+
+@message(10)
+class RegisterNode:
+    req_id: int
+    node: NodeInfo
+
+
+@message(11)
+class GetNodes:
+    req_id: int
+
+
+@message(12)
+class RegisterJob:
+    req_id: int
+    driver_pid: int
+    namespace: str
+    entrypoint: str
+
+
+@message(13)
+class KvPut:
+    req_id: int
+    key: str
+    value: bytes
+    overwrite: bool = True
+
+
+@message(14)
+class KvGet:
+    req_id: int
+    key: str
+
+
+@message(15)
+class Shutdown:
+    req_id: int
+
+
+@message(16)
+class UnregisterNode:
+    node_id: bytes
+
+
+# ---------------------------------------------------------------- raylet
+
+
+@message(20)
+class RegisterWorker:
+    req_id: int
+    worker_id: bytes
+    pid: int
+    address: str
+
+
+@message(21)
+class RequestLease:
+    req_id: int
+    job_id: int
+    resources: dict[str, float]
+    owner: str
+    label: str  # a task name, for infeasibility warnings
+
+
+@message(22)
+class LeaseGranted:
+    req_id: int
+    lease_id: int
+    worker_id: bytes
+    worker_address: str
+    node_id: bytes
+    pid: int
+
+
+@message(23)
+class LeaseInfeasible:
+    req_id: int
+    text: str
+
+
+@message(34)
+class LeaseQueued:
+    """raylet -> owner: the request waits for busy resources (the owner may pipeline deeper)."""
+
+    req_id: int
+
+
+@message(35)
+class ReturnTasks:
+    """worker -> owner: queued tasks it has not started (it blocked), to run elsewhere."""
+
+    task_ids: list[bytes]
+
+
+@message(24)
+class CancelLeaseRequest:
+    req_id: int
+
+
+@message(25)
+class ReturnLease:
+    lease_id: int
+    kill_worker: bool = False
+
+
+@message(26)
+class ReleaseIdleLeases:
+    pass
+
+
+@message(27)
+class WorkerBlocked:
+    worker_id: bytes
+    blocked: bool
+
+
+@message(28)
+class KillWorker:
+    worker_id: bytes
+    reason: str
+
+
+@message(29)
+class ObjectSealed:
+    object_hex: str
+    size: int
+
+
+@message(30)
+class DeleteObjects:
+    object_hexes: list[str]
+
+
+@message(31)
+class MakeRoom:
+    req_id: int
+    size: int
+
+
+@message(32)
+class GetNodeStats:
+    req_id: int
+
+
+@message(33)
+class WorkerDied:
+    """raylet -> owner: a worker it leased died (the owner fails or retries its tasks)."""
+
+    worker_id: bytes
+    lease_id: int
+    reason: str
+
+
+@message(36)
+class SubscribeLogs:
+    """driver -> raylet: send me the output of this job's workers (or stop)."""
+
+    req_id: int
+    job_id: int
+    subscribe: bool = True
+
+
+@message(37)
+class LogLines:
+    """raylet -> driver: lines a worker printed while running a task of the driver's job."""
+
+    name: str
+    pid: int
+    ip: str
+    is_err: bool
+    lines: list[str]
+
+
+# ---------------------------------------------------------------- core workers
+
+
+@message(40)
+class PushTasks:
+    lease_id: int
+    specs: list[TaskSpec]
+
+
+@message(41)
+class TaskDone:
+    task_id: bytes
+    worker_id: bytes
+    returns: list[ReturnValue]
+    retryable_error: bool = False  # an application error that retry_exceptions allows to retry
+
+
+@message(42)
+class CancelTask:
+    task_id: bytes
+    force: bool
+    recursive: bool
+
+
+@message(43)
+class GetObject:
+    req_id: int
+    object_id: bytes
+
+
+@message(44)
+class ObjectValue:
+    req_id: int
+    object_id: bytes
+    value: ReturnValue
+
+
+@message(45)
+class AddBorrower:
+    object_ids: list[bytes]
+
+
+@message(46)
+class RemoveBorrower:
+    object_ids: list[bytes]
+
+
+@message(47)
+class Exit:
+    reason: str

@@ -1,0 +1,100 @@
+"""Frame layout and pack/unpack of typed messages, plus small zmq socket helpers.
+
+Pure data handling and socket set-up; it never blocks on I/O itself.
+
+Frame layout of every kray message (after any ROUTER identity frame):
+
+    frame 0   header: pickle protocol 5 of (type_code, field_values_tuple)
+    frame 1.. payload frames: raw bytes of out-of-band buffers, referenced by the message's fields
+              (for example an inline object is [pickle stream, buffer, buffer, ...]); they are never
+              copied into the header.
+
+`pack` and `unpack` are mirror images: unpack(pack(m, frames)) == (m, frames).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import socket
+from typing import Any, Sequence
+
+import zmq
+
+_HEADER_PROTOCOL = 5
+
+# type code -> message class; filled by `message` decorator in messages.py
+_REGISTRY: dict[int, type] = {}
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+class MalformedMessage(ValueError):
+    """A message could not be decoded: wrong frame count, bad header or unknown type code."""
+
+
+def register(code: int, cls: type) -> None:
+    """Register `cls` (a dataclass) under `code`; codes are fixed for the lifetime of the protocol."""
+    if code in _REGISTRY:
+        raise ValueError(f"message code {code} registered twice ({_REGISTRY[code]} and {cls})")
+    _REGISTRY[code] = cls
+    _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    cls._code = code  # type: ignore[attr-defined]
+
+
+def pack(msg: Any, payload: Sequence[Any] = ()) -> list[Any]:
+    """Encode `msg` into frames: one header frame and then the payload frames unchanged."""
+    values = tuple([getattr(msg, name) for name in _FIELDS[type(msg)]])
+    header = pickle.dumps((msg._code, values), protocol=_HEADER_PROTOCOL)
+    if payload:
+        return [header, *payload]
+    return [header]
+
+
+def unpack(frames: Sequence[Any]) -> tuple[Any, list[Any]]:
+    """Decode frames made by `pack` into (message, payload frames). Raises MalformedMessage."""
+    if not frames:
+        raise MalformedMessage("empty message")
+    try:
+        code, values = pickle.loads(frames[0])
+        cls = _REGISTRY[code]
+        msg = cls(*values)
+    except MalformedMessage:
+        raise
+    except Exception as e:  # a bad header must never take a server down
+        raise MalformedMessage(f"cannot decode message header: {e!r}") from e
+    return msg, list(frames[1:])
+
+
+def bind_random(sock: zmq.Socket, host: str) -> str:
+    """Bind `sock` to a free TCP port on `host` and return its tcp:// endpoint."""
+    port = sock.bind_to_random_port(f"tcp://{host}", min_port=20000, max_port=65000, max_tries=200)
+    return f"tcp://{host}:{port}"
+
+
+def make_socket(ctx: zmq.Context, kind: int, identity: bytes | None = None) -> zmq.Socket:
+    """A socket with kray's options: no linger on close, large high-water marks."""
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    if kind == zmq.ROUTER:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+    if identity is not None:
+        sock.setsockopt(zmq.IDENTITY, identity)
+    return sock
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def tcp(host: str, port: int) -> str:
+    return f"tcp://{host}:{port}"
+
+
+def host_of(endpoint: str) -> str:
+    """'tcp://1.2.3.4:5' -> '1.2.3.4'."""
+    return endpoint.rsplit(":", 1)[0].removeprefix("tcp://")

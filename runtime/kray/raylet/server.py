@@ -1,0 +1,247 @@
+"""The raylet server: the node's resource ledger, lease grants, blocked-worker CPU lending, the
+object store ledger and node statistics, served on one ROUTER socket.
+
+Runs single-threaded on its protocol.loop.Loop; starts and kills worker processes through the
+worker pool and touches the node's object directories through the object store.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from typing import Any
+
+import zmq
+
+from kray.object_store import store as store_mod
+from kray.protocol import loop as loop_mod
+from kray.protocol import messages, wire
+from kray.raylet import worker_pool
+from kray.scheduling import resources as res
+
+log = logging.getLogger(__name__)
+
+
+class LeaseRequest:
+    __slots__ = ("msg", "peer", "queued_sent", "infeasible_sent", "since")
+
+    def __init__(self, msg: messages.RequestLease, peer: loop_mod.Peer) -> None:
+        self.msg = msg
+        self.peer = peer
+        self.queued_sent = False
+        self.infeasible_sent = False
+        self.since = time.monotonic()
+
+
+class Raylet:
+    def __init__(
+        self, *, node: messages.NodeInfo, gcs_address: str, port: int,
+        prestart: int, worker_env: dict[str, str],
+    ) -> None:
+        self.node = node
+        self.gcs_address = gcs_address
+        self.loop = loop_mod.Loop(name="raylet")
+        ctx = self.loop.ctx
+        self.router = wire.make_socket(ctx, zmq.ROUTER)
+        self.router.bind(wire.tcp(node.ip, port))
+        self.loop.serve(self.router)
+        self.total = dict(node.resources)
+        self.available = dict(node.resources)
+        self.store = store_mod.ObjectStore(node.shm_dir, node.spill_dir, node.object_store_memory)
+        self.pool = worker_pool.WorkerPool(
+            self.loop, node.raylet_address, node.ip, self._publish_logs, self._on_worker_death, worker_env
+        )
+        self.pending: list[LeaseRequest] = []
+        self.leases: dict[int, worker_pool.Worker] = {}
+        self._lease_ids = itertools.count(1)
+        self._last_release_broadcast = 0.0
+        self.prestart = prestart
+        self.log_subscribers: dict[int, list[loop_mod.Peer]] = {}
+        on = self.loop.on
+        on(messages.RegisterWorker, self._on_register_worker)
+        on(messages.RequestLease, self._on_request_lease)
+        on(messages.CancelLeaseRequest, self._on_cancel_request)
+        on(messages.ReturnLease, self._on_return_lease)
+        on(messages.WorkerBlocked, self._on_worker_blocked)
+        on(messages.KillWorker, self._on_kill_worker)
+        on(messages.ObjectSealed, lambda m, p, peer: self.store.sealed(m.object_hex, m.size))
+        on(messages.DeleteObjects, lambda m, p, peer: self.store.delete(m.object_hexes))
+        on(messages.MakeRoom, lambda m, p, peer: peer.reply(m.req_id, self.store.make_room(m.size)))
+        on(messages.GetNodeStats, self._on_stats)
+        on(messages.SubscribeLogs, self._on_subscribe_logs)
+        self.loop.call_every(5.0, self._trim_workers)
+
+    def start(self) -> None:
+        self.loop.request(self.gcs_address, lambda rid: messages.RegisterNode(rid, self.node), self._on_registered)
+        for _ in range(self.prestart):
+            self.pool.start_worker()
+
+    def _on_registered(self, msg: Any, payload: list) -> None:
+        if isinstance(msg, messages.Reply) and not msg.ok:
+            log.error("the GCS refused this node: %s", msg.value)
+
+    def shutdown(self) -> None:
+        self.loop.stop()
+        self.pool.kill_all()
+        self.store.destroy()
+
+    # ------------------------------------------------------------ workers
+
+    def _on_register_worker(self, msg: messages.RegisterWorker, payload: list, peer: loop_mod.Peer) -> None:
+        worker = self.pool.registered(msg.worker_id, msg.address)
+        if worker is None:
+            peer.reply(msg.req_id, "unknown worker id: this raylet did not start you", ok=False)
+            return
+        peer.reply(msg.req_id, {"node": self.node, "gcs_address": self.gcs_address})
+        self._schedule()
+
+    def _on_worker_death(self, worker: worker_pool.Worker, reason: str) -> None:
+        if worker.lease_id:
+            self._free_lease_resources(worker)
+            self.leases.pop(worker.lease_id, None)
+            if worker.owner_peer is not None:
+                worker.owner_peer.send(messages.WorkerDied(worker.worker_id, worker.lease_id, reason))
+        self._schedule()
+
+    def _on_kill_worker(self, msg: messages.KillWorker, payload: list, peer: loop_mod.Peer) -> None:
+        worker = self.pool.workers.get(msg.worker_id)
+        if worker is not None:
+            self.pool.kill(worker)
+
+    def _trim_workers(self) -> None:
+        keep = max(int(self.total.get("CPU", 1)), self.prestart)
+        self.pool.trim_idle(keep, idle_seconds=10.0)
+
+    # ------------------------------------------------------------ leases
+
+    def _on_request_lease(self, msg: messages.RequestLease, payload: list, peer: loop_mod.Peer) -> None:
+        self.pending.append(LeaseRequest(msg, peer))
+        self._schedule()
+
+    def _on_cancel_request(self, msg: messages.CancelLeaseRequest, payload: list, peer: loop_mod.Peer) -> None:
+        self.pending = [r for r in self.pending if not (r.msg.req_id == msg.req_id and r.peer.identity == peer.identity)]
+
+    def _schedule(self) -> None:
+        """Grant every pending lease that fits, starting workers as needed."""
+        need_workers = 0
+        busy = False
+        still: list[LeaseRequest] = []
+        for req in self.pending:
+            request = req.msg.resources
+            if not res.fits(self.available, request):
+                still.append(req)
+                if not res.feasible(self.total, request):
+                    if not req.infeasible_sent:
+                        req.infeasible_sent = True
+                        req.peer.send(messages.LeaseInfeasible(req.msg.req_id, self._infeasible_text(req.msg)))
+                else:
+                    busy = True
+                    if not req.queued_sent:
+                        req.queued_sent = True
+                        req.peer.send(messages.LeaseQueued(req.msg.req_id))
+                continue
+            worker = self.pool.pop_idle()
+            if worker is None:
+                need_workers += 1
+                still.append(req)
+                continue
+            self._grant(req, worker)
+        self.pending = still
+        for _ in range(max(0, need_workers - self.pool.starting)):
+            self.pool.start_worker()
+        if busy and self.leases:
+            self._ask_for_idle_leases()
+
+    def _grant(self, req: LeaseRequest, worker: worker_pool.Worker) -> None:
+        lease_id = next(self._lease_ids)
+        res.subtract(self.available, req.msg.resources)
+        worker.state = worker_pool.LEASED
+        worker.lease_id = lease_id
+        worker.resources = dict(req.msg.resources)
+        worker.owner_peer = req.peer
+        self.leases[lease_id] = worker
+        req.peer.send(
+            messages.LeaseGranted(req.msg.req_id, lease_id, worker.worker_id, worker.address, self.node.node_id, worker.pid)
+        )
+
+    def _ask_for_idle_leases(self) -> None:
+        now = time.monotonic()
+        if now - self._last_release_broadcast < 0.02:
+            return
+        self._last_release_broadcast = now
+        seen: set[bytes | None] = set()
+        for worker in self.leases.values():
+            peer = worker.owner_peer
+            if peer is not None and peer.identity not in seen:
+                seen.add(peer.identity)
+                peer.send(messages.ReleaseIdleLeases())
+
+    def _on_return_lease(self, msg: messages.ReturnLease, payload: list, peer: loop_mod.Peer) -> None:
+        worker = self.leases.pop(msg.lease_id, None)
+        if worker is None:
+            return
+        self._free_lease_resources(worker)
+        if msg.kill_worker:
+            worker.state = worker_pool.DEAD
+            self.pool.kill(worker)
+        else:
+            self.pool.release(worker)
+        self._schedule()
+
+    def _free_lease_resources(self, worker: worker_pool.Worker) -> None:
+        returned = dict(worker.resources)
+        if worker.blocked:
+            returned.pop("CPU", None)  # already lent back while it was blocked
+        res.add(self.available, returned)
+        worker.resources = {}
+
+    def _on_worker_blocked(self, msg: messages.WorkerBlocked, payload: list, peer: loop_mod.Peer) -> None:
+        worker = self.pool.workers.get(msg.worker_id)
+        if worker is None or worker.state != worker_pool.LEASED or worker.blocked == msg.blocked:
+            return
+        cpu = {"CPU": worker.resources.get("CPU", 0.0)}
+        worker.blocked = msg.blocked
+        if msg.blocked:
+            res.add(self.available, cpu)
+            self._schedule()
+        else:
+            res.subtract(self.available, cpu)  # may go negative for a moment, as in Ray
+
+    def _infeasible_text(self, msg: messages.RequestLease) -> str:
+        return (
+            f"The task or actor {msg.label or '(unnamed)'} needs {{{res.describe(msg.resources)}}}, which no "
+            f"node in the cluster can provide (this node has {{{res.describe(self.total)}}}). It stays pending "
+            "until a node that fits it joins the cluster."
+        )
+
+    # ------------------------------------------------------------ worker output
+
+    def _on_subscribe_logs(self, msg: messages.SubscribeLogs, payload: list, peer: loop_mod.Peer) -> None:
+        subscribers = self.log_subscribers.setdefault(msg.job_id, [])
+        if msg.subscribe:
+            subscribers.append(peer)
+        else:
+            subscribers[:] = [p for p in subscribers if p.identity != peer.identity]
+        peer.reply(msg.req_id, True)
+
+    def _publish_logs(self, job_id: int, record: tuple) -> None:
+        for peer in self.log_subscribers.get(job_id, ()):
+            peer.send(messages.LogLines(*record))
+
+    # ------------------------------------------------------------ statistics
+
+    def _on_stats(self, msg: messages.GetNodeStats, payload: list, peer: loop_mod.Peer) -> None:
+        peer.reply(
+            msg.req_id,
+            {
+                "node_id": self.node.node_id,
+                "total": dict(self.total),
+                "available": {k: max(0.0, v) for k, v in self.available.items()},
+                "store": self.store.stats(),
+                "workers": self.pool.summary(),
+                "pending_leases": [dict(r.msg.resources) for r in self.pending],
+                "pid": os.getpid(),
+            },
+        )

@@ -1,0 +1,212 @@
+"""The raylet's pool of worker processes: start them, notice their death, forward their output.
+
+Starts and kills processes and reads their stdout/stderr pipes on the raylet's I/O thread. A
+worker writes a marker line (`\\x1ekray:<job>:<task name>`) when it starts a task, so each output
+line can be published to the right driver with a `(task pid=...)` prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+from kray.protocol import loop as loop_mod
+
+log = logging.getLogger(__name__)
+
+MARKER = b"\x1ekray:"
+
+STARTING, IDLE, LEASED, DEAD = "starting", "idle", "leased", "dead"
+
+
+class Worker:
+    __slots__ = (
+        "worker_id", "proc", "pid", "address", "state", "lease_id", "resources", "owner_peer",
+        "blocked", "idle_since", "streams", "job", "name",
+    )
+
+    def __init__(self, worker_id: bytes, proc: subprocess.Popen) -> None:
+        self.worker_id = worker_id
+        self.proc = proc
+        self.pid = proc.pid
+        self.address = ""
+        self.state = STARTING
+        self.lease_id = 0
+        self.resources: dict[str, float] = {}
+        self.owner_peer: loop_mod.Peer | None = None
+        self.blocked = False
+        self.idle_since = time.monotonic()
+        self.streams: dict[int, bytearray] = {}
+        self.job = -1
+        self.name = ""
+
+
+class WorkerPool:
+    def __init__(
+        self, loop: loop_mod.Loop, raylet_address: str, ip: str,
+        publish: Callable[[int, tuple], None], on_death: Callable[[Worker, str], None], env: dict[str, str],
+    ) -> None:
+        self.loop = loop
+        self.raylet_address = raylet_address
+        self.ip = ip
+        self.publish = publish
+        self.on_death = on_death
+        self.env = env
+        self.workers: dict[bytes, Worker] = {}
+        self.idle: list[Worker] = []
+
+    @property
+    def starting(self) -> int:
+        return sum(1 for w in self.workers.values() if w.state == STARTING)
+
+    def start_worker(self) -> Worker:
+        worker_id = os.urandom(16)
+        env = dict(os.environ)
+        env.update(self.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kray.worker", "--raylet", self.raylet_address, "--worker-id", worker_id.hex()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: killing it kills its children too
+            env=env,
+        )
+        worker = Worker(worker_id, proc)
+        self.workers[worker_id] = worker
+        for stream in (proc.stdout, proc.stderr):
+            assert stream is not None
+            fd = stream.fileno()
+            os.set_blocking(fd, False)
+            worker.streams[fd] = bytearray()
+            self.loop.add_fd(fd, lambda fd=fd, w=worker: self._on_output(w, fd))
+        return worker
+
+    def registered(self, worker_id: bytes, address: str) -> Worker | None:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.state == DEAD:
+            return None
+        worker.address = address
+        worker.state = IDLE
+        worker.idle_since = time.monotonic()
+        self.idle.append(worker)
+        return worker
+
+    def pop_idle(self) -> Worker | None:
+        while self.idle:
+            worker = self.idle.pop()
+            if worker.state == IDLE:
+                return worker
+        return None
+
+    def release(self, worker: Worker) -> None:
+        worker.state = IDLE
+        worker.lease_id = 0
+        worker.resources = {}
+        worker.owner_peer = None
+        worker.blocked = False
+        worker.idle_since = time.monotonic()
+        self.idle.append(worker)
+
+    def kill(self, worker: Worker, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(worker.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def kill_all(self) -> None:
+        for worker in list(self.workers.values()):
+            self.kill(worker)
+        deadline = time.monotonic() + 5.0
+        for worker in list(self.workers.values()):
+            try:
+                worker.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+
+    def trim_idle(self, keep: int, idle_seconds: float) -> None:
+        """Stop idle workers beyond `keep` that have been idle for `idle_seconds`."""
+        idle = [w for w in self.idle if w.state == IDLE]
+        now = time.monotonic()
+        for worker in idle[: max(0, len(idle) - keep)]:
+            if now - worker.idle_since > idle_seconds:
+                worker.state = DEAD  # expected exit: not reported as a death
+                self.kill(worker, signal.SIGTERM)
+
+    # ------------------------------------------------------------ output and death
+
+    def _on_output(self, worker: Worker, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._on_eof(worker, fd)
+            return
+        buf = worker.streams[fd]
+        buf += data
+        if b"\n" not in data:
+            return
+        *lines, rest = bytes(buf).split(b"\n")
+        worker.streams[fd] = bytearray(rest)
+        self._publish(worker, fd, lines)
+
+    def _publish(self, worker: Worker, fd: int, lines: list[bytes]) -> None:
+        is_err = worker.proc.stderr is not None and fd == worker.proc.stderr.fileno()
+        batch: list[str] = []
+        for line in lines:
+            if line.startswith(MARKER):
+                self._send(worker, is_err, batch)
+                batch = []
+                _, job, name = line[len(MARKER) - 1 :].decode(errors="replace").split(":", 2)
+                worker.job = int(job)
+                worker.name = name
+            else:
+                batch.append(line.decode(errors="replace"))
+        self._send(worker, is_err, batch)
+
+    def _send(self, worker: Worker, is_err: bool, lines: list[str]) -> None:
+        if not lines:
+            return
+        self.publish(worker.job, (worker.name or "worker", worker.pid, self.ip, is_err, lines))
+
+    def _on_eof(self, worker: Worker, fd: int) -> None:
+        self.loop.remove_fd(fd)
+        rest = worker.streams.pop(fd, bytearray())
+        if rest:
+            self._publish(worker, fd, [bytes(rest)])
+        if worker.streams:
+            return  # wait for the other stream to close too
+        try:
+            code = worker.proc.wait(2.0)
+        except subprocess.TimeoutExpired:
+            self.kill(worker)
+            code = worker.proc.wait(2.0)
+        for stream in (worker.proc.stdout, worker.proc.stderr):
+            if stream is not None:
+                stream.close()
+        self.kill(worker)  # reap anything the worker left behind in its process group
+        expected = worker.state == DEAD
+        worker.state = DEAD
+        self.workers.pop(worker.worker_id, None)
+        if not expected:
+            reason = f"the worker process (pid={worker.pid}) exited with code {code}"
+            if code is not None and code < 0:
+                reason = f"the worker process (pid={worker.pid}) was killed by signal {-code}"
+            self.on_death(worker, reason)
+
+    def output_fds(self) -> list[int]:
+        return [fd for w in self.workers.values() for fd in w.streams]
+
+    def summary(self) -> dict[str, Any]:
+        states: dict[str, int] = {}
+        for w in self.workers.values():
+            states[w.state] = states.get(w.state, 0) + 1
+        return states

@@ -1,0 +1,50 @@
+"""`python -m kray.worker`: a worker process started by a raylet; registers and runs tasks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from kray import config
+from kray.core import core_worker, refs
+from kray.protocol import messages, wire
+from kray.util import process_watch
+from kray.worker import executor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="kray.worker")
+    parser.add_argument("--raylet", required=True)
+    parser.add_argument("--worker-id", required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=config.LOG_LEVEL, format="[worker] %(levelname)s %(message)s")
+    worker_id = bytes.fromhex(args.worker_id)
+    ip = wire.host_of(args.raylet)
+    # Until the raylet answers, the node is known only by its raylet's address.
+    provisional = messages.NodeInfo(b"", ip, args.raylet, "", {}, "", "", False)
+    core = core_worker.CoreWorker(node=provisional, gcs_address="", job_id=0, worker_id=worker_id, is_driver=False)
+    execution = executor.Executor(core)
+    core.start()
+    reply = core.call(args.raylet, lambda rid: messages.RegisterWorker(rid, worker_id, os.getpid(), core.address))
+    node = reply["node"]
+    core.node = node
+    core.node_id = node.node_id
+    core.nodes = {node.node_id: node}
+    core.gcs_address = reply["gcs_address"]
+    refs.set_core(core)
+    raylet_pid = os.getppid()
+    core.loop.call_soon_threadsafe(
+        process_watch.exit_with_parent, core.loop, raylet_pid, lambda: os._exit(0)
+    )
+    try:
+        execution.run_forever()
+    except KeyboardInterrupt:
+        pass
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""Runs tasks on the worker's main thread: loads functions, resolves arguments, packs returns,
+reports results to the task's owner, and handles cancellation and blocking in `get`.
+
+The I/O thread only enqueues tasks and cancellation requests; everything user-visible happens on
+the main thread. Writes object files for large returns and marker lines to stdout/stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import signal
+import sys
+import threading
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from kray import config, exceptions, ids, serialization
+from kray.core import refs, task_args
+from kray.protocol import messages
+
+
+class Executor:
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.functions: dict[bytes, Any] = {}
+        self.running: messages.TaskSpec | None = None
+        self.cancelled: set[bytes] = set()
+        self.interrupt_task: bytes | None = None
+        self._marker: tuple[int, str] | None = None
+        self._blocked = 0
+        core.executor = self
+        core.loop.on(messages.PushTasks, self._on_push)
+        core.loop.on(messages.CancelTask, self._on_cancel)
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    # ------------------------------------------------------------ I/O thread
+
+    def _on_push(self, msg: messages.PushTasks, payload: list, peer: Any) -> None:
+        for spec in msg.specs:
+            self.queue.put(spec)
+
+    def _on_cancel(self, msg: messages.CancelTask, payload: list, peer: Any) -> None:
+        running = self.running
+        if msg.recursive:
+            self.core.submitter.cancel_children(msg.task_id, msg.force)
+        if running is not None and running.task_id == msg.task_id:
+            if msg.force:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1)  # the owner sees the worker die and reports TaskCancelledError
+            self.interrupt_task = msg.task_id
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            self.cancelled.add(msg.task_id)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        running = self.running
+        if running is not None and self.interrupt_task == running.task_id:
+            self.interrupt_task = None
+            raise KeyboardInterrupt
+
+    # ------------------------------------------------------------ main thread
+
+    def run_forever(self) -> None:
+        while True:
+            spec = self.queue.get()
+            if spec is None:
+                return
+            self.execute(spec)
+
+    def execute(self, spec: messages.TaskSpec) -> None:
+        core = self.core
+        if spec.task_id in self.cancelled:
+            self.cancelled.discard(spec.task_id)
+            self._finish(spec, *self._error_returns(spec, exceptions.TaskCancelledError(spec.task_id.hex())), False)
+            return
+        core.current_task_id = spec.task_id
+        core.current_task_name = spec.name
+        core.job_id = spec.job_id
+        core.assigned_resources = spec.resources
+        self._mark(spec)
+        retryable = False
+        self.running = spec
+        try:
+            try:
+                function = self._function(spec)
+                args, kwargs = self._arguments(spec)
+                result = function(*args, **kwargs)
+                returns, payload = self._pack_returns(spec, result)
+            finally:
+                self.running = None
+        except KeyboardInterrupt:
+            returns, payload = self._error_returns(spec, exceptions.TaskCancelledError(spec.task_id.hex()))
+        except exceptions.RayTaskError as e:
+            # A dependency failed or a nested get raised: propagate it unchanged, as Ray does.
+            returns, payload = self._error_returns(spec, e)
+            retryable = self._retryable(spec, e)
+        except BaseException as e:
+            error = exceptions.RayTaskError(spec.name, traceback.format_exc(), e, os.getpid(), core.node.ip)
+            returns, payload = self._error_returns(spec, error)
+            retryable = self._retryable(spec, e)
+        self._finish(spec, returns, payload, retryable)
+
+    def _finish(self, spec: messages.TaskSpec, returns: list, payload: list, retryable: bool) -> None:
+        done = messages.TaskDone(spec.task_id, self.core.worker_id, returns, retryable)
+        self.core.loop.call_soon_threadsafe(self._send_done, spec.owner, done, payload)
+
+    def _send_done(self, owner: str, done: messages.TaskDone, payload: list) -> None:
+        self.core.flush()  # borrower registrations travel before the result on the same connection
+        self.core.loop.connect(owner).send(done, payload)
+
+    def _mark(self, spec: messages.TaskSpec) -> None:
+        marker = (spec.job_id, spec.name)
+        if marker != self._marker:
+            self._marker = marker
+            line = f"\x1ekray:{spec.job_id}:{spec.name}\n"
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    def _function(self, spec: messages.TaskSpec) -> Any:
+        function = self.functions.get(spec.function_id)
+        if function is None:
+            if spec.function_blob is None:
+                raise exceptions.RaySystemError(f"function {spec.name} was never sent to this worker")
+            function = self.functions[spec.function_id] = cloudpickle.loads(spec.function_blob)
+        return function
+
+    def _arguments(self, spec: messages.TaskSpec) -> tuple[list, dict]:
+        if spec.args_object is not None:
+            frames = self._arg_frames(spec.args_object)
+        else:
+            frames = [spec.args]
+        values = spec.arg_values
+        return task_args.unpack(frames, lambda i: self._arg(values[i]))
+
+    def _arg_frames(self, value: messages.ArgValue) -> list[Any]:
+        if value.kind == "inline":
+            return pickle.loads(value.data)
+        if value.kind == "shm":
+            return self.core.map_shm(value.node_id, value.object_id.hex())
+        raise exceptions.RaySystemError(f"unexpected argument kind {value.kind}")
+
+    def _arg(self, value: messages.ArgValue) -> Any:
+        if value.kind == "ref":
+            return self.core.get_objects([refs.ObjectRef(value.object_id, value.owner)], None)[0]
+        return serialization.deserialize(self._arg_frames(value))
+
+    def _pack_returns(self, spec: messages.TaskSpec, result: Any) -> tuple[list, list]:
+        n = spec.num_returns
+        if n == 1:
+            values = [result]
+        elif n == 0:
+            values = []
+        else:
+            if not isinstance(result, (tuple, list)) or len(result) != n:
+                raise ValueError(
+                    f"Task {spec.name} was declared with num_returns={n} but returned "
+                    f"{type(result).__name__}{'' if not hasattr(result, '__len__') else f' of length {len(result)}'}; "
+                    f"return a tuple or list of exactly {n} values."
+                )
+            values = list(result)
+        returns, payload = [], []
+        core = self.core
+        for index, value in enumerate(values):
+            frames, contained = serialization.serialize(value, f"return value of {spec.name}")
+            size = sum(len(f) if isinstance(f, bytes) else memoryview(f).nbytes for f in frames)
+            if size > config.INLINE_THRESHOLD:
+                hex_id = ids.return_object_id(spec.task_id, index + 1).hex()
+                written = core.write_shm(hex_id, frames)
+                ret = messages.ReturnValue("shm", 0, core.node_id, written)
+            else:
+                ret = messages.ReturnValue("inline", len(frames))
+                payload.extend(frames)
+            if contained:
+                ret.contained = [(r.binary(), r.owner_address()) for r in contained]
+                self._count_caller_as_borrower(contained, spec.owner)
+            returns.append(ret)
+        return returns, payload
+
+    def _count_caller_as_borrower(self, contained: list[refs.ObjectRef], caller: str) -> None:
+        core = self.core
+        mine = [r.binary() for r in contained if r.owner_address() == core.address]
+        if mine:
+            core.objects.add_borrowers(mine)
+        with core.objects.lock:
+            for r in contained:
+                owner = r.owner_address()
+                if owner not in (core.address, caller):
+                    core.objects.borrow_adds.append((owner, r.binary()))
+
+    def _error_returns(self, spec: messages.TaskSpec, error: BaseException) -> tuple[list, list]:
+        try:
+            frames, _ = serialization.serialize(error)
+        except serialization.SerializationError:
+            if isinstance(error, exceptions.RayTaskError):
+                error.cause = exceptions.RayError(repr(error.cause))
+            frames, _ = serialization.serialize(error)
+        returns = [messages.ReturnValue("error", len(frames)) for _ in range(max(1, spec.num_returns))]
+        return returns, [f for _ in returns for f in frames]
+
+    def _retryable(self, spec: messages.TaskSpec, error: BaseException) -> bool:
+        policy = spec.retry_exceptions
+        if policy is True:
+            return True
+        if isinstance(policy, (list, tuple)):
+            cause = error.cause if isinstance(error, exceptions.RayTaskError) else error
+            return isinstance(cause, tuple(policy))
+        return False
+
+    # ------------------------------------------------------------ blocking in get
+
+    def block_begin(self) -> bool:
+        """A task on the main thread waits in get/wait: lend its CPU back and hand queued tasks back."""
+        if self.running is None or threading.current_thread() is not threading.main_thread():
+            return False
+        core = self.core
+        self._blocked += 1
+        if self._blocked == 1:
+            core.send(core.raylet_address, messages.WorkerBlocked(core.worker_id, True))
+            queued: dict[str, list[bytes]] = {}
+            keep = []
+            while True:
+                try:
+                    spec = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if spec is None:
+                    keep.append(spec)
+                    continue
+                queued.setdefault(spec.owner, []).append(spec.task_id)
+            for spec in keep:
+                self.queue.put(spec)
+            for owner, task_ids in queued.items():
+                core.send(owner, messages.ReturnTasks(task_ids))
+        return True
+
+    def block_end(self) -> None:
+        self._blocked -= 1
+        if self._blocked == 0:
+            core = self.core
+            core.send(core.raylet_address, messages.WorkerBlocked(core.worker_id, False))

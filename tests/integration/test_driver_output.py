@@ -1,0 +1,77 @@
+"""What a driver prints: worker stdout/stderr with the `(name pid=N)` prefix, and the infeasible-task warning.
+
+Both arrive asynchronously, so each test runs a driver script in a subprocess (its own local
+cluster) and reads that driver's output until the expected line appears.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import helpers
+
+PREFIX = r"^\({name} pid={pid}(, ip=[^)]*)?\) "
+
+PRINTER = """
+    import os
+    import sys
+
+    import kray
+
+    kray.init(num_cpus=1)
+
+    @kray.remote
+    def shout(tag):
+        print(f"hello-from-task {tag}")
+        print(f"oops-from-task {tag}", file=sys.stderr)
+        return os.getpid()
+
+    print(f"TASK PID {kray.get(shout.remote('a'))}", flush=True)
+    print(f"RENAMED PID {kray.get(shout.options(name='renamed').remote('b'))}", flush=True)
+    sys.stdin.read()  # stay up until the test has read the streamed lines
+    kray.shutdown()
+"""
+
+
+def test_worker_output_reaches_the_driver_with_the_task_prefix(tmp_path: Path) -> None:
+    with helpers.DriverProcess(PRINTER, tmp_path, "printer") as driver:
+        pid = driver.wait_for(r"^TASK PID (\d+)$", timeout=120).group(1)
+        driver.wait_for(PREFIX.format(name="shout", pid=pid) + r"hello-from-task a$", "stdout")
+        driver.wait_for(PREFIX.format(name="shout", pid=pid) + r"oops-from-task a$", "stderr")
+        renamed_pid = driver.wait_for(r"^RENAMED PID (\d+)$").group(1)
+        driver.wait_for(PREFIX.format(name="renamed", pid=renamed_pid) + r"hello-from-task b$", "stdout")
+        rc = driver.finish()
+    assert rc == 0, driver.output()
+
+
+INFEASIBLE = """
+    import sys
+
+    import kray
+
+    kray.init(num_cpus=1)
+
+    @kray.remote
+    def never():
+        return 1
+
+    ref = never.options(num_cpus=64).remote()
+    ready, not_ready = kray.wait([ref], timeout=1)
+    print(f"WAITED {len(ready)} {len(not_ready)}", flush=True)
+    sys.stdin.read()
+    ready, not_ready = kray.wait([ref], timeout=0.1)
+    print(f"STILL {len(ready)} {len(not_ready)}", flush=True)
+    kray.cancel(ref)
+    kray.shutdown()
+"""
+
+
+def test_infeasible_task_warns_and_stays_pending(tmp_path: Path) -> None:
+    with helpers.DriverProcess(INFEASIBLE, tmp_path, "infeasible") as driver:
+        driver.wait_for(r"^WAITED 0 1$", timeout=120)
+        warning = driver.wait_for(r"(?i)infeasible|cannot be scheduled", "any")
+        line = warning.string
+        assert "CPU" in line and "64" in line, f"the warning should name what was asked for: {line!r}"
+        rc = driver.finish()
+    assert rc == 0, driver.output()
+    driver.wait_for(r"^STILL 0 1$")

@@ -1,0 +1,113 @@
+"""Fixtures of the k8s tier: a real control plane (`control_plane`), the kubelet stand-in
+(`pod_runner`), an API client (`kube_api`) and a throwaway namespace per test (`k8s_namespace`).
+
+Starts and stops processes, network namespaces and temp dirs (all removed at session end; logs are
+kept when a test failed or KRAY_K8S_KEEP_LOGS is set), and sets KUBECONFIG for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+# controlplane/ and podrunner/ are test-support packages next to this file, not installed ones.
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:
+    sys.path.insert(0, str(_HERE))
+
+from controlplane import launcher  # noqa: E402
+from podrunner import PodRunner  # noqa: E402
+
+REPO_ROOT = _HERE.parent.parent
+NAMESPACE_READY_TIMEOUT_S = 30.0
+
+
+def _report(request: pytest.FixtureRequest, line: str) -> None:
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+
+
+def _keep_logs(request: pytest.FixtureRequest) -> bool:
+    return bool(request.session.testsfailed) or bool(os.environ.get("KRAY_K8S_KEEP_LOGS"))
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest) -> Iterator[launcher.ControlPlane]:
+    """etcd + kube-apiserver + kube-controller-manager with crds/*.yaml applied; KUBECONFIG points at it.
+
+    Fails (never skips) when the binaries are missing: run `make k8s-env`.
+    """
+    try:
+        cp = launcher.ControlPlane(crd_dir=REPO_ROOT / "crds")
+    except launcher.MissingBinariesError as e:
+        pytest.fail(str(e), pytrace=False)
+    cp.start()
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(cp.kubeconfig)
+    try:
+        yield cp
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        keep = _keep_logs(request)
+        cp.stop(keep_logs=keep)
+        if keep:
+            _report(request, f"k8s tier: control-plane and pod logs kept in {cp.log_dir}")
+
+
+@pytest.fixture(scope="session")
+def kube_api(control_plane: launcher.ControlPlane) -> Iterator[client.ApiClient]:
+    """A kubernetes ApiClient for the test control plane (admin credentials)."""
+    api = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture(scope="session")
+def pod_runner(control_plane: launcher.ControlPlane) -> Iterator[PodRunner]:
+    """The kubelet stand-in: runs every pod of the cluster as processes in a network namespace."""
+    runner = PodRunner(control_plane.kubeconfig, control_plane.log_dir / "pod-runner").start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+@pytest.fixture
+def k8s_namespace(kube_api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace (ready for pods: its default ServiceAccount exists), deleted after the test."""
+    core = client.CoreV1Api(kube_api)
+    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{slug or 'test'}-{secrets.token_hex(2)}"
+    core.create_namespace({"metadata": {"name": name}})
+    deadline = time.monotonic() + NAMESPACE_READY_TIMEOUT_S
+    while True:
+        try:
+            core.read_namespaced_service_account("default", name)
+            break
+        except ApiException as e:
+            if e.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    try:
+        yield name
+    finally:
+        try:
+            core.delete_namespace(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise

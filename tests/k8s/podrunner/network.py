@@ -1,0 +1,277 @@
+"""Pod networking for the pod runner: a bridge, one network namespace + veth per pod, pod IPs from
+100.64.0.0/16, and per-pod /etc/netns/<ns>/{hosts,resolv.conf}; or 127.0.0.N without namespaces.
+
+Runs `ip` as root, creates and deletes links and namespaces, writes under /etc/netns and
+/run/kray-podrunner (its registry, so a later run can remove what a killed run left behind).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import ipaddress
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+STATE_ROOT = Path("/run/kray-podrunner")
+NETNS_ETC = Path("/etc/netns")
+PREFIX = "kray-"
+
+
+class NetworkError(RuntimeError):
+    """A pod's network could not be set up."""
+
+
+@dataclasses.dataclass
+class Sandbox:
+    """A pod's network: its IP and, in netns mode, its namespace name and host-side veth."""
+
+    ip: str
+    netns: str | None = None
+    veth: str | None = None
+
+    def exec_prefix(self) -> list[str]:
+        """Prefix that runs a command inside this pod's network namespace (and its hosts file)."""
+        return [shutil.which("ip") or "/usr/sbin/ip", "netns", "exec", self.netns] if self.netns else []
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if check and proc.returncode != 0:
+        raise NetworkError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+    return proc
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def netns_available() -> bool:
+    """Whether this process can make network namespaces (root with iproute2)."""
+    return os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("unshare") is not None
+
+
+def kill_netns_processes(netns: str) -> None:
+    """SIGKILLs every process still inside a network namespace (daemons that left the process group)."""
+    proc = _ip("netns", "pids", netns, check=False)
+    for word in proc.stdout.split():
+        try:
+            os.kill(int(word), signal.SIGKILL)
+        except (ValueError, ProcessLookupError):
+            pass
+
+
+class NetnsNetwork:
+    """A /24 of 100.64.0.0/16 on a bridge of its own; each pod gets a namespace, a veth and an IP."""
+
+    mode = "netns"
+
+    def __init__(self) -> None:
+        self.token = secrets.token_hex(3)
+        self.bridge = f"krb{self.token}"
+        self.state_dir = STATE_ROOT / self.token
+        self.subnet: ipaddress.IPv4Network | None = None
+        self.host_ip = ""
+        self._next = 2
+        self._free: list[int] = []
+        self._sandboxes: dict[str, Sandbox] = {}
+        self._lock = threading.Lock()
+
+    def setup(self) -> None:
+        """Removes what dead runs left, then picks a free /24 and creates the bridge on it."""
+        STATE_ROOT.mkdir(parents=True, exist_ok=True)
+        with open(STATE_ROOT / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            reap_stale()
+            self.state_dir.mkdir()
+            (self.state_dir / "owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+            self.subnet = _free_subnet()
+            self.host_ip = str(self.subnet.network_address + 1)
+            _ip("link", "add", self.bridge, "type", "bridge")
+            _ip("addr", "add", f"{self.host_ip}/{self.subnet.prefixlen}", "dev", self.bridge)
+            _ip("link", "set", self.bridge, "up")
+        log.info("pod runner: bridge %s on %s", self.bridge, self.subnet)
+
+    def add_pod(self, key: str) -> Sandbox:
+        """Creates a namespace with a veth on the bridge and the next free IP; `key` is namespace/name."""
+        if self.subnet is None:
+            raise NetworkError("setup() first")
+        with self._lock:
+            n = self._free.pop() if self._free else self._next
+            if n == self._next:
+                self._next += 1
+            if n > 254:
+                raise NetworkError(f"no pod IPs left in {self.subnet}")
+        ip = str(self.subnet.network_address + n)
+        sb = Sandbox(ip=ip, netns=f"{PREFIX}{self.token}-{n}", veth=f"krv{self.token}{n:02x}")
+        peer = f"krp{self.token}{n:02x}"
+        try:
+            (NETNS_ETC / sb.netns).mkdir(parents=True, exist_ok=True)
+            _ip("netns", "add", sb.netns)
+            _ip("link", "add", sb.veth, "type", "veth", "peer", "name", peer)
+            _ip("link", "set", peer, "netns", sb.netns)
+            _ip("link", "set", sb.veth, "master", self.bridge, "up")
+            _ip("-n", sb.netns, "link", "set", peer, "name", "eth0")
+            _ip("-n", sb.netns, "addr", "add", f"{ip}/{self.subnet.prefixlen}", "dev", "eth0")
+            _ip("-n", sb.netns, "link", "set", "eth0", "up")
+            _ip("-n", sb.netns, "link", "set", "lo", "up")
+            _ip("-n", sb.netns, "route", "add", "default", "via", self.host_ip)
+        except NetworkError:
+            self._remove(sb, n)
+            raise
+        with self._lock:
+            self._sandboxes[key] = sb
+        return sb
+
+    def remove_pod(self, key: str) -> None:
+        """Kills what is left in the pod's namespace and removes the namespace, veth and etc files."""
+        with self._lock:
+            sb = self._sandboxes.pop(key, None)
+        if sb is not None and sb.netns:
+            self._remove(sb, int(sb.netns.rsplit("-", 1)[1]))
+
+    def _remove(self, sb: Sandbox, n: int) -> None:
+        if sb.netns:
+            kill_netns_processes(sb.netns)
+            _ip("netns", "del", sb.netns, check=False)
+            shutil.rmtree(NETNS_ETC / sb.netns, ignore_errors=True)
+        if sb.veth:
+            _ip("link", "del", sb.veth, check=False)
+        with self._lock:
+            self._free.append(n)
+
+    def write_etc(self, sb: Sandbox, name: str, text: str) -> None:
+        """Writes /etc/netns/<ns>/<name> in place, so a running pod's bind mount of it sees the change."""
+        if not sb.netns:
+            return
+        path = NETNS_ETC / sb.netns / name
+        if not path.exists():
+            path.write_text(text)
+            return
+        with open(path, "r+") as f:
+            if f.read() == text:
+                return
+            f.seek(0)
+            f.truncate()
+            f.write(text)
+
+    def teardown(self) -> None:
+        """Removes every pod namespace, the bridge and the registry entry."""
+        for key in list(self._sandboxes):
+            self.remove_pod(key)
+        _ip("link", "del", self.bridge, check=False)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        _rmdir_if_empty(NETNS_ETC)
+
+
+class LoopbackNetwork:
+    """No namespaces: pods share the host's network and get 127.0.0.N addresses (no DNS names)."""
+
+    mode = "loopback"
+
+    def __init__(self) -> None:
+        self.host_ip = "127.0.0.1"
+        self._next = 2
+        self._sandboxes: dict[str, Sandbox] = {}
+        self._lock = threading.Lock()
+
+    def setup(self) -> None:
+        log.warning("pod runner: no network namespaces here; pods share the host network on 127.0.0.N "
+                    "and Service names do not resolve")
+
+    def add_pod(self, key: str) -> Sandbox:
+        with self._lock:
+            if self._next > 254:
+                raise NetworkError("no loopback pod IPs left")
+            sb = Sandbox(ip=f"127.0.0.{self._next}")
+            self._next += 1
+            self._sandboxes[key] = sb
+        return sb
+
+    def remove_pod(self, key: str) -> None:
+        with self._lock:
+            self._sandboxes.pop(key, None)
+
+    def write_etc(self, sb: Sandbox, name: str, text: str) -> None:
+        return None
+
+    def teardown(self) -> None:
+        self._sandboxes.clear()
+
+
+Network = NetnsNetwork | LoopbackNetwork
+
+
+def make_network(mode: str = "auto") -> Network:
+    """`netns`, `loopback`, or `auto` (netns where this process may create namespaces)."""
+    if mode == "netns" or (mode == "auto" and netns_available()):
+        return NetnsNetwork()
+    if mode in ("loopback", "auto"):
+        return LoopbackNetwork()
+    raise ValueError(f"unknown pod network mode {mode!r}")
+
+
+def _free_subnet() -> ipaddress.IPv4Network:
+    """The first 100.64.k.0/24 (then 100.65-127.k.0/24) that no address or route on the host overlaps."""
+    used: list[ipaddress.IPv4Network] = []
+    for line in _ip("-4", "-o", "addr", "show").stdout.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            used.append(ipaddress.ip_interface(parts[parts.index("inet") + 1]).network)
+    for line in _ip("-4", "route", "show", "table", "all").stdout.splitlines():
+        word = line.split()[0] if line.split() else ""
+        if word and word[0].isdigit():
+            try:
+                used.append(ipaddress.ip_network(word, strict=False))
+            except ValueError:
+                pass
+    for second in range(64, 128):
+        for third in range(16 if second == 64 else 0, 255):
+            candidate = ipaddress.ip_network(f"100.{second}.{third}.0/24")
+            if not any(candidate.overlaps(u) for u in used):
+                return candidate
+    raise NetworkError("no free /24 in 100.64.0.0/10 for pods")
+
+
+def _owner_alive(state_dir: Path) -> bool:
+    try:
+        pid_text, start = (state_dir / "owner").read_text().split()
+        return _start_time(int(pid_text)) == start
+    except (OSError, ValueError):
+        return False
+
+
+def reap_stale() -> None:
+    """Removes namespaces, bridges and etc files of runs whose process is gone (killed test sessions)."""
+    if not STATE_ROOT.is_dir():
+        return
+    listing = _ip("netns", "list", check=False).stdout.split()
+    for state_dir in STATE_ROOT.iterdir():
+        if not state_dir.is_dir() or _owner_alive(state_dir):
+            continue
+        token = state_dir.name
+        for name in listing:
+            if name.startswith(f"{PREFIX}{token}-"):
+                kill_netns_processes(name)
+                _ip("netns", "del", name, check=False)
+                shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
+        _ip("link", "del", f"krb{token}", check=False)
+        shutil.rmtree(state_dir, ignore_errors=True)
+        log.warning("pod runner: removed the leftovers of a dead run (%s)", token)
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass

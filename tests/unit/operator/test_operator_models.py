@@ -1,0 +1,201 @@
+"""models: the samples parse; bad specs fail with messages that say what to fix."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict
+
+import pydantic
+import pytest
+
+from kray_operator import models
+
+import conftest
+
+
+def error_of(model: Any, doc: Dict[str, Any]) -> str:
+    with pytest.raises(pydantic.ValidationError) as info:
+        model.model_validate(doc)
+    return models.describe_error(info.value)
+
+
+def test_sample_cluster_parses_with_kuberay_defaults(cluster: models.RayCluster) -> None:
+    group = cluster.spec.worker_group_specs[0]
+    assert cluster.metadata.name == "raycluster-sample" and cluster.metadata.namespace == "ns1"
+    assert group.group_name == "small" and group.replicas == 1 and group.max_replicas == 3
+    assert group.num_of_hosts == 1 and group.scale_strategy.workers_to_delete == []
+    assert cluster.spec.head_group_spec.template.spec.containers[0].resources.limits["cpu"] == "1"
+    assert cluster.spec.group("small") is group and cluster.spec.group("nope") is None
+
+
+def test_defaults_when_fields_are_left_out() -> None:
+    group = models.WorkerGroupSpec.model_validate(
+        {"groupName": "g", "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}
+    )
+    assert (group.replicas, group.min_replicas, group.max_replicas) == (None, 0, models.MAX_INT32)
+    assert group.ray_start_params == {}
+
+
+def test_python_names_are_accepted_too() -> None:
+    group = models.WorkerGroupSpec(
+        group_name="g", min_replicas=1, max_replicas=2,
+        template=models.PodTemplateSpec(spec=models.PodSpec(containers=[models.Container(name="c", image="i")])),
+    )
+    assert group.to_manifest()["minReplicas"] == 1
+
+
+def test_manifest_round_trips(cluster_doc: Dict[str, Any]) -> None:
+    spec = models.RayClusterSpec.model_validate(cluster_doc["spec"])
+    assert spec.to_manifest() == cluster_doc["spec"]
+
+
+def test_unknown_template_fields_are_kept(cluster_doc: Dict[str, Any]) -> None:
+    spec = models.RayClusterSpec.model_validate(cluster_doc["spec"])
+    template = spec.head_group_spec.template.to_manifest()
+    assert template["spec"]["volumes"][0]["emptyDir"]["medium"] == "Memory"
+    assert template["spec"]["containers"][0]["volumeMounts"] == [{"name": "shm", "mountPath": "/dev/shm"}]
+
+
+def test_min_greater_than_max_says_what_to_change(cluster_doc: Dict[str, Any]) -> None:
+    cluster_doc["spec"]["workerGroupSpecs"][0].update(minReplicas=5, maxReplicas=2)
+    message = error_of(models.RayCluster, cluster_doc)
+    assert "minReplicas (5) is greater than maxReplicas (2)" in message
+    assert "lower minReplicas or raise maxReplicas" in message
+    assert message.startswith("spec.workerGroupSpecs[0]")
+
+
+@pytest.mark.parametrize("field", ["replicas", "minReplicas", "maxReplicas"])
+def test_negative_replicas(cluster_doc: Dict[str, Any], field: str) -> None:
+    cluster_doc["spec"]["workerGroupSpecs"][0][field] = -1
+    message = error_of(models.RayCluster, cluster_doc)
+    assert f"spec.workerGroupSpecs[0].{field}" in message and "greater than or equal to 0" in message
+
+
+def test_duplicate_group_names(cluster_doc: Dict[str, Any]) -> None:
+    groups = cluster_doc["spec"]["workerGroupSpecs"]
+    groups.append(copy.deepcopy(groups[0]))
+    assert "duplicate groupName ['small']" in error_of(models.RayCluster, cluster_doc)
+
+
+@pytest.mark.parametrize("name, expect", [("Big_Group", "must be a DNS label"), ("headgroup", "reserved")])
+def test_bad_group_names(cluster_doc: Dict[str, Any], name: str, expect: str) -> None:
+    cluster_doc["spec"]["workerGroupSpecs"][0]["groupName"] = name
+    assert expect in error_of(models.RayCluster, cluster_doc)
+
+
+def test_unknown_spec_field_is_named(cluster_doc: Dict[str, Any]) -> None:
+    cluster_doc["spec"]["workerGroupSpecs"][0]["replica"] = 2
+    message = error_of(models.RayCluster, cluster_doc)
+    assert message == "spec.workerGroupSpecs[0].replica: unknown field; check its spelling against the CRD (crds/*.yaml)"
+
+
+def test_ray_start_params_are_strings(cluster_doc: Dict[str, Any]) -> None:
+    cluster_doc["spec"]["headGroupSpec"]["rayStartParams"] = {"num-cpus": 0, "block": True, "log-color": "false"}
+    params = models.RayCluster.model_validate(cluster_doc).spec.head_group_spec.ray_start_params
+    assert params == {"num-cpus": "0", "block": "true", "log-color": "false"}
+
+
+@pytest.mark.parametrize(
+    "params, expect",
+    [
+        ({"--num-cpus": "1"}, "without dashes, e.g. 'num-cpus'"),
+        ({"num cpus": "1"}, "is not a flag name"),
+        ({"resources": {"a": 1}}, "must be a string (quote it in YAML)"),
+        ({"num-cpus": None}, "give it a value or remove it"),
+        (["num-cpus"], "must be a mapping"),
+    ],
+)
+def test_bad_ray_start_params(cluster_doc: Dict[str, Any], params: Any, expect: str) -> None:
+    cluster_doc["spec"]["headGroupSpec"]["rayStartParams"] = params
+    assert expect in error_of(models.RayCluster, cluster_doc)
+
+
+def test_template_needs_a_container_with_an_image(cluster_doc: Dict[str, Any]) -> None:
+    head = cluster_doc["spec"]["headGroupSpec"]["template"]["spec"]
+    assert "spec.headGroupSpec.template.spec.containers" in error_of(
+        models.RayCluster, {**cluster_doc, "spec": {**cluster_doc["spec"], "headGroupSpec": {
+            "template": {"spec": {"containers": []}}}}}
+    )
+    del head["containers"][0]["image"]
+    assert "spec.headGroupSpec.template.spec.containers[0].image: Field required" in error_of(models.RayCluster, cluster_doc)
+
+
+def test_bad_quantity(cluster_doc: Dict[str, Any]) -> None:
+    cluster_doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "two"
+    assert "resource 'cpu' has invalid quantity 'two'; write it like 500m, 2 or 1Gi" in error_of(models.RayCluster, cluster_doc)
+
+
+def test_status_keeps_kopf_bookkeeping() -> None:
+    status = models.RayClusterStatus.model_validate(
+        {"state": "ready", "desiredCPU": "2", "head": {"podIP": "1.2.3.4"}, "kopf": {"progress": {}}}
+    )
+    assert status.desired_cpu == "2" and status.head.pod_ip == "1.2.3.4"
+    assert status.model_extra == {"kopf": {"progress": {}}}
+
+
+# ---- RayJob
+
+
+def test_sample_job_parses(job: models.RayJob) -> None:
+    spec = job.spec
+    assert spec.submission_mode is models.JobSubmissionMode.K8S_JOB
+    assert spec.runtime_env == {"env_vars": {"KRAY_SAMPLE": "1"}}
+    assert spec.shutdown_after_job_finishes and spec.ttl_seconds_after_finished == 10
+    assert spec.ray_cluster_spec is not None and spec.ray_cluster_spec.worker_group_specs[0].min_replicas == 1
+
+
+@pytest.mark.parametrize(
+    "change, expect",
+    [
+        ({"entrypoint": None}, "entrypoint is required in submissionMode K8sJobMode"),
+        ({"rayClusterSpec": None}, "set rayClusterSpec (a cluster to create for the job) or clusterSelector"),
+        ({"clusterSelector": {"a": "b"}, "shutdownAfterJobFinishes": False}, "either rayClusterSpec or clusterSelector"),
+        ({"rayClusterSpec": None, "clusterSelector": {"a": "b"}}, "shutdownAfterJobFinishes cannot be used with clusterSelector"),
+        ({"rayClusterSpec": None, "clusterSelector": {"a": "b"}, "shutdownAfterJobFinishes": False, "suspend": True},
+         "suspend cannot be used with clusterSelector"),
+        ({"runtimeEnvYAML": "pip: [a"}, "runtimeEnvYAML is not valid YAML"),
+        ({"runtimeEnvYAML": "- a\n- b\n"}, "runtimeEnvYAML must be a YAML mapping"),
+        ({"entrypointResources": "{a: 1}"}, "entrypointResources is not valid JSON"),
+        ({"entrypointResources": '{"a": "x"}'}, "JSON object of resource name to number"),
+        ({"submissionMode": "SSHMode"}, "spec.submissionMode: Input should be 'K8sJobMode', 'HTTPMode' or 'InteractiveMode'"),
+        ({"submissionMode": "HTTPMode", "submitterPodTemplate": {"spec": {"containers": [{"name": "s", "image": "i"}]}}},
+         "submitterPodTemplate is only used in K8sJobMode"),
+        ({"backoffLimit": -1}, "spec.backoffLimit"),
+        ({"activeDeadlineSeconds": 0}, "spec.activeDeadlineSeconds"),
+    ],
+)
+def test_bad_jobs(job_doc: Dict[str, Any], change: Dict[str, Any], expect: str) -> None:
+    for key, value in change.items():
+        if value is None:
+            job_doc["spec"].pop(key, None)
+        else:
+            job_doc["spec"][key] = value
+    assert expect in error_of(models.RayJob, job_doc)
+
+
+def test_interactive_job_needs_no_entrypoint(job_doc: Dict[str, Any]) -> None:
+    del job_doc["spec"]["entrypoint"]
+    job_doc["spec"]["submissionMode"] = "InteractiveMode"
+    assert models.RayJob.model_validate(job_doc).spec.submission_mode is models.JobSubmissionMode.INTERACTIVE
+
+
+def test_job_on_a_selected_cluster(job_doc: Dict[str, Any]) -> None:
+    spec = job_doc["spec"]
+    del spec["rayClusterSpec"]
+    spec.update(clusterSelector={"kray.io/cluster": "shared"}, shutdownAfterJobFinishes=False,
+                entrypointResources='{"accel": 2}')
+    parsed = models.RayJob.model_validate(job_doc).spec
+    assert parsed.cluster_selector == {"kray.io/cluster": "shared"}
+    assert parsed.entrypoint_resources_dict == {"accel": 2.0}
+
+
+def test_job_status_enums() -> None:
+    assert models.JobStatus("SUCCEEDED").terminal and not models.JobStatus("RUNNING").terminal
+    assert models.JobDeploymentStatus("Complete") is models.JobDeploymentStatus.COMPLETE
+    assert {m.value for m in models.DeletionPolicy} == {"DeleteCluster", "DeleteWorkers", "DeleteSelf", "DeleteNone"}
+
+
+def test_job_enum_values_match_the_crd() -> None:
+    spec = conftest.crd_schema("RayJob")["properties"]["spec"]["properties"]
+    assert spec["submissionMode"]["enum"] == [m.value for m in models.JobSubmissionMode]
+    assert spec["deletionPolicy"]["enum"] == [m.value for m in models.DeletionPolicy]
