@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from typing import Annotated, Any, Dict, List, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
@@ -33,7 +33,7 @@ class _Spec(pydantic.BaseModel):
         alias_generator=alias_generators.to_camel, populate_by_name=True, extra="forbid"
     )
 
-    def to_manifest(self) -> Dict[str, Any]:
+    def to_manifest(self) -> dict[str, Any]:
         """The camelCase dict as it appears in a manifest, leaving out fields that were never set."""
         return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
 
@@ -50,12 +50,12 @@ class ObjectMeta(_Open):
     name: str = ""
     namespace: str = "default"
     uid: str = ""
-    generation: Optional[int] = None
-    resource_version: Optional[str] = None
-    labels: Dict[str, str] = {}
-    annotations: Dict[str, str] = {}
-    creation_timestamp: Optional[str] = None
-    deletion_timestamp: Optional[str] = None
+    generation: int | None = None
+    resource_version: str | None = None
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    creation_timestamp: str | None = None
+    deletion_timestamp: str | None = None
 
 
 # ---- Pod templates: only what the builders read is typed; everything else round-trips.
@@ -64,12 +64,12 @@ class ObjectMeta(_Open):
 class ResourceRequirements(_Open):
     """A container's resources; quantities as written ("500m", 2, "1Gi")."""
 
-    limits: Dict[str, quantity.Quantity] = {}
-    requests: Dict[str, quantity.Quantity] = {}
+    limits: dict[str, quantity.Quantity] = {}
+    requests: dict[str, quantity.Quantity] = {}
 
     @pydantic.field_validator("limits", "requests")
     @classmethod
-    def _quantities(cls, values: Dict[str, quantity.Quantity]) -> Dict[str, quantity.Quantity]:
+    def _quantities(cls, values: dict[str, quantity.Quantity]) -> dict[str, quantity.Quantity]:
         for name, value in values.items():
             if not quantity.is_valid(value):
                 raise ValueError(
@@ -83,24 +83,24 @@ class Container(_Open):
 
     name: str
     image: str = pydantic.Field(min_length=1)
-    command: Optional[List[str]] = None
-    args: Optional[List[str]] = None
-    env: Optional[List[Dict[str, Any]]] = None
-    ports: Optional[List[Dict[str, Any]]] = None
+    command: list[str] | None = None
+    args: list[str] | None = None
+    env: list[dict[str, Any]] | None = None
+    ports: list[dict[str, Any]] | None = None
     resources: ResourceRequirements = ResourceRequirements()
 
 
 class PodSpec(_Open):
     """A core/v1 PodSpec; only `containers` is checked here, the API server checks the rest."""
 
-    containers: List[Container] = pydantic.Field(min_length=1)
+    containers: list[Container] = pydantic.Field(min_length=1)
 
 
 class TemplateMeta(_Open):
     """Labels and annotations of a Pod template."""
 
-    labels: Dict[str, str] = {}
-    annotations: Dict[str, str] = {}
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
 
 
 class PodTemplateSpec(_Open):
@@ -113,9 +113,9 @@ class PodTemplateSpec(_Open):
 # ---- RayCluster spec
 
 
-def _ray_start_params(values: Dict[str, Any]) -> Dict[str, str]:
+def _ray_start_params(values: dict[str, Any]) -> dict[str, str]:
     """Check rayStartParams keys and turn YAML scalars into the strings the CRD stores."""
-    out: Dict[str, str] = {}
+    out: dict[str, str] = {}
     for key, value in values.items():
         if key.startswith("-"):
             raise ValueError(
@@ -130,27 +130,27 @@ def _ray_start_params(values: Dict[str, Any]) -> Dict[str, str]:
         elif isinstance(value, (int, float, str)):
             out[key] = str(value)
         else:
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 (pydantic turns ValueError into a validation error)
                 f"rayStartParams[{key!r}] must be a string (quote it in YAML), not {type(value).__name__}"
             )
     return out
 
 
-def _ray_start_params_or_empty(values: Any) -> Dict[str, str]:
+def _ray_start_params_or_empty(values: Any) -> dict[str, str]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ValueError("rayStartParams must be a mapping of flag name to value, e.g. {num-cpus: '1'}")
+        raise ValueError("rayStartParams must be a mapping of flag name to value, e.g. {num-cpus: '1'}")  # noqa: TRY004
     return _ray_start_params(values)
 
 
-RayStartParams = Annotated[Dict[str, str], pydantic.BeforeValidator(_ray_start_params_or_empty)]
+RayStartParams = Annotated[dict[str, str], pydantic.BeforeValidator(_ray_start_params_or_empty)]
 
 
 class ScaleStrategy(_Spec):
     """Which worker Pods to remove first when scaling down."""
 
-    workers_to_delete: List[str] = []
+    workers_to_delete: list[str] = []
 
 
 class HeadGroupSpec(_Spec):
@@ -158,24 +158,24 @@ class HeadGroupSpec(_Spec):
 
     template: PodTemplateSpec
     ray_start_params: RayStartParams = {}
-    service_type: Optional[Literal["ClusterIP", "NodePort", "LoadBalancer"]] = None
-    head_service: Optional[Dict[str, Any]] = None
-    enable_ingress: Optional[bool] = None
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] | None = None
+    head_service: dict[str, Any] | None = None
+    enable_ingress: bool | None = None
 
 
 class WorkerGroupSpec(_Spec):
     """A group of identical worker Pods, scaled between minReplicas and maxReplicas."""
 
     group_name: str = pydantic.Field(min_length=1, max_length=63)
-    replicas: Optional[int] = pydantic.Field(default=None, ge=0, le=MAX_INT32)
+    replicas: int | None = pydantic.Field(default=None, ge=0, le=MAX_INT32)
     min_replicas: int = pydantic.Field(default=0, ge=0, le=MAX_INT32)
     max_replicas: int = pydantic.Field(default=MAX_INT32, ge=0, le=MAX_INT32)
     num_of_hosts: int = pydantic.Field(default=1, ge=1)
-    idle_timeout_seconds: Optional[int] = pydantic.Field(default=None, ge=0)
+    idle_timeout_seconds: int | None = pydantic.Field(default=None, ge=0)
     ray_start_params: RayStartParams = {}
     template: PodTemplateSpec
     scale_strategy: ScaleStrategy = ScaleStrategy()
-    suspend: Optional[bool] = None
+    suspend: bool | None = None
 
     @pydantic.field_validator("group_name")
     @classmethod
@@ -190,7 +190,7 @@ class WorkerGroupSpec(_Spec):
         return name
 
     @pydantic.model_validator(mode="after")
-    def _min_le_max(self) -> "WorkerGroupSpec":
+    def _min_le_max(self) -> WorkerGroupSpec:
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"worker group {self.group_name!r}: minReplicas ({self.min_replicas}) is greater than "
@@ -202,37 +202,37 @@ class WorkerGroupSpec(_Spec):
 class AutoscalerOptions(_Spec):
     """Autoscaler settings; the container fields are accepted for KubeRay manifests and unused."""
 
-    idle_timeout_seconds: Optional[int] = pydantic.Field(default=None, ge=0)
-    upscaling_mode: Optional[Literal["Default", "Aggressive", "Conservative"]] = None
-    resources: Optional[Dict[str, Any]] = None
-    image: Optional[str] = None
-    image_pull_policy: Optional[str] = None
-    security_context: Optional[Dict[str, Any]] = None
-    env: Optional[List[Dict[str, Any]]] = None
-    env_from: Optional[List[Dict[str, Any]]] = None
-    volume_mounts: Optional[List[Dict[str, Any]]] = None
+    idle_timeout_seconds: int | None = pydantic.Field(default=None, ge=0)
+    upscaling_mode: Literal["Default", "Aggressive", "Conservative"] | None = None
+    resources: dict[str, Any] | None = None
+    image: str | None = None
+    image_pull_policy: str | None = None
+    security_context: dict[str, Any] | None = None
+    env: list[dict[str, Any]] | None = None
+    env_from: list[dict[str, Any]] | None = None
+    volume_mounts: list[dict[str, Any]] | None = None
 
 
 class RayClusterSpec(_Spec):
     """Desired state of a cluster: a head group and worker groups."""
 
     head_group_spec: HeadGroupSpec
-    worker_group_specs: List[WorkerGroupSpec] = []
-    ray_version: Optional[str] = None
-    enable_in_tree_autoscaling: Optional[bool] = None
-    autoscaler_options: Optional[AutoscalerOptions] = None
-    head_service_annotations: Dict[str, str] = {}
-    suspend: Optional[bool] = None
+    worker_group_specs: list[WorkerGroupSpec] = []
+    ray_version: str | None = None
+    enable_in_tree_autoscaling: bool | None = None
+    autoscaler_options: AutoscalerOptions | None = None
+    head_service_annotations: dict[str, str] = {}
+    suspend: bool | None = None
 
     @pydantic.model_validator(mode="after")
-    def _unique_groups(self) -> "RayClusterSpec":
+    def _unique_groups(self) -> RayClusterSpec:
         names = [g.group_name for g in self.worker_group_specs]
         dups = sorted({name for name in names if names.count(name) > 1})
         if dups:
             raise ValueError(f"workerGroupSpecs has duplicate groupName {dups}; give each group its own name")
         return self
 
-    def group(self, name: str) -> Optional[WorkerGroupSpec]:
+    def group(self, name: str) -> WorkerGroupSpec | None:
         """The worker group called `name`, or None."""
         return next((g for g in self.worker_group_specs if g.group_name == name), None)
 
@@ -253,41 +253,41 @@ class Condition(_Open):
 
     type: str
     status: Literal["True", "False", "Unknown"]
-    reason: Optional[str] = None
-    message: Optional[str] = None
-    last_transition_time: Optional[str] = None
-    observed_generation: Optional[int] = None
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
 
 
 class HeadInfo(_Open):
     """Where the head Pod and Service are."""
 
-    pod_ip: Optional[str] = pydantic.Field(default=None, alias="podIP")
-    pod_name: Optional[str] = None
-    service_ip: Optional[str] = pydantic.Field(default=None, alias="serviceIP")
-    service_name: Optional[str] = None
+    pod_ip: str | None = pydantic.Field(default=None, alias="podIP")
+    pod_name: str | None = None
+    service_ip: str | None = pydantic.Field(default=None, alias="serviceIP")
+    service_name: str | None = None
 
 
 class RayClusterStatus(_Open):
     """Observed state of a RayCluster (all fields declared in the CRD)."""
 
-    state: Optional[str] = None
-    reason: Optional[str] = None
-    desired_cpu: Optional[quantity.Quantity] = pydantic.Field(default=None, alias="desiredCPU")
-    desired_memory: Optional[quantity.Quantity] = None
-    desired_gpu: Optional[quantity.Quantity] = pydantic.Field(default=None, alias="desiredGPU")
-    desired_tpu: Optional[quantity.Quantity] = pydantic.Field(default=None, alias="desiredTPU")
-    last_update_time: Optional[str] = None
-    state_transition_times: Dict[str, str] = {}
-    endpoints: Dict[str, str] = {}
+    state: str | None = None
+    reason: str | None = None
+    desired_cpu: quantity.Quantity | None = pydantic.Field(default=None, alias="desiredCPU")
+    desired_memory: quantity.Quantity | None = None
+    desired_gpu: quantity.Quantity | None = pydantic.Field(default=None, alias="desiredGPU")
+    desired_tpu: quantity.Quantity | None = pydantic.Field(default=None, alias="desiredTPU")
+    last_update_time: str | None = None
+    state_transition_times: dict[str, str] = {}
+    endpoints: dict[str, str] = {}
     head: HeadInfo = HeadInfo()
-    conditions: List[Condition] = []
+    conditions: list[Condition] = []
     ready_worker_replicas: int = 0
     available_worker_replicas: int = 0
     desired_worker_replicas: int = 0
     min_worker_replicas: int = 0
     max_worker_replicas: int = 0
-    observed_generation: Optional[int] = None
+    observed_generation: int | None = None
 
 
 class RayCluster(_Open):
@@ -297,7 +297,7 @@ class RayCluster(_Open):
     kind: Literal["RayCluster"] = "RayCluster"
     metadata: ObjectMeta = ObjectMeta()
     spec: RayClusterSpec
-    status: Optional[RayClusterStatus] = None
+    status: RayClusterStatus | None = None
 
 
 # ---- RayJob
@@ -362,47 +362,40 @@ class DeletionPolicy(str, enum.Enum):
 class SubmitterConfig(_Spec):
     """Settings of the submitter Kubernetes Job."""
 
-    backoff_limit: Optional[int] = pydantic.Field(default=None, ge=0)
+    backoff_limit: int | None = pydantic.Field(default=None, ge=0)
 
 
 class RayJobSpec(_Spec):
     """Desired state of a job: its entrypoint, its cluster (new or selected) and its clean-up."""
 
-    entrypoint: Optional[str] = None
-    runtime_env_yaml: Optional[str] = pydantic.Field(default=None, alias="runtimeEnvYAML")
-    job_id: Optional[str] = None
-    metadata: Dict[str, str] = {}
-    ray_cluster_spec: Optional[RayClusterSpec] = None
-    cluster_selector: Dict[str, str] = {}
+    entrypoint: str | None = None
+    runtime_env_yaml: str | None = pydantic.Field(default=None, alias="runtimeEnvYAML")
+    job_id: str | None = None
+    metadata: dict[str, str] = {}
+    ray_cluster_spec: RayClusterSpec | None = None
+    cluster_selector: dict[str, str] = {}
     shutdown_after_job_finishes: bool = False
     ttl_seconds_after_finished: int = pydantic.Field(default=0, ge=0)
-    active_deadline_seconds: Optional[int] = pydantic.Field(default=None, ge=1)
+    active_deadline_seconds: int | None = pydantic.Field(default=None, ge=1)
     backoff_limit: int = pydantic.Field(default=0, ge=0)
     submission_mode: JobSubmissionMode = JobSubmissionMode.K8S_JOB
-    submitter_pod_template: Optional[PodTemplateSpec] = None
-    submitter_config: Optional[SubmitterConfig] = None
-    deletion_policy: Optional[DeletionPolicy] = None
+    submitter_pod_template: PodTemplateSpec | None = None
+    submitter_config: SubmitterConfig | None = None
+    deletion_policy: DeletionPolicy | None = None
     suspend: bool = False
-    entrypoint_num_cpus: Optional[float] = pydantic.Field(default=None, ge=0)
-    entrypoint_num_gpus: Optional[float] = pydantic.Field(default=None, ge=0)
-    entrypoint_resources: Optional[str] = None
+    entrypoint_num_cpus: float | None = pydantic.Field(default=None, ge=0)
+    entrypoint_num_gpus: float | None = pydantic.Field(default=None, ge=0)
+    entrypoint_resources: str | None = None
 
-    @pydantic.field_validator("runtime_env_yaml")
+    @pydantic.field_validator("runtime_env_yaml", "entrypoint_resources")
     @classmethod
-    def _runtime_env(cls, text: Optional[str]) -> Optional[str]:
+    def _parses(cls, text: str | None, info: pydantic.ValidationInfo) -> str | None:
         if text is not None:
-            _parse_runtime_env(text)
-        return text
-
-    @pydantic.field_validator("entrypoint_resources")
-    @classmethod
-    def _entrypoint_resources(cls, text: Optional[str]) -> Optional[str]:
-        if text is not None:
-            _parse_entrypoint_resources(text)
+            (_parse_runtime_env if info.field_name == "runtime_env_yaml" else _parse_entrypoint_resources)(text)
         return text
 
     @pydantic.model_validator(mode="after")
-    def _consistent(self) -> "RayJobSpec":
+    def _consistent(self) -> RayJobSpec:
         mode = self.submission_mode
         if mode != JobSubmissionMode.INTERACTIVE and not (self.entrypoint or "").strip():
             raise ValueError(
@@ -428,17 +421,17 @@ class RayJobSpec(_Spec):
         return self
 
     @property
-    def runtime_env(self) -> Dict[str, Any]:
+    def runtime_env(self) -> dict[str, Any]:
         """runtimeEnvYAML parsed into a runtime_env dict ({} when unset)."""
         return _parse_runtime_env(self.runtime_env_yaml) if self.runtime_env_yaml else {}
 
     @property
-    def entrypoint_resources_dict(self) -> Dict[str, float]:
+    def entrypoint_resources_dict(self) -> dict[str, float]:
         """entrypointResources parsed into {resource: amount} ({} when unset)."""
         return _parse_entrypoint_resources(self.entrypoint_resources) if self.entrypoint_resources else {}
 
 
-def _parse_runtime_env(text: str) -> Dict[str, Any]:
+def _parse_runtime_env(text: str) -> dict[str, Any]:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -446,13 +439,13 @@ def _parse_runtime_env(text: str) -> Dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004
             f"runtimeEnvYAML must be a YAML mapping such as 'env_vars: {{A: b}}', not a {type(value).__name__}"
         )
     return value
 
 
-def _parse_entrypoint_resources(text: str) -> Dict[str, float]:
+def _parse_entrypoint_resources(text: str) -> dict[str, float]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -467,19 +460,19 @@ def _parse_entrypoint_resources(text: str) -> Dict[str, float]:
 class RayJobStatus(_Open):
     """Observed state of a RayJob (all fields declared in the CRD)."""
 
-    job_id: Optional[str] = None
-    ray_cluster_name: Optional[str] = None
-    dashboard_url: Optional[str] = pydantic.Field(default=None, alias="dashboardURL")
-    job_status: Optional[str] = None
-    job_deployment_status: Optional[str] = None
-    reason: Optional[str] = None
-    message: Optional[str] = None
-    start_time: Optional[str] = None
-    end_time: Optional[str] = None
+    job_id: str | None = None
+    ray_cluster_name: str | None = None
+    dashboard_url: str | None = pydantic.Field(default=None, alias="dashboardURL")
+    job_status: str | None = None
+    job_deployment_status: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
     succeeded: int = 0
     failed: int = 0
-    ray_cluster_status: Optional[RayClusterStatus] = None
-    observed_generation: Optional[int] = None
+    ray_cluster_status: RayClusterStatus | None = None
+    observed_generation: int | None = None
 
 
 class RayJob(_Open):
@@ -489,7 +482,7 @@ class RayJob(_Open):
     kind: Literal["RayJob"] = "RayJob"
     metadata: ObjectMeta = ObjectMeta()
     spec: RayJobSpec
-    status: Optional[RayJobStatus] = None
+    status: RayJobStatus | None = None
 
 
 def describe_error(error: pydantic.ValidationError) -> str:

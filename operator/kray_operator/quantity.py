@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import decimal
 import re
-from typing import Union
 
-Quantity = Union[str, int, float]
+Quantity = str | int | float
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {

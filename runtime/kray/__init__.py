@@ -4,7 +4,7 @@ The public API, re-exported; nothing else lives here.
 """
 
 from kray import exceptions
-from kray.api.context import available_resources, cluster_resources, get_runtime_context, nodes
+from kray.api.context import available_resources, cluster_resources, get_gpu_ids, get_runtime_context, nodes
 from kray.api.objects import cancel, get, put, wait
 from kray.api.remote_function import remote
 from kray.api.runtime import init, is_initialized, shutdown
@@ -19,6 +19,7 @@ __all__ = [
     "cluster_resources",
     "exceptions",
     "get",
+    "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",

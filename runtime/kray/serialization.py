@@ -53,11 +53,17 @@ def deserialize(frames: Sequence[Any]) -> Any:
     return pickle.loads(data, buffers=frames[1:])
 
 
-def record_contained_ref(ref: Any) -> None:
-    """Called by ObjectRef.__reduce__: note that the value being serialized contains `ref`."""
+def record_contained_ref(ref: Any) -> bool:
+    """Called by ObjectRef.__reduce__: note that the value being serialized contains `ref`.
+
+    Returns False when no kray serialization is in progress: the ref is being pickled out of band
+    (for example with cloudpickle.dumps by the user).
+    """
     stack = getattr(_state, "stack", None)
     if stack:
         stack[-1].append(ref)
+        return True
+    return False
 
 
 def dumps_function(fn: Any, name: str) -> bytes:

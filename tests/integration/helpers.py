@@ -79,7 +79,7 @@ def alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
 
 
 def describe(procs: Iterable[psutil.Process]) -> str:
-    return "; ".join(f"pid {p.pid}: {_cmdline(p)}" for p in procs) or "none"
+    return "; ".join(f"pid {p.pid}: {(_cmdline(p) or '')[:160]}" for p in procs) or "none"
 
 
 def foreign_gcs_processes() -> list[psutil.Process]:

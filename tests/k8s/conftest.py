@@ -24,8 +24,8 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
-from controlplane import launcher  # noqa: E402
-from podrunner import PodRunner  # noqa: E402
+from controlplane import launcher
+from podrunner import PodRunner
 
 REPO_ROOT = _HERE.parent.parent
 NAMESPACE_READY_TIMEOUT_S = 30.0

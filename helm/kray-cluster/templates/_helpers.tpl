@@ -15,6 +15,9 @@
 {{- if gt (len $name) 54 -}}
 {{- fail (printf "the RayCluster name %q is longer than 54 characters; set fullnameOverride" $name) -}}
 {{- end -}}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $name) -}}
+{{- fail (printf "the RayCluster name %q must start with a letter and hold only lowercase letters, digits and '-'; set fullnameOverride" $name) -}}
+{{- end -}}
 {{- $name -}}
 {{- end -}}
 

@@ -2,5 +2,5 @@
 
 Modules: names (names, labels, owner references), command (`kray start` argv), pods, service, secret,
 observed (views of observed Pods), scaling (replica clamping, the worker diff), status, jobs.
-Nothing here does I/O, reads the clock or draws random numbers: suffixes and times are passed in.
+Pure: no I/O, no clock, no randomness; suffixes, tokens and times are passed in.
 """

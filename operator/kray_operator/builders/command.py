@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Dict, List, Mapping, Optional
+from collections.abc import Mapping
 
 from kray_operator import models, quantity
 from kray_operator.builders import names
@@ -25,13 +25,13 @@ def is_gpu_resource(name: str) -> bool:
     return name.lower().endswith("gpu")
 
 
-def resource_params(resources: models.ResourceRequirements) -> Dict[str, str]:
+def resource_params(resources: models.ResourceRequirements) -> dict[str, str]:
     """rayStartParams implied by a container's resources: num-cpus, memory, num-gpus, resources.
 
     CPU comes from the limit, else the request, rounded up ("500m" -> "1"); memory from the limit in
     bytes; GPUs from the first resource whose name ends in "gpu"; a TPU limit becomes {"TPU": n}.
     """
-    params: Dict[str, str] = {}
+    params: dict[str, str] = {}
     cpu = resources.limits.get("cpu")
     if cpu is None or quantity.is_zero(cpu):
         cpu = resources.requests.get("cpu")
@@ -40,7 +40,7 @@ def resource_params(resources: models.ResourceRequirements) -> Dict[str, str]:
     memory = resources.limits.get("memory")
     if memory is not None and not quantity.is_zero(memory):
         params["memory"] = str(quantity.ceil_int(memory))
-    custom: Dict[str, object] = {}
+    custom: dict[str, object] = {}
     for name in sorted(resources.limits):
         value = resources.limits[name]
         if quantity.is_zero(value):
@@ -55,7 +55,7 @@ def resource_params(resources: models.ResourceRequirements) -> Dict[str, str]:
     return params
 
 
-def _merge_resources(user: Optional[str], implied: Optional[str]) -> Optional[str]:
+def _merge_resources(user: str | None, implied: str | None) -> str | None:
     """Add implied accelerator resources to the user's `resources` JSON unless it already names one."""
     if implied is None:
         return user
@@ -68,7 +68,7 @@ def _merge_resources(user: Optional[str], implied: Optional[str]) -> Optional[st
             f"rayStartParams resources={user!r} is not JSON; write it like '{{\"accel\": 1}}'"
         ) from None
     if not isinstance(mine, dict):
-        raise ValueError(f"rayStartParams resources={user!r} must be a JSON object")
+        raise ValueError(f"rayStartParams resources={user!r} must be a JSON object")  # noqa: TRY004 (a bad value)
     if any(name in mine for name in ACCELERATOR_RESOURCES.values()):
         return user
     mine.update(json.loads(implied))
@@ -76,7 +76,7 @@ def _merge_resources(user: Optional[str], implied: Optional[str]) -> Optional[st
 
 
 def effective_params(node_type: str, params: Mapping[str, str], resources: models.ResourceRequirements,
-                     head_address: Optional[str] = None) -> Dict[str, str]:
+                     head_address: str | None = None) -> dict[str, str]:
     """rayStartParams with the operator's defaults and the resource-derived values filled in.
 
     Head: port, dashboard-host=0.0.0.0, metrics-export-port; worker: address=`head_address`.
@@ -103,12 +103,12 @@ def effective_params(node_type: str, params: Mapping[str, str], resources: model
     return merged
 
 
-def render_flags(params: Mapping[str, str]) -> List[str]:
+def render_flags(params: Mapping[str, str]) -> list[str]:
     """`--key=value` per param in sorted order; "true" -> `--key`, "false" -> nothing (as KubeRay).
 
     A `resources` value loses the shell quotes KubeRay manifests wrap it in, since no shell reads argv.
     """
-    flags: List[str] = []
+    flags: list[str] = []
     for key in sorted(params):
         value = params[key]
         lowered = value.lower()
@@ -122,7 +122,7 @@ def render_flags(params: Mapping[str, str]) -> List[str]:
     return flags
 
 
-def start_argv(node_type: str, params: Mapping[str, str]) -> List[str]:
+def start_argv(node_type: str, params: Mapping[str, str]) -> list[str]:
     """`kray start [--head] <flags>` as an argv list, from effective params."""
     argv = ["kray", "start"]
     if node_type == names.HEAD:
@@ -130,12 +130,12 @@ def start_argv(node_type: str, params: Mapping[str, str]) -> List[str]:
     return argv + render_flags(params)
 
 
-def user_command(container: models.Container) -> List[str]:
+def user_command(container: models.Container) -> list[str]:
     """The container's own command followed by its args, as written in the template."""
     return list(container.command or []) + list(container.args or [])
 
 
-def container_command(container: models.Container, start: List[str], overwrite: bool) -> Optional[Dict[str, List[str]]]:
+def container_command(container: models.Container, start: list[str], overwrite: bool) -> dict[str, list[str]] | None:
     """The command/args to set on the kray container, or None to leave the template's own.
 
     - overwrite annotation, or a command that already runs `kray start`: left as written;

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import shlex
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from kray_operator import models
 from kray_operator.builders import names, pods
@@ -23,7 +23,7 @@ ENV_SUBMISSION_ID = "KRAY_JOB_SUBMISSION_ID"
 _MAX_JOB_PREFIX = names.MAX_CLUSTER_NAME - 6
 
 
-def job_labels(job: models.RayJob) -> Dict[str, str]:
+def job_labels(job: models.RayJob) -> dict[str, str]:
     """Labels of everything a RayJob creates."""
     return {
         **names.app_labels(),
@@ -50,7 +50,7 @@ def submission_id(job: models.RayJob, suffix: str) -> str:
     return f"{job.metadata.name}-{suffix}"
 
 
-def ray_cluster(job: models.RayJob, name: str) -> Dict[str, Any]:
+def ray_cluster(job: models.RayJob, name: str) -> dict[str, Any]:
     """The RayCluster manifest for `job`'s rayClusterSpec, owned by the RayJob."""
     if job.spec.ray_cluster_spec is None:
         raise ValueError(f"RayJob {job.metadata.name!r} selects a cluster (clusterSelector); it creates none")
@@ -68,16 +68,16 @@ def ray_cluster(job: models.RayJob, name: str) -> Dict[str, Any]:
     }
 
 
-def dashboard_url(cluster: str, namespace: str, head_params: Optional[Dict[str, str]] = None,
+def dashboard_url(cluster: str, namespace: str, head_params: dict[str, str] | None = None,
                   domain: str = names.DEFAULT_CLUSTER_DOMAIN) -> str:
     """`http://<cluster>-head-svc.<ns>.svc.<domain>:8265`, the job API of a cluster."""
     return "http://" + names.dashboard_address(cluster, namespace, head_params or {}, domain)
 
 
-def submission_request(job: models.RayJob, job_id: str) -> Dict[str, Any]:
+def submission_request(job: models.RayJob, job_id: str) -> dict[str, Any]:
     """Body of `POST /api/jobs/` (HTTPMode), in the Ray job API's field names."""
     spec = job.spec
-    body: Dict[str, Any] = {"entrypoint": spec.entrypoint or "", "submission_id": job_id}
+    body: dict[str, Any] = {"entrypoint": spec.entrypoint or "", "submission_id": job_id}
     if spec.runtime_env:
         body["runtime_env"] = spec.runtime_env
     if spec.metadata:
@@ -91,7 +91,7 @@ def submission_request(job: models.RayJob, job_id: str) -> Dict[str, Any]:
     return body
 
 
-def submit_argv(job: models.RayJob, job_id: str, address: str) -> List[str]:
+def submit_argv(job: models.RayJob, job_id: str, address: str) -> list[str]:
     """`kray job submit --address <url> --submission-id <id> --no-wait [options] -- <entrypoint>`.
 
     The entrypoint stays one argument, so the CLI gets it exactly as written in the spec.
@@ -127,7 +127,7 @@ def submitter_script(job: models.RayJob, job_id: str, address: str) -> str:
 
 
 def submitter_job(job: models.RayJob, cluster: models.RayCluster, job_id: str,
-                  domain: str = names.DEFAULT_CLUSTER_DOMAIN) -> Dict[str, Any]:
+                  domain: str = names.DEFAULT_CLUSTER_DOMAIN) -> dict[str, Any]:
     """The batch/v1 Job (named like the RayJob) that submits the entrypoint to `cluster` (K8sJobMode).
 
     The Pod comes from submitterPodTemplate when given (its first container gets the command unless

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Dict, Optional
 
 from kray_operator import models
 
@@ -35,7 +34,7 @@ DASHBOARD_PORT = 8265
 CLIENT_PORT = 10001
 METRICS_PORT = 8080
 # Port name -> (rayStartParams key that moves it, default).
-HEAD_PORTS: Dict[str, tuple] = {
+HEAD_PORTS: dict[str, tuple[str, int]] = {
     "gcs-server": ("port", GCS_PORT),
     "dashboard": ("dashboard-port", DASHBOARD_PORT),
     "client": ("ray-client-server-port", CLIENT_PORT),
@@ -106,7 +105,7 @@ def service_fqdn(cluster: str, namespace: str, domain: str = DEFAULT_CLUSTER_DOM
     return f"{head_service_name(cluster)}.{namespace}.svc.{domain}"
 
 
-def head_port(params: Dict[str, str], name: str) -> int:
+def head_port(params: dict[str, str], name: str) -> int:
     """The head's port called `name` (see HEAD_PORTS), moved by its rayStartParams key if set."""
     key, default = HEAD_PORTS[name]
     value = params.get(key)
@@ -127,24 +126,24 @@ def gcs_address(cluster: models.RayCluster, domain: str = DEFAULT_CLUSTER_DOMAIN
     return f"{service_fqdn(cluster.metadata.name, cluster.metadata.namespace, domain)}:{head_port(params, 'gcs-server')}"
 
 
-def dashboard_address(cluster_name: str, namespace: str, params: Dict[str, str],
+def dashboard_address(cluster_name: str, namespace: str, params: dict[str, str],
                       domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
     """`host:port` of the head's dashboard and job API."""
     return f"{service_fqdn(cluster_name, namespace, domain)}:{head_port(params, 'dashboard')}"
 
 
-def app_labels() -> Dict[str, str]:
+def app_labels() -> dict[str, str]:
     """Labels every object made by the operator carries."""
     return {APP_NAME_LABEL: APP_NAME, CREATED_BY_LABEL: CREATED_BY}
 
 
-def cluster_labels(cluster: str) -> Dict[str, str]:
+def cluster_labels(cluster: str) -> dict[str, str]:
     """Labels of objects belonging to a cluster (Service, Secret)."""
     return {CLUSTER_LABEL: cluster, **app_labels()}
 
 
 def node_labels(cluster: str, node_type: str, group: str,
-                user_labels: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+                user_labels: dict[str, str] | None = None) -> dict[str, str]:
     """Labels of a kray Pod: the template's labels, then the operator's, which users cannot override."""
     labels = dict(user_labels or {})
     labels.update(app_labels())
@@ -157,12 +156,12 @@ def node_labels(cluster: str, node_type: str, group: str,
     return labels
 
 
-def head_selector(cluster: str) -> Dict[str, str]:
+def head_selector(cluster: str) -> dict[str, str]:
     """Label selector of the head Pod."""
     return {CLUSTER_LABEL: cluster, NODE_TYPE_LABEL: HEAD}
 
 
-def worker_selector(cluster: str, group: Optional[str] = None) -> Dict[str, str]:
+def worker_selector(cluster: str, group: str | None = None) -> dict[str, str]:
     """Label selector of a cluster's worker Pods (of one group when given)."""
     selector = {CLUSTER_LABEL: cluster, NODE_TYPE_LABEL: WORKER}
     if group is not None:
@@ -170,12 +169,12 @@ def worker_selector(cluster: str, group: Optional[str] = None) -> Dict[str, str]
     return selector
 
 
-def selector_string(selector: Dict[str, str]) -> str:
+def selector_string(selector: dict[str, str]) -> str:
     """`k=v,k2=v2`, for list calls."""
     return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
 
 
-def owner_reference(kind: str, meta: models.ObjectMeta) -> Dict[str, object]:
+def owner_reference(kind: str, meta: models.ObjectMeta) -> dict[str, object]:
     """An ownerReference making the object with `meta` the controller of a child (for GC)."""
     if not meta.name or not meta.uid:
         raise ValueError(f"{kind} metadata needs a name and a uid to own children (got {meta.name!r}, {meta.uid!r})")

@@ -6,7 +6,8 @@ Pure parsing of Pod dicts; no I/O.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Iterable, List, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from kray_operator.builders import names
 
@@ -23,7 +24,7 @@ class PodView:
     phase: str = "Pending"
     ready: bool = False
     deleting: bool = False
-    pod_ip: Optional[str] = None
+    pod_ip: str | None = None
     created: str = ""  # RFC 3339 creationTimestamp; sorts chronologically as a string
 
     @property
@@ -42,7 +43,7 @@ class PodView:
         return self.alive and self.phase == "Running"
 
     @classmethod
-    def from_manifest(cls, pod: Dict[str, Any]) -> "PodView":
+    def from_manifest(cls, pod: dict[str, Any]) -> PodView:
         """Parse a Pod dict (as a list or watch call returns it)."""
         meta = pod.get("metadata") or {}
         labels = meta.get("labels") or {}
@@ -62,16 +63,16 @@ class PodView:
         )
 
 
-def from_manifests(pods: Iterable[Dict[str, Any]]) -> List[PodView]:
+def from_manifests(pods: Iterable[dict[str, Any]]) -> list[PodView]:
     """PodViews of many Pod dicts."""
     return [PodView.from_manifest(p) for p in pods]
 
 
-def heads(pods: Iterable[PodView]) -> List[PodView]:
+def heads(pods: Iterable[PodView]) -> list[PodView]:
     """The head Pods among `pods`."""
     return [p for p in pods if p.node_type == names.HEAD]
 
 
-def workers(pods: Iterable[PodView], group: Optional[str] = None) -> List[PodView]:
+def workers(pods: Iterable[PodView], group: str | None = None) -> list[PodView]:
     """The worker Pods among `pods` (of one group when given)."""
     return [p for p in pods if p.node_type == names.WORKER and (group is None or p.group == group)]

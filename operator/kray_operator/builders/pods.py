@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import shlex
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from kray_operator import models, quantity
 from kray_operator.builders import command, names
@@ -32,7 +32,7 @@ ENV_GEN_START_CMD = "KRAY_GEN_START_CMD"
 
 
 def head_pod(cluster: models.RayCluster, suffix: str,
-             domain: str = names.DEFAULT_CLUSTER_DOMAIN) -> Dict[str, Any]:
+             domain: str = names.DEFAULT_CLUSTER_DOMAIN) -> dict[str, Any]:
     """The head Pod `<cluster>-head-<suffix>`: `kray start --head --block --port=6379 ...`."""
     head = cluster.spec.head_group_spec
     return _pod(cluster, names.HEAD, names.HEAD_GROUP, head.template, head.ray_start_params,
@@ -40,7 +40,7 @@ def head_pod(cluster: models.RayCluster, suffix: str,
 
 
 def worker_pod(cluster: models.RayCluster, group_name: str, suffix: str,
-               domain: str = names.DEFAULT_CLUSTER_DOMAIN) -> Dict[str, Any]:
+               domain: str = names.DEFAULT_CLUSTER_DOMAIN) -> dict[str, Any]:
     """A worker Pod `<cluster>-<group>-worker-<suffix>`: `kray start --address=<head-svc>:6379 --block ...`."""
     group = cluster.spec.group(group_name)
     if group is None:
@@ -51,11 +51,11 @@ def worker_pod(cluster: models.RayCluster, group_name: str, suffix: str,
 
 
 def _pod(cluster: models.RayCluster, node_type: str, group: str, template: models.PodTemplateSpec,
-         params: Dict[str, str], pod_name: str, domain: str) -> Dict[str, Any]:
+         params: dict[str, str], pod_name: str, domain: str) -> dict[str, Any]:
     names.check_cluster_name(cluster.metadata.name)
     body = copy.deepcopy(template.to_manifest())
     meta = body.get("metadata") or {}
-    spec: Dict[str, Any] = body["spec"]
+    spec: dict[str, Any] = body["spec"]
     kray_model = template.spec.containers[0]
     kray = spec["containers"][0]
 
@@ -92,12 +92,12 @@ def _pod(cluster: models.RayCluster, node_type: str, group: str, template: model
     }
 
 
-def _field_env(name: str, path: str) -> Dict[str, Any]:
+def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
 def _kray_env(cluster: models.RayCluster, node_type: str, group: str, address: str,
-              start: List[str]) -> List[Dict[str, Any]]:
+              start: list[str]) -> list[dict[str, Any]]:
     """Environment of the kray container; the template's own variables of the same name win."""
     return [
         {"name": ENV_CLUSTER_NAME, "value": cluster.metadata.name},
@@ -116,18 +116,18 @@ def _kray_env(cluster: models.RayCluster, node_type: str, group: str, address: s
     ]
 
 
-def _add_env(container: Dict[str, Any], env: List[Dict[str, Any]]) -> None:
+def _add_env(container: dict[str, Any], env: list[dict[str, Any]]) -> None:
     current = container.setdefault("env", [])
     present = {item.get("name") for item in current}
     current.extend(item for item in env if item["name"] not in present)
 
 
-def _default_ports(node_type: str, params: Dict[str, str]) -> List[Dict[str, Any]]:
+def _default_ports(node_type: str, params: dict[str, str]) -> list[dict[str, Any]]:
     wanted = list(names.HEAD_PORTS) if node_type == names.HEAD else ["metrics"]
     return [{"name": name, "containerPort": names.head_port(params, name)} for name in wanted]
 
 
-def _add_ports(container: Dict[str, Any], ports: List[Dict[str, Any]]) -> None:
+def _add_ports(container: dict[str, Any], ports: list[dict[str, Any]]) -> None:
     """Declare the default ports the template does not already declare (by name or number)."""
     current = container.setdefault("ports", [])
     taken_names = {p.get("name") for p in current}
@@ -137,14 +137,14 @@ def _add_ports(container: Dict[str, Any], ports: List[Dict[str, Any]]) -> None:
             current.append(dict(port, protocol="TCP"))
 
 
-def _add_shm(spec: Dict[str, Any], container: Dict[str, Any], resources: models.ResourceRequirements) -> None:
+def _add_shm(spec: dict[str, Any], container: dict[str, Any], resources: models.ResourceRequirements) -> None:
     """Mount a memory-backed emptyDir at /dev/shm (sized to the memory limit) unless one is mounted."""
     mounts = container.setdefault("volumeMounts", [])
     if any(m.get("mountPath") == SHM_PATH for m in mounts):
         return
     volumes = spec.setdefault("volumes", [])
     if not any(v.get("name") == SHM_VOLUME for v in volumes):
-        empty_dir: Dict[str, Any] = {"medium": "Memory"}
+        empty_dir: dict[str, Any] = {"medium": "Memory"}
         size = _memory(resources)
         if size is not None:
             empty_dir["sizeLimit"] = size
@@ -152,7 +152,7 @@ def _add_shm(spec: Dict[str, Any], container: Dict[str, Any], resources: models.
     mounts.append({"name": SHM_VOLUME, "mountPath": SHM_PATH})
 
 
-def _memory(resources: models.ResourceRequirements) -> Optional[str]:
+def _memory(resources: models.ResourceRequirements) -> str | None:
     for table in (resources.limits, resources.requests):
         value = table.get("memory")
         if value is not None and not quantity.is_zero(value):

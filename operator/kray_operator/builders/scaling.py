@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 from kray_operator import models
 from kray_operator.builders import observed
@@ -38,7 +38,7 @@ class GroupPlan:
     desired: int
     alive: int  # alive Pods before the plan
     create: int
-    delete: Tuple[str, ...]
+    delete: tuple[str, ...]
     # The group listed workersToDelete: clear the list once `delete` has succeeded.
     clear_workers_to_delete: bool = False
 
@@ -48,13 +48,13 @@ class ClusterPlan:
     """What to do with a whole cluster's Pods."""
 
     create_head: bool
-    delete_heads: Tuple[str, ...]
-    groups: Tuple[GroupPlan, ...]
+    delete_heads: tuple[str, ...]
+    groups: tuple[GroupPlan, ...]
     # Worker Pods of groups that are no longer in the spec.
-    orphans: Tuple[str, ...]
+    orphans: tuple[str, ...]
 
     @property
-    def to_delete(self) -> List[str]:
+    def to_delete(self) -> list[str]:
         """Every Pod name to delete, heads first."""
         out = list(self.delete_heads)
         for group in self.groups:
@@ -63,7 +63,7 @@ class ClusterPlan:
         return out
 
     @property
-    def to_create(self) -> Dict[str, int]:
+    def to_create(self) -> dict[str, int]:
         """Worker Pods to create, by group (groups with nothing to create are left out)."""
         return {g.group: g.create for g in self.groups if g.create}
 
@@ -73,7 +73,7 @@ class ClusterPlan:
         return not self.create_head and not self.to_delete and not self.to_create
 
 
-def scale_down_order(pods: Sequence[observed.PodView]) -> List[observed.PodView]:
+def scale_down_order(pods: Sequence[observed.PodView]) -> list[observed.PodView]:
     """Pods in the order they should go: not yet ready first, then the newest (then by name, reversed)."""
     newest_first = sorted(pods, key=lambda p: (p.created, p.name), reverse=True)
     return sorted(newest_first, key=lambda p: p.ready)

@@ -7,13 +7,13 @@ published before the Pod is ready so workers can start joining). Pure; no I/O.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List
+from typing import Any
 
 from kray_operator import models
 from kray_operator.builders import names
 
 
-def head_service(cluster: models.RayCluster) -> Dict[str, Any]:
+def head_service(cluster: models.RayCluster) -> dict[str, Any]:
     """The head Service manifest, owned by the RayCluster.
 
     headGroupSpec.headService (a Service) is merged in: its labels and annotations are added, its spec
@@ -25,7 +25,7 @@ def head_service(cluster: models.RayCluster) -> Dict[str, Any]:
     head = cluster.spec.head_group_spec
     overlay = copy.deepcopy(head.head_service or {})
     overlay_meta = overlay.get("metadata") or {}
-    spec: Dict[str, Any] = dict(overlay.get("spec") or {})
+    spec: dict[str, Any] = dict(overlay.get("spec") or {})
 
     spec["selector"] = names.head_selector(name)
     if not spec.get("ports"):
@@ -56,9 +56,9 @@ def head_service(cluster: models.RayCluster) -> Dict[str, Any]:
     }
 
 
-def service_ports(params: Dict[str, str], template: models.PodTemplateSpec) -> List[Dict[str, Any]]:
+def service_ports(params: dict[str, str], template: models.PodTemplateSpec) -> list[dict[str, Any]]:
     """Default ports (moved by rayStartParams), then named ports the kray container adds."""
-    ports: Dict[str, int] = {port: names.head_port(params, port) for port in names.HEAD_PORTS}
+    ports: dict[str, int] = {port: names.head_port(params, port) for port in names.HEAD_PORTS}
     for declared in template.spec.containers[0].ports or []:
         port_name = declared.get("name")
         number = declared.get("containerPort")
@@ -70,6 +70,6 @@ def service_ports(params: Dict[str, str], template: models.PodTemplateSpec) -> L
     ]
 
 
-def endpoints(service: Dict[str, Any]) -> Dict[str, str]:
+def endpoints(service: dict[str, Any]) -> dict[str, str]:
     """Port numbers by name, as RayCluster .status.endpoints shows them."""
     return {p["name"]: str(p["port"]) for p in service.get("spec", {}).get("ports", []) if p.get("name")}

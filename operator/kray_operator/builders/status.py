@@ -7,7 +7,8 @@ Fields and condition types are KubeRay's (desiredWorkerReplicas, HeadPodReady, R
 from __future__ import annotations
 
 import decimal
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from kray_operator import models, quantity
 from kray_operator.builders import command, names, observed, scaling, service
@@ -19,9 +20,9 @@ SUSPENDED = "RayClusterSuspended"
 REPLICA_FAILURE = "ReplicaFailure"
 
 
-def pod_resources(template: models.PodTemplateSpec) -> Dict[str, decimal.Decimal]:
+def pod_resources(template: models.PodTemplateSpec) -> dict[str, decimal.Decimal]:
     """What one Pod of `template` asks for: per container, requests, else limits; summed."""
-    total: Dict[str, decimal.Decimal] = {}
+    total: dict[str, decimal.Decimal] = {}
     for container in template.spec.containers:
         table = dict(container.resources.limits)
         table.update(container.resources.requests)
@@ -30,7 +31,7 @@ def pod_resources(template: models.PodTemplateSpec) -> Dict[str, decimal.Decimal
     return total
 
 
-def desired_resources(spec: models.RayClusterSpec) -> Dict[str, str]:
+def desired_resources(spec: models.RayClusterSpec) -> dict[str, str]:
     """desiredCPU/Memory/GPU/TPU: the head plus every desired worker Pod."""
     cpu = memory = gpu = tpu = decimal.Decimal(0)
     counted = [] if spec.suspend else [(spec.head_group_spec.template, 1)]
@@ -53,13 +54,13 @@ def desired_resources(spec: models.RayClusterSpec) -> Dict[str, str]:
     }
 
 
-def _condition(previous: List[models.Condition], kind: str, status: bool, reason: str, message: str,
-               now: str, generation: Optional[int]) -> Dict[str, Any]:
+def _condition(previous: list[models.Condition], kind: str, status: bool, reason: str, message: str,
+               now: str, generation: int | None) -> dict[str, Any]:
     """A condition that keeps its lastTransitionTime while its status does not change."""
     value = "True" if status else "False"
     old = next((c for c in previous if c.type == kind), None)
     since = old.last_transition_time if old is not None and old.status == value and old.last_transition_time else now
-    out: Dict[str, Any] = {"type": kind, "status": value, "reason": reason, "message": message,
+    out: dict[str, Any] = {"type": kind, "status": value, "reason": reason, "message": message,
                            "lastTransitionTime": since}
     if generation is not None:
         out["observedGeneration"] = generation
@@ -67,7 +68,7 @@ def _condition(previous: List[models.Condition], kind: str, status: bool, reason
 
 
 def cluster_status(cluster: models.RayCluster, pods: Sequence[observed.PodView],
-                   head_service: Optional[Dict[str, Any]], now: str) -> Dict[str, Any]:
+                   head_service: dict[str, Any] | None, now: str) -> dict[str, Any]:
     """The whole .status to write (merge-patch it; a None value removes a field).
 
     `now` is an RFC 3339 time such as "2025-01-01T00:00:00Z". Conditions other than the four
@@ -87,7 +88,7 @@ def cluster_status(cluster: models.RayCluster, pods: Sequence[observed.PodView],
     all_ready = head_ready and ready_workers >= desired_workers
     suspended = bool(spec.suspend) and not live
 
-    state: Optional[str] = previous.state
+    state: str | None = previous.state
     if suspended:
         state = models.ClusterState.SUSPENDED.value
     elif all_ready or (previous.state == models.ClusterState.READY.value and head_ready):
@@ -128,7 +129,7 @@ def cluster_status(cluster: models.RayCluster, pods: Sequence[observed.PodView],
     if head_service is not None:
         cluster_ip = (head_service.get("spec") or {}).get("clusterIP")
         service_ip = cluster_ip if cluster_ip and cluster_ip != "None" else (head.pod_ip if head else None)
-    status: Dict[str, Any] = {
+    status: dict[str, Any] = {
         "state": state,
         "stateTransitionTimes": transitions,
         "desiredWorkerReplicas": desired_workers,

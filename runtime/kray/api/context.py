@@ -55,7 +55,7 @@ class RuntimeContext:
     def get_assigned_resources(self) -> dict[str, float]:
         if self._core.is_driver:
             return {}
-        return {k: v for k, v in self._core.assigned_resources.items() if k != "memory"}
+        return dict(self._core.assigned_resources)
 
     def get_node_ip_address(self) -> str:
         return self._core.node.ip
@@ -63,6 +63,11 @@ class RuntimeContext:
     def get(self) -> dict[str, Any]:
         return {"job_id": self.get_job_id(), "node_id": self.get_node_id(), "task_id": self.get_task_id(),
                 "namespace": self.namespace}
+
+
+def get_gpu_ids() -> list[int]:
+    """The GPU indices assigned to the current task (empty in the driver), as Ray's get_gpu_ids."""
+    return list(runtime.current_core().gpu_ids)
 
 
 def get_runtime_context() -> RuntimeContext:

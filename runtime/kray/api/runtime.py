@@ -112,7 +112,7 @@ def _start_local(
 ) -> _Driver:
     local = local_cluster.start_node(
         num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-        object_store_memory=object_store_memory, parent_pid=os.getpid(),
+        object_store_memory=object_store_memory, parent_pid=os.getpid(), write_address_file=True,
     )
     core = core_worker.CoreWorker(
         node=local.node, gcs_address=local.gcs_address, job_id=0, worker_id=ids.random_id(),
@@ -171,8 +171,21 @@ def _finish_connect(driver: _Driver, log_to_driver: bool) -> None:
     )
     if log_to_driver:
         core.call(core.raylet_address, lambda rid: messages.SubscribeLogs(rid, core.job_id), timeout=timeout)
+    _wait_for_node(core, timeout)
     refs.set_core(core)
     atexit.register(shutdown)
+
+
+def _wait_for_node(core: core_worker.CoreWorker, timeout: float) -> None:
+    """Return once the GCS lists this driver's node (its raylet registers asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = core.call(core.gcs_address, lambda rid: messages.GetNodes(rid), timeout=timeout)
+        if any(n.node_id == core.node_id and n.alive for n in nodes):
+            return
+        if time.monotonic() > deadline:
+            raise ConnectionError(f"the node's raylet did not register with the GCS within {timeout:.0f}s")
+        time.sleep(0.005)
 
 
 def _print_worker_output(my_ip: str) -> Any:

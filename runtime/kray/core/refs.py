@@ -67,7 +67,10 @@ class ObjectRef:
         return hash(self._id)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        serialization.record_contained_ref(self)
+        if not serialization.record_contained_ref(self) and self._core is not None:
+            # Pickled out of band: nobody can tell when the copy is dropped, so, as Ray does, the
+            # object stays pinned for as long as its owner lives.
+            self._core.add_local_ref(self._id, self._owner)
         return (_rebuild_ref, (self._id, self._owner))
 
     def __await__(self) -> Any:

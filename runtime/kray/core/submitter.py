@@ -43,7 +43,7 @@ class TaskRecord:
 
 class Lease:
     __slots__ = ("lease_id", "worker_id", "address", "node_id", "pid", "in_flight", "functions", "queue",
-                 "idle_timer")
+                 "idle_timer", "gpu_ids")
 
     def __init__(self, grant: messages.LeaseGranted, queue: "KeyQueue") -> None:
         self.lease_id = grant.lease_id
@@ -51,6 +51,7 @@ class Lease:
         self.address = grant.worker_address
         self.node_id = grant.node_id
         self.pid = grant.pid
+        self.gpu_ids = grant.gpu_ids
         self.in_flight: dict[bytes, TaskRecord] = {}
         self.functions: set[bytes] = set()
         self.queue = queue
@@ -200,6 +201,7 @@ class Submitter:
             specs = []
             for record in records:
                 spec = record.spec
+                spec.gpu_ids = lease.gpu_ids
                 if spec.function_id not in lease.functions:
                     spec.function_blob = self.functions[spec.function_id]
                     lease.functions.add(spec.function_id)

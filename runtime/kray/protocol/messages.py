@@ -91,6 +91,7 @@ class TaskSpec:
     function_blob: bytes | None = None  # the pickled function, sent once per worker
     args_object: ArgValue | None = None  # large arguments stored as an object instead of `args`
     parent_task_id: bytes = b""
+    gpu_ids: list[int] = dataclasses.field(default_factory=list)  # set by the owner from its lease
 
 
 @dataclasses.dataclass(slots=True)
@@ -178,6 +179,7 @@ class LeaseGranted:
     worker_address: str
     node_id: bytes
     pid: int
+    gpu_ids: list[int] = dataclasses.field(default_factory=list)
 
 
 @message(23)

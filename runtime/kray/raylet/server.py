@@ -49,6 +49,7 @@ class Raylet:
         self.loop.serve(self.router)
         self.total = dict(node.resources)
         self.available = dict(node.resources)
+        self.gpu_free = {i: 1.0 for i in range(int(node.resources.get("GPU", 0)))}
         self.store = store_mod.ObjectStore(node.shm_dir, node.spill_dir, node.object_store_memory)
         self.pool = worker_pool.WorkerPool(
             self.loop, node.raylet_address, node.ip, self._publish_logs, self._on_worker_death, worker_env
@@ -161,10 +162,33 @@ class Raylet:
         worker.lease_id = lease_id
         worker.resources = dict(req.msg.resources)
         worker.owner_peer = req.peer
+        worker.gpus = self._take_gpus(req.msg.resources.get("GPU", 0.0))
         self.leases[lease_id] = worker
         req.peer.send(
-            messages.LeaseGranted(req.msg.req_id, lease_id, worker.worker_id, worker.address, self.node.node_id, worker.pid)
+            messages.LeaseGranted(
+                req.msg.req_id, lease_id, worker.worker_id, worker.address, self.node.node_id, worker.pid,
+                sorted(worker.gpus),
+            )
         )
+
+    def _take_gpus(self, amount: float) -> dict[int, float]:
+        """Pick GPU indices for a lease: whole free GPUs, or a share of one for fractions."""
+        if amount <= 0:
+            return {}
+        if amount < 1:
+            for index, free in sorted(self.gpu_free.items(), key=lambda kv: (kv[1], kv[0])):
+                if free + 1e-9 >= amount:
+                    self.gpu_free[index] = free - amount
+                    return {index: amount}
+            return {}
+        taken: dict[int, float] = {}
+        for index, free in sorted(self.gpu_free.items()):
+            if len(taken) >= int(amount):
+                break
+            if free >= 1.0 - 1e-9:
+                taken[index] = 1.0
+                self.gpu_free[index] = 0.0
+        return taken
 
     def _ask_for_idle_leases(self) -> None:
         now = time.monotonic()
@@ -196,6 +220,9 @@ class Raylet:
             returned.pop("CPU", None)  # already lent back while it was blocked
         res.add(self.available, returned)
         worker.resources = {}
+        for index, share in worker.gpus.items():
+            self.gpu_free[index] = self.gpu_free.get(index, 0.0) + share
+        worker.gpus = {}
 
     def _on_worker_blocked(self, msg: messages.WorkerBlocked, payload: list, peer: loop_mod.Peer) -> None:
         worker = self.pool.workers.get(msg.worker_id)
@@ -211,9 +238,9 @@ class Raylet:
 
     def _infeasible_text(self, msg: messages.RequestLease) -> str:
         return (
-            f"The task or actor {msg.label or '(unnamed)'} needs {{{res.describe(msg.resources)}}}, which no "
-            f"node in the cluster can provide (this node has {{{res.describe(self.total)}}}). It stays pending "
-            "until a node that fits it joins the cluster."
+            f"The task or actor {msg.label or '(unnamed)'} is infeasible and cannot be scheduled right now: "
+            f"it needs {{{res.describe(msg.resources)}}}, which no node in the cluster can provide (this node "
+            f"has {{{res.describe(self.total)}}}). It stays pending until a node that fits it joins the cluster."
         )
 
     # ------------------------------------------------------------ worker output

@@ -27,7 +27,7 @@ STARTING, IDLE, LEASED, DEAD = "starting", "idle", "leased", "dead"
 class Worker:
     __slots__ = (
         "worker_id", "proc", "pid", "address", "state", "lease_id", "resources", "owner_peer",
-        "blocked", "idle_since", "streams", "job", "name",
+        "blocked", "idle_since", "streams", "job", "name", "gpus",
     )
 
     def __init__(self, worker_id: bytes, proc: subprocess.Popen) -> None:
@@ -44,6 +44,7 @@ class Worker:
         self.streams: dict[int, bytearray] = {}
         self.job = -1
         self.name = ""
+        self.gpus: dict[int, float] = {}  # GPU index -> share of it held by the current lease
 
 
 class WorkerPool:

@@ -33,6 +33,7 @@ class Executor:
         self.interrupt_task: bytes | None = None
         self._marker: tuple[int, str] | None = None
         self._blocked = 0
+        self._original_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
         core.executor = self
         core.loop.on(messages.PushTasks, self._on_push)
         core.loop.on(messages.CancelTask, self._on_cancel)
@@ -83,6 +84,8 @@ class Executor:
         core.current_task_name = spec.name
         core.job_id = spec.job_id
         core.assigned_resources = spec.resources
+        core.gpu_ids = spec.gpu_ids
+        self._set_visible_gpus(spec)
         self._mark(spec)
         retryable = False
         self.running = spec
@@ -105,6 +108,15 @@ class Executor:
             returns, payload = self._error_returns(spec, error)
             retryable = self._retryable(spec, e)
         self._finish(spec, returns, payload, retryable)
+
+    def _set_visible_gpus(self, spec: messages.TaskSpec) -> None:
+        # As Ray does, a task that holds GPUs sees exactly those in CUDA_VISIBLE_DEVICES.
+        if spec.gpu_ids:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpu_ids)
+        elif self._original_cuda is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = self._original_cuda
 
     def _finish(self, spec: messages.TaskSpec, returns: list, payload: list, retryable: bool) -> None:
         done = messages.TaskDone(spec.task_id, self.core.worker_id, returns, retryable)

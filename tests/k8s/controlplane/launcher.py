@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+WORKDIR_PREFIX = "kray-k8s-"
 
 
 class MissingBinariesError(RuntimeError):
@@ -102,7 +103,9 @@ class ControlPlane:
     def __init__(self, crd_dir: Path | None = None, workdir: Path | None = None) -> None:
         self.binaries = find_binaries()
         self.crd_dir = crd_dir
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kray-k8s-"))
+        if workdir is None:
+            reap_stale_workdirs()
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         self.log_dir = self.workdir / "logs"
         self.kubeconfig = self.workdir / "admin.kubeconfig"
         self.server = ""
@@ -124,6 +127,7 @@ class ControlPlane:
 
     def _start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
         self._pki = p = pki.make_pki(self.workdir / "pki")
         self._start_etcd()
         port = free_port()
@@ -212,7 +216,7 @@ class ControlPlane:
                         raise ControlPlaneError(f"applying {path.name}: {e.status} {e.body}") from e
                     names.append(doc["metadata"]["name"])
             for name in names:
-                self._wait_until(f"CRD {name} Established", lambda n=name: _established(api, n))  # type: ignore[misc]
+                self._wait_until(f"CRD {name} Established", lambda n=name: _established(api, n))
         finally:
             api.api_client.close()
         self.applied_crds = names
@@ -222,7 +226,7 @@ class ControlPlane:
 
     def _spawn(self, name: str, args: list[str]) -> _Process:
         log = self.log_dir / f"{name}.log"
-        log_file = open(log, "ab")
+        log_file = open(log, "ab")  # noqa: SIM115 - open for the process's lifetime, closed in stop()
         # setpriv makes the process die with the test session even if pytest itself is killed.
         prefix = ["setpriv", "--pdeathsig", "SIGKILL", "--"] if shutil.which("setpriv") else []
         popen = subprocess.Popen([*prefix, str(self.binaries[name]), *args], stdin=subprocess.DEVNULL,
@@ -233,7 +237,8 @@ class ControlPlane:
         return proc
 
     def _ssl_context(self) -> ssl.SSLContext:
-        assert self._pki is not None
+        if self._pki is None:
+            raise ControlPlaneError("start() first")
         ctx = ssl.create_default_context(cafile=str(self._pki.ca.cert))
         ctx.load_cert_chain(str(self._pki.admin.cert), str(self._pki.admin.key))
         return ctx
@@ -267,6 +272,27 @@ class ControlPlane:
     def pids(self) -> dict[str, int]:
         """PIDs of the running control-plane processes, by binary name."""
         return {pr.name: pr.popen.pid for pr in self._processes}
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def reap_stale_workdirs() -> None:
+    """Removes temp dirs of control planes whose test process was killed (stop() never ran).
+
+    Dirs whose logs were kept on purpose have no `owner` file any more and stay.
+    """
+    for d in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            pid, start = (d / "owner").read_text().split()
+        except (OSError, ValueError):
+            continue
+        if _start_time(int(pid)) != start:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _established(api: Any, name: str) -> bool:

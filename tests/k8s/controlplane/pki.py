@@ -44,7 +44,7 @@ class PKI:
 
 
 def _openssl(args: list[str], cwd: Path) -> None:
-    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["openssl", *args], check=False, cwd=cwd, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise PKIError(f"openssl {' '.join(args[:2])} failed: {proc.stderr.strip()}")
 

@@ -56,10 +56,10 @@ def launch_argv(sandbox: network.Sandbox, argv: list[str], hostname: str, mounts
 class ContainerProcess:
     """One run of a container: a process group with its output appended to the container's log."""
 
-    def __init__(self, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, argv: list[str], env: Mapping[str, str], log_path: Path, shown: list[str]) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log: IO[bytes] = open(log_path, "ab")
-        self._log.write(f"--- kray pod runner: starting {shlex.join(argv[-3:])} at {status.now()}\n".encode())
+        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed once the process exits
+        self._log.write(f"--- kray pod runner: starting {shlex.join(shown)} at {status.now()}\n".encode())
         self._log.flush()
         try:
             self.popen = subprocess.Popen(argv, env=dict(env), stdin=subprocess.DEVNULL, stdout=self._log,
@@ -113,11 +113,13 @@ def _port(probe_port: Any, container: Any) -> int:
 def probe(spec: Any, container: Any, pid: int, pod_ip: str, env: Mapping[str, str]) -> bool:
     """Runs one exec/tcpSocket/httpGet probe against a running container; True when it passes."""
     timeout = float(spec.timeout_seconds or 1)
+    # The client names the exec handler `var_exec` (pydantic models) or `_exec` (older releases).
+    exec_action = getattr(spec, "var_exec", None) or getattr(spec, "_exec", None)
     try:
-        if spec._exec is not None:
+        if exec_action is not None:
             enter = [_tool("nsenter"), "-t", str(pid), "-n", "-m", "-u", "--"] if os.geteuid() == 0 else []
-            done = subprocess.run([*enter, *spec._exec.command], env=dict(env), capture_output=True,
-                                  timeout=timeout)
+            done = subprocess.run([*enter, *exec_action.command], check=False, env=dict(env),
+                                  capture_output=True, timeout=timeout)
             return done.returncode == 0
         if spec.tcp_socket is not None:
             host = spec.tcp_socket.host or pod_ip
@@ -129,7 +131,7 @@ def probe(spec: Any, container: Any, pid: int, pod_ip: str, env: Mapping[str, st
             url = f"{scheme}://{get.host or pod_ip}:{_port(get.port, container)}{get.path or '/'}"
             req = urllib.request.Request(url, headers={h.name: h.value for h in get.http_headers or []})
             with urllib.request.urlopen(req, timeout=timeout) as r:
-                return 200 <= r.status < 400
+                return bool(200 <= r.status < 400)
     except urllib.error.HTTPError as e:
         return 200 <= e.code < 400
     except (OSError, ValueError, subprocess.TimeoutExpired):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 CLUSTER_DOMAIN = "cluster.local"
 
@@ -21,9 +22,9 @@ class ServiceView:
     publish_not_ready: bool = False
 
     @classmethod
-    def from_api(cls, svc: object) -> ServiceView | None:
+    def from_api(cls, svc: Any) -> ServiceView | None:
         """From a kubernetes V1Service; None for Services that no pod can back (no selector, ExternalName)."""
-        meta, spec = getattr(svc, "metadata"), getattr(svc, "spec")
+        meta, spec = svc.metadata, svc.spec
         if spec is None or not spec.selector or spec.type == "ExternalName":
             return None
         return cls(namespace=meta.namespace, name=meta.name, selector=dict(spec.selector),

@@ -7,6 +7,7 @@ Runs `ip` as root, creates and deletes links and namespaces, writes under /etc/n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import ipaddress
@@ -17,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ class Sandbox:
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(["ip", *args], check=False, capture_output=True, text=True, timeout=30)
     if check and proc.returncode != 0:
         raise NetworkError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
     return proc
@@ -89,9 +91,7 @@ class NetnsNetwork:
 
     def setup(self) -> None:
         """Removes what dead runs left, then picks a free /24 and creates the bridge on it."""
-        STATE_ROOT.mkdir(parents=True, exist_ok=True)
-        with open(STATE_ROOT / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _registry_lock():
             reap_stale()
             self.state_dir.mkdir()
             (self.state_dir / "owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
@@ -113,19 +113,19 @@ class NetnsNetwork:
             if n > 254:
                 raise NetworkError(f"no pod IPs left in {self.subnet}")
         ip = str(self.subnet.network_address + n)
-        sb = Sandbox(ip=ip, netns=f"{PREFIX}{self.token}-{n}", veth=f"krv{self.token}{n:02x}")
-        peer = f"krp{self.token}{n:02x}"
+        netns, veth, peer = f"{PREFIX}{self.token}-{n}", f"krv{self.token}{n:02x}", f"krp{self.token}{n:02x}"
+        sb = Sandbox(ip=ip, netns=netns, veth=veth)
         try:
-            (NETNS_ETC / sb.netns).mkdir(parents=True, exist_ok=True)
-            _ip("netns", "add", sb.netns)
-            _ip("link", "add", sb.veth, "type", "veth", "peer", "name", peer)
-            _ip("link", "set", peer, "netns", sb.netns)
-            _ip("link", "set", sb.veth, "master", self.bridge, "up")
-            _ip("-n", sb.netns, "link", "set", peer, "name", "eth0")
-            _ip("-n", sb.netns, "addr", "add", f"{ip}/{self.subnet.prefixlen}", "dev", "eth0")
-            _ip("-n", sb.netns, "link", "set", "eth0", "up")
-            _ip("-n", sb.netns, "link", "set", "lo", "up")
-            _ip("-n", sb.netns, "route", "add", "default", "via", self.host_ip)
+            (NETNS_ETC / netns).mkdir(parents=True, exist_ok=True)
+            _ip("netns", "add", netns)
+            _ip("link", "add", veth, "type", "veth", "peer", "name", peer)
+            _ip("link", "set", peer, "netns", netns)
+            _ip("link", "set", veth, "master", self.bridge, "up")
+            _ip("-n", netns, "link", "set", peer, "name", "eth0")
+            _ip("-n", netns, "addr", "add", f"{ip}/{self.subnet.prefixlen}", "dev", "eth0")
+            _ip("-n", netns, "link", "set", "eth0", "up")
+            _ip("-n", netns, "link", "set", "lo", "up")
+            _ip("-n", netns, "route", "add", "default", "via", self.host_ip)
         except NetworkError:
             self._remove(sb, n)
             raise
@@ -165,13 +165,20 @@ class NetnsNetwork:
             f.truncate()
             f.write(text)
 
+    def record_created(self, path: Path) -> None:
+        """Notes a host path made for pods (a mount point), for reap_stale should this run be killed."""
+        with self._lock, open(self.state_dir / "created", "a") as f:
+            f.write(f"{path}\n")
+
     def teardown(self) -> None:
         """Removes every pod namespace, the bridge and the registry entry."""
         for key in list(self._sandboxes):
             self.remove_pod(key)
         _ip("link", "del", self.bridge, check=False)
-        shutil.rmtree(self.state_dir, ignore_errors=True)
-        _rmdir_if_empty(NETNS_ETC)
+        with _registry_lock():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            _rmdir_if_empty(NETNS_ETC)
+        _rmdir_if_empty(STATE_ROOT)
 
 
 class LoopbackNetwork:
@@ -186,7 +193,7 @@ class LoopbackNetwork:
         self._lock = threading.Lock()
 
     def setup(self) -> None:
-        log.warning("pod runner: no network namespaces here; pods share the host network on 127.0.0.N "
+        log.warning("pod runner: loopback mode: pods share the host network on 127.0.0.N "
                     "and Service names do not resolve")
 
     def add_pod(self, key: str) -> Sandbox:
@@ -203,6 +210,9 @@ class LoopbackNetwork:
             self._sandboxes.pop(key, None)
 
     def write_etc(self, sb: Sandbox, name: str, text: str) -> None:
+        return None
+
+    def record_created(self, path: Path) -> None:
         return None
 
     def teardown(self) -> None:
@@ -227,17 +237,17 @@ def _free_subnet() -> ipaddress.IPv4Network:
     for line in _ip("-4", "-o", "addr", "show").stdout.splitlines():
         parts = line.split()
         if "inet" in parts:
-            used.append(ipaddress.ip_interface(parts[parts.index("inet") + 1]).network)
+            used.append(ipaddress.IPv4Interface(parts[parts.index("inet") + 1]).network)
     for line in _ip("-4", "route", "show", "table", "all").stdout.splitlines():
         word = line.split()[0] if line.split() else ""
         if word and word[0].isdigit():
             try:
-                used.append(ipaddress.ip_network(word, strict=False))
+                used.append(ipaddress.IPv4Network(word, strict=False))
             except ValueError:
                 pass
     for second in range(64, 128):
         for third in range(16 if second == 64 else 0, 255):
-            candidate = ipaddress.ip_network(f"100.{second}.{third}.0/24")
+            candidate = ipaddress.IPv4Network(f"100.{second}.{third}.0/24")
             if not any(candidate.overlaps(u) for u in used):
                 return candidate
     raise NetworkError("no free /24 in 100.64.0.0/10 for pods")
@@ -266,8 +276,41 @@ def reap_stale() -> None:
                 _ip("netns", "del", name, check=False)
                 shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
         _ip("link", "del", f"krb{token}", check=False)
+        created = state_dir / "created"
+        for line in reversed(created.read_text().splitlines() if created.exists() else []):
+            _remove_if_empty(Path(line))
         shutil.rmtree(state_dir, ignore_errors=True)
         log.warning("pod runner: removed the leftovers of a dead run (%s)", token)
+    _rmdir_if_empty(NETNS_ETC)
+
+
+@contextlib.contextmanager
+def _registry_lock() -> Iterator[None]:
+    """An exclusive lock on the registry directory, so runs set up and reap one at a time."""
+    for _ in range(10):
+        STATE_ROOT.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(STATE_ROOT, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:  # another run removed the empty registry just now
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if STATE_ROOT.exists():
+                yield
+                return
+        finally:
+            os.close(fd)
+    raise NetworkError(f"cannot lock {STATE_ROOT}")
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()
+        elif path.is_file() and path.stat().st_size == 0:
+            path.unlink()
+    except OSError:
+        pass
 
 
 def _rmdir_if_empty(path: Path) -> None:

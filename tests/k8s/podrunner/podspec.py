@@ -11,9 +11,13 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
-from kubernetes.utils import parse_quantity
+from kubernetes.utils import parse_quantity as _parse_quantity
+
+# kubernetes.utils is untyped; this is its contract: a quantity ("500m", "2Gi", 3) in, a Decimal out.
+parse_quantity: Callable[[object], Decimal] = _parse_quantity
 
 
 class ConfigError(RuntimeError):
@@ -123,6 +127,7 @@ def container_env(pod: Any, container: Any, base: Mapping[str, str], facts: PodF
     env = dict(base)
     for source in container.env_from or []:
         prefix = source.prefix or ""
+        data: Mapping[str, str | bytes] | None
         if source.config_map_ref is not None:
             ref, data = source.config_map_ref, lookups.config_map(ns, source.config_map_ref.name)
         elif source.secret_ref is not None:

@@ -65,7 +65,7 @@ class PodRunner:
         self.node_cpu = os.cpu_count() or 1
         self.node_memory = _memory_bytes()
         self.stopping = threading.Event()
-        self.mount_points = volumes.MountPoints()
+        self.mount_points = volumes.MountPoints(self.net.record_created)
         self.lookups = podspec.Lookups(secret=self._read_secret, config_map=self._read_config_map)
         self._workers: dict[str, PodWorker] = {}
         self._dirs: dict[tuple[str, str], Path] = {}
@@ -111,14 +111,14 @@ class PodRunner:
         for t in [w.thread for w in workers] + self._threads:
             if t.is_alive():
                 t.join(max(0.1, deadline - time.monotonic()))
-        self.net.teardown()
         self.mount_points.remove_all()
+        self.net.teardown()
         for delete in (lambda: self.core.delete_node(self.node_name, _request_timeout=5),
                        lambda: client.CoordinationV1Api(self.api).delete_namespaced_lease(
                            self.node_name, "kube-node-lease", _request_timeout=5)):
             try:
                 delete()
-            except Exception as e:  # the API server may already be gone at teardown
+            except Exception as e:  # noqa: BLE001 - the API server may already be gone at teardown
                 log.debug("pod runner: cleanup call failed: %s", e)
         self.api.close()
 
@@ -132,8 +132,8 @@ class PodRunner:
     def _register_node(self) -> None:
         labels = {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux",
                   "kubernetes.io/arch": "amd64", "kray.io/pod-runner": "true"}
-        self.core.create_node({"apiVersion": "v1", "kind": "Node",
-                               "metadata": {"name": self.node_name, "labels": labels}})
+        node: Any = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name, "labels": labels}}
+        self.core.create_node(node)
         capacity = {"cpu": str(self.node_cpu), "memory": str(self.node_memory), "pods": "250"}
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         conditions = [
@@ -155,8 +155,8 @@ class PodRunner:
         coord = client.CoordinationV1Api(self.api)
         spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": LEASE_DURATION_S, "renewTime": renew}
         if create:
-            coord.create_namespaced_lease("kube-node-lease", {"metadata": {"name": self.node_name},
-                                                              "spec": spec})
+            lease: Any = {"metadata": {"name": self.node_name}, "spec": spec}
+            coord.create_namespaced_lease("kube-node-lease", lease)
         else:
             coord.patch_namespaced_lease(self.node_name, "kube-node-lease", {"spec": spec})
 
@@ -165,7 +165,7 @@ class PodRunner:
         while not self.stopping.wait(HEARTBEAT_S):
             try:
                 self._renew_lease()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - a heartbeat thread must outlive API hiccups
                 log.warning("pod runner: lease renewal failed: %s", e)
 
     # -- watches --------------------------------------------------------------------------------
@@ -189,7 +189,8 @@ class PodRunner:
                     if event["type"] == "ERROR":
                         rv = None
                         break
-                    rv = event["object"].metadata.resource_version or rv
+                    # raw_object: BOOKMARK events are not deserialized into models.
+                    rv = (event["raw_object"].get("metadata") or {}).get("resourceVersion") or rv
                     if event["type"] != "BOOKMARK":
                         handle(event["type"], event["object"])
             except ApiException as e:
@@ -197,7 +198,7 @@ class PodRunner:
                     log.warning("pod runner: watch failed: %s %s", e.status, e.reason)
                     self.stopping.wait(1.0)
                 rv = None
-            except Exception as e:  # connection resets while the API server stops, etc.
+            except Exception as e:  # noqa: BLE001 - connection resets while the API server stops, etc.
                 if not self.stopping.is_set():
                     log.warning("pod runner: watch error: %s", e)
                     self.stopping.wait(1.0)
@@ -268,9 +269,10 @@ class PodRunner:
                                                    "name": pod.metadata.name, "uid": pod.metadata.uid}}
         if projection.audience:
             spec["audiences"] = [projection.audience]
+        request: Any = {"spec": spec}
         try:
-            tr = self.core.create_namespaced_service_account_token(
-                pod.spec.service_account_name or "default", pod.metadata.namespace, {"spec": spec})
+            tr: Any = self.core.create_namespaced_service_account_token(
+                pod.spec.service_account_name or "default", pod.metadata.namespace, request)
             return str(tr.status.token)
         except ApiException as e:
             log.warning("pod runner: no token for %s: %s", pod.metadata.name, e.reason)

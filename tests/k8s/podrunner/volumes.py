@@ -15,8 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kubernetes.utils import parse_quantity
-
 from . import podspec
 
 log = logging.getLogger(__name__)
@@ -45,9 +43,10 @@ class Mount:
 class MountPoints:
     """Mount-point directories this runner had to create on the host; removed (if empty) at teardown."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_create: Callable[[Path], None] | None = None) -> None:
         self._created: list[Path] = []
         self._lock = threading.Lock()
+        self._on_create = on_create
 
     def ensure(self, target: str, is_file: bool) -> None:
         """Makes `target` exist so that a bind mount can cover it; records what it created."""
@@ -59,11 +58,16 @@ class MountPoints:
                 missing.append(probe)
                 probe = probe.parent
             for d in reversed(missing):
+                self._record(d)
                 d.mkdir()
-                self._created.append(d)
             if is_file and not path.exists():
+                self._record(path)
                 path.touch()
-                self._created.append(path)
+
+    def _record(self, path: Path) -> None:
+        self._created.append(path)
+        if self._on_create is not None:
+            self._on_create(path)  # the registry, so a later run can remove it if this one is killed
 
     def remove_all(self) -> None:
         """Removes what `ensure` created, deepest first, leaving anything something else put there."""
@@ -152,7 +156,7 @@ def materialize(pod: Any, pod_dir: Path, lookups: podspec.Lookups, facts: podspe
             _write_downward(pod, d, vol.downward_api.items, vol.downward_api.default_mode, facts)
         elif vol.empty_dir is not None and vol.empty_dir.medium == "Memory":
             limit = vol.empty_dir.size_limit
-            size = int(parse_quantity(limit)) if limit else facts.node_memory // 2
+            size = int(podspec.parse_quantity(limit)) if limit else facts.node_memory // 2
             out[vol.name] = Volume(vol.name, tmpfs_bytes=size)
             continue
         elif vol.host_path is not None:

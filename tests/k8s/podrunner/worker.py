@@ -142,7 +142,7 @@ class PodWorker:
     def _bind(self) -> bool:
         if self.pod.spec.node_name == self.runner.node_name:
             return True
-        body = {"apiVersion": "v1", "kind": "Binding",
+        body: Any = {"apiVersion": "v1", "kind": "Binding",
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": self.runner.node_name}}
         try:
@@ -151,7 +151,7 @@ class PodWorker:
                                                            _preload_content=False)
             return True
         except ApiException as e:
-            if e.status in (404, 409):
+            if e.status in (403, 404, 409):  # gone, bound elsewhere, or its namespace is terminating
                 log.info("pod runner: pod %s not bound here (%s)", self.key, e.reason)
                 return False
             raise
@@ -185,7 +185,7 @@ class PodWorker:
             rec.mark_waiting("CreateContainerConfigError", str(e))
             return False
         full = container.launch_argv(self.sandbox, argv, self.hostname, mounts, spec.working_dir)
-        proc = container.ContainerProcess(full, env, self.log_path(spec.name))
+        proc = container.ContainerProcess(full, env, self.log_path(spec.name), argv)
         self.procs[spec.name], self.envs[spec.name] = proc, env
         if rec.terminated is not None:
             rec.restart_count += 1
@@ -303,7 +303,7 @@ class PodWorker:
 
     def _finalize(self) -> None:
         """Deletes the pod object for good (grace 0), as the kubelet does once its processes are gone."""
-        body = {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}}
+        body: Any = {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}}
         try:
             self.runner.core.delete_namespaced_pod(self.name, self.namespace, body=body, grace_period_seconds=0)
         except ApiException as e:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Iterator, Tuple, Type
+from collections.abc import Iterator
+from typing import Any
 
+import crd_helpers
 import kubernetes_validate
 import pydantic
 import pytest
-
 from kray_operator import models
 from kray_operator.builders import jobs, observed, pods, service, status
 
-import conftest
 
-
-def walk(node: Dict[str, Any], path: str = "") -> Iterator[Tuple[str, Dict[str, Any]]]:
+def walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     yield path, node
     for name, sub in (node.get("properties") or {}).items():
         yield from walk(sub, f"{path}.{name}")
@@ -27,7 +26,7 @@ def walk(node: Dict[str, Any], path: str = "") -> Iterator[Tuple[str, Dict[str, 
 
 @pytest.mark.parametrize("kind", ["RayCluster", "RayJob"])
 def test_crd_is_a_valid_apiextensions_v1_object(kind: str) -> None:
-    crd = conftest.load_yaml(conftest.CRD_FILES[kind])
+    crd = crd_helpers.load_yaml(crd_helpers.CRD_FILES[kind])
     kubernetes_validate.validate(crd, "1.35", strict=True)
     spec = crd["spec"]
     assert spec["group"] == "kray.io"
@@ -40,8 +39,8 @@ def test_crd_is_a_valid_apiextensions_v1_object(kind: str) -> None:
 
 
 def test_names_do_not_clash_with_kuberay() -> None:
-    cluster = conftest.load_yaml(conftest.CRD_FILES["RayCluster"])["spec"]["names"]
-    job = conftest.load_yaml(conftest.CRD_FILES["RayJob"])["spec"]["names"]
+    cluster = crd_helpers.load_yaml(crd_helpers.CRD_FILES["RayCluster"])["spec"]["names"]
+    job = crd_helpers.load_yaml(crd_helpers.CRD_FILES["RayJob"])["spec"]["names"]
     assert cluster["plural"] == "rayclusters" and job["plural"] == "rayjobs"
     assert not set(cluster["shortNames"]) & set(job["shortNames"])
     assert {"krc", "krj"} <= set(cluster["shortNames"]) | set(job["shortNames"])
@@ -50,13 +49,13 @@ def test_names_do_not_clash_with_kuberay() -> None:
 @pytest.mark.parametrize("kind", ["RayCluster", "RayJob"])
 def test_schema_is_structural(kind: str) -> None:
     """Every node says its type (or is int-or-string), so the API server accepts and prunes by it."""
-    for path, node in walk(conftest.crd_schema(kind)):
+    for path, node in walk(crd_helpers.crd_schema(kind)):
         assert "type" in node or node.get("x-kubernetes-int-or-string"), f"{kind}{path} has no type"
 
 
 def test_printer_columns() -> None:
-    cluster = conftest.load_yaml(conftest.CRD_FILES["RayCluster"])["spec"]["versions"][0]
-    job = conftest.load_yaml(conftest.CRD_FILES["RayJob"])["spec"]["versions"][0]
+    cluster = crd_helpers.load_yaml(crd_helpers.CRD_FILES["RayCluster"])["spec"]["versions"][0]
+    job = crd_helpers.load_yaml(crd_helpers.CRD_FILES["RayJob"])["spec"]["versions"][0]
     cluster_cols = {c["name"]: c["jsonPath"] for c in cluster["additionalPrinterColumns"]}
     job_cols = {c["name"]: c["jsonPath"] for c in job["additionalPrinterColumns"]}
     assert cluster_cols["desired workers"] == ".status.desiredWorkerReplicas"
@@ -77,21 +76,21 @@ def test_rayjob_embeds_the_raycluster_spec() -> None:
             return [strip(v) for v in node]
         return node
 
-    cluster_spec = conftest.crd_schema("RayCluster")["properties"]["spec"]
-    job_cluster_spec = conftest.crd_schema("RayJob")["properties"]["spec"]["properties"]["rayClusterSpec"]
+    cluster_spec = crd_helpers.crd_schema("RayCluster")["properties"]["spec"]
+    job_cluster_spec = crd_helpers.crd_schema("RayJob")["properties"]["spec"]["properties"]["rayClusterSpec"]
     assert strip(job_cluster_spec) == strip(cluster_spec)
-    cluster_status = conftest.crd_schema("RayCluster")["properties"]["status"]
-    job_cluster_status = conftest.crd_schema("RayJob")["properties"]["status"]["properties"]["rayClusterStatus"]
+    cluster_status = crd_helpers.crd_schema("RayCluster")["properties"]["status"]
+    job_cluster_status = crd_helpers.crd_schema("RayJob")["properties"]["status"]["properties"]["rayClusterStatus"]
     assert strip(job_cluster_status) == strip(cluster_status)
 
 
-def aliases(model: Type[pydantic.BaseModel]) -> set:
+def aliases(model: type[pydantic.BaseModel]) -> set:
     return {field.alias or name for name, field in model.model_fields.items()}
 
 
-def schema_at(kind: str, path: str) -> Dict[str, Any]:
+def schema_at(kind: str, path: str) -> dict[str, Any]:
     """The schema node at a dotted path; `[]` steps into list items ("spec.workerGroupSpecs[].scaleStrategy")."""
-    node = conftest.crd_schema(kind)
+    node = crd_helpers.crd_schema(kind)
     for part in path.split("."):
         is_list = part.endswith("[]")
         node = node["properties"][part.removesuffix("[]")]
@@ -116,7 +115,7 @@ def schema_at(kind: str, path: str) -> Dict[str, Any]:
         ("RayJob", "status", models.RayJobStatus),
     ],
 )
-def test_models_and_crd_declare_the_same_fields(kind: str, path: str, model: Type[pydantic.BaseModel]) -> None:
+def test_models_and_crd_declare_the_same_fields(kind: str, path: str, model: type[pydantic.BaseModel]) -> None:
     """A field the CRD lacks is pruned by the API server; one the model lacks is rejected by it."""
     declared = set(schema_at(kind, path)["properties"]) - {"kopf"}
     assert declared == aliases(model)
@@ -124,19 +123,19 @@ def test_models_and_crd_declare_the_same_fields(kind: str, path: str, model: Typ
 
 @pytest.mark.parametrize("sample", ["raycluster.yaml", "rayjob.yaml"])
 def test_samples_validate(sample: str, crd_validate) -> None:
-    doc = conftest.load_yaml(conftest.SAMPLES / sample)
+    doc = crd_helpers.load_yaml(crd_helpers.SAMPLES / sample)
     assert crd_validate(doc) == []
 
 
 def test_sample_has_shm_and_small_limits() -> None:
-    doc = conftest.load_yaml(conftest.SAMPLES / "raycluster.yaml")
+    doc = crd_helpers.load_yaml(crd_helpers.SAMPLES / "raycluster.yaml")
     head = doc["spec"]["headGroupSpec"]["template"]["spec"]
     assert head["containers"][0]["image"] == "kray:latest"
     assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}} in head["volumes"]
     assert len(doc["spec"]["workerGroupSpecs"]) == 1
 
 
-def _set(doc: Dict[str, Any], path: str, value: Any) -> Dict[str, Any]:
+def _set(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     out = copy.deepcopy(doc)
     node = out
     parts = path.split(".")
@@ -198,7 +197,7 @@ def test_min_le_max_is_a_cel_rule() -> None:
 
 def test_kopf_status_storage_is_declared() -> None:
     for kind in ("RayCluster", "RayJob"):
-        kopf = conftest.crd_schema(kind)["properties"]["status"]["properties"]["kopf"]
+        kopf = crd_helpers.crd_schema(kind)["properties"]["status"]["properties"]["kopf"]
         assert kopf["x-kubernetes-preserve-unknown-fields"] is True
 
 

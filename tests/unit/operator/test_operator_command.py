@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from kray_operator import models
 from kray_operator.builders import command
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict
+from typing import Any
 
+import crd_helpers
 import pydantic
 import pytest
-
 from kray_operator import models
 
-import conftest
 
-
-def error_of(model: Any, doc: Dict[str, Any]) -> str:
+def error_of(model: Any, doc: dict[str, Any]) -> str:
     with pytest.raises(pydantic.ValidationError) as info:
         model.model_validate(doc)
     return models.describe_error(info.value)
@@ -44,19 +42,19 @@ def test_python_names_are_accepted_too() -> None:
     assert group.to_manifest()["minReplicas"] == 1
 
 
-def test_manifest_round_trips(cluster_doc: Dict[str, Any]) -> None:
+def test_manifest_round_trips(cluster_doc: dict[str, Any]) -> None:
     spec = models.RayClusterSpec.model_validate(cluster_doc["spec"])
     assert spec.to_manifest() == cluster_doc["spec"]
 
 
-def test_unknown_template_fields_are_kept(cluster_doc: Dict[str, Any]) -> None:
+def test_unknown_template_fields_are_kept(cluster_doc: dict[str, Any]) -> None:
     spec = models.RayClusterSpec.model_validate(cluster_doc["spec"])
     template = spec.head_group_spec.template.to_manifest()
     assert template["spec"]["volumes"][0]["emptyDir"]["medium"] == "Memory"
     assert template["spec"]["containers"][0]["volumeMounts"] == [{"name": "shm", "mountPath": "/dev/shm"}]
 
 
-def test_min_greater_than_max_says_what_to_change(cluster_doc: Dict[str, Any]) -> None:
+def test_min_greater_than_max_says_what_to_change(cluster_doc: dict[str, Any]) -> None:
     cluster_doc["spec"]["workerGroupSpecs"][0].update(minReplicas=5, maxReplicas=2)
     message = error_of(models.RayCluster, cluster_doc)
     assert "minReplicas (5) is greater than maxReplicas (2)" in message
@@ -65,31 +63,31 @@ def test_min_greater_than_max_says_what_to_change(cluster_doc: Dict[str, Any]) -
 
 
 @pytest.mark.parametrize("field", ["replicas", "minReplicas", "maxReplicas"])
-def test_negative_replicas(cluster_doc: Dict[str, Any], field: str) -> None:
+def test_negative_replicas(cluster_doc: dict[str, Any], field: str) -> None:
     cluster_doc["spec"]["workerGroupSpecs"][0][field] = -1
     message = error_of(models.RayCluster, cluster_doc)
     assert f"spec.workerGroupSpecs[0].{field}" in message and "greater than or equal to 0" in message
 
 
-def test_duplicate_group_names(cluster_doc: Dict[str, Any]) -> None:
+def test_duplicate_group_names(cluster_doc: dict[str, Any]) -> None:
     groups = cluster_doc["spec"]["workerGroupSpecs"]
     groups.append(copy.deepcopy(groups[0]))
     assert "duplicate groupName ['small']" in error_of(models.RayCluster, cluster_doc)
 
 
 @pytest.mark.parametrize("name, expect", [("Big_Group", "must be a DNS label"), ("headgroup", "reserved")])
-def test_bad_group_names(cluster_doc: Dict[str, Any], name: str, expect: str) -> None:
+def test_bad_group_names(cluster_doc: dict[str, Any], name: str, expect: str) -> None:
     cluster_doc["spec"]["workerGroupSpecs"][0]["groupName"] = name
     assert expect in error_of(models.RayCluster, cluster_doc)
 
 
-def test_unknown_spec_field_is_named(cluster_doc: Dict[str, Any]) -> None:
+def test_unknown_spec_field_is_named(cluster_doc: dict[str, Any]) -> None:
     cluster_doc["spec"]["workerGroupSpecs"][0]["replica"] = 2
     message = error_of(models.RayCluster, cluster_doc)
     assert message == "spec.workerGroupSpecs[0].replica: unknown field; check its spelling against the CRD (crds/*.yaml)"
 
 
-def test_ray_start_params_are_strings(cluster_doc: Dict[str, Any]) -> None:
+def test_ray_start_params_are_strings(cluster_doc: dict[str, Any]) -> None:
     cluster_doc["spec"]["headGroupSpec"]["rayStartParams"] = {"num-cpus": 0, "block": True, "log-color": "false"}
     params = models.RayCluster.model_validate(cluster_doc).spec.head_group_spec.ray_start_params
     assert params == {"num-cpus": "0", "block": "true", "log-color": "false"}
@@ -105,12 +103,12 @@ def test_ray_start_params_are_strings(cluster_doc: Dict[str, Any]) -> None:
         (["num-cpus"], "must be a mapping"),
     ],
 )
-def test_bad_ray_start_params(cluster_doc: Dict[str, Any], params: Any, expect: str) -> None:
+def test_bad_ray_start_params(cluster_doc: dict[str, Any], params: Any, expect: str) -> None:
     cluster_doc["spec"]["headGroupSpec"]["rayStartParams"] = params
     assert expect in error_of(models.RayCluster, cluster_doc)
 
 
-def test_template_needs_a_container_with_an_image(cluster_doc: Dict[str, Any]) -> None:
+def test_template_needs_a_container_with_an_image(cluster_doc: dict[str, Any]) -> None:
     head = cluster_doc["spec"]["headGroupSpec"]["template"]["spec"]
     assert "spec.headGroupSpec.template.spec.containers" in error_of(
         models.RayCluster, {**cluster_doc, "spec": {**cluster_doc["spec"], "headGroupSpec": {
@@ -120,7 +118,7 @@ def test_template_needs_a_container_with_an_image(cluster_doc: Dict[str, Any]) -
     assert "spec.headGroupSpec.template.spec.containers[0].image: Field required" in error_of(models.RayCluster, cluster_doc)
 
 
-def test_bad_quantity(cluster_doc: Dict[str, Any]) -> None:
+def test_bad_quantity(cluster_doc: dict[str, Any]) -> None:
     cluster_doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "two"
     assert "resource 'cpu' has invalid quantity 'two'; write it like 500m, 2 or 1Gi" in error_of(models.RayCluster, cluster_doc)
 
@@ -164,7 +162,7 @@ def test_sample_job_parses(job: models.RayJob) -> None:
         ({"activeDeadlineSeconds": 0}, "spec.activeDeadlineSeconds"),
     ],
 )
-def test_bad_jobs(job_doc: Dict[str, Any], change: Dict[str, Any], expect: str) -> None:
+def test_bad_jobs(job_doc: dict[str, Any], change: dict[str, Any], expect: str) -> None:
     for key, value in change.items():
         if value is None:
             job_doc["spec"].pop(key, None)
@@ -173,13 +171,13 @@ def test_bad_jobs(job_doc: Dict[str, Any], change: Dict[str, Any], expect: str) 
     assert expect in error_of(models.RayJob, job_doc)
 
 
-def test_interactive_job_needs_no_entrypoint(job_doc: Dict[str, Any]) -> None:
+def test_interactive_job_needs_no_entrypoint(job_doc: dict[str, Any]) -> None:
     del job_doc["spec"]["entrypoint"]
     job_doc["spec"]["submissionMode"] = "InteractiveMode"
     assert models.RayJob.model_validate(job_doc).spec.submission_mode is models.JobSubmissionMode.INTERACTIVE
 
 
-def test_job_on_a_selected_cluster(job_doc: Dict[str, Any]) -> None:
+def test_job_on_a_selected_cluster(job_doc: dict[str, Any]) -> None:
     spec = job_doc["spec"]
     del spec["rayClusterSpec"]
     spec.update(clusterSelector={"kray.io/cluster": "shared"}, shutdownAfterJobFinishes=False,
@@ -196,6 +194,6 @@ def test_job_status_enums() -> None:
 
 
 def test_job_enum_values_match_the_crd() -> None:
-    spec = conftest.crd_schema("RayJob")["properties"]["spec"]["properties"]
+    spec = crd_helpers.crd_schema("RayJob")["properties"]["spec"]["properties"]
     assert spec["submissionMode"]["enum"] == [m.value for m in models.JobSubmissionMode]
     assert spec["deletionPolicy"]["enum"] == [m.value for m in models.DeletionPolicy]

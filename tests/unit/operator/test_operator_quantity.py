@@ -5,7 +5,6 @@ from __future__ import annotations
 import decimal
 
 import pytest
-
 from kray_operator import quantity
 
 
@@ -34,7 +33,7 @@ def test_ceil_int(text, whole) -> None:
 
 
 def test_format() -> None:
-    assert quantity.format_cpu(decimal.Decimal("2")) == "2"
+    assert quantity.format_cpu(decimal.Decimal(2)) == "2"
     assert quantity.format_cpu(decimal.Decimal("1.5")) == "1500m"
     assert quantity.format_bytes(decimal.Decimal(3 * 2**30)) == "3Gi"
     assert quantity.format_bytes(decimal.Decimal(1536 * 2**20)) == "1536Mi"
