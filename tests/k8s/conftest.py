@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -50,7 +51,11 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[launcher.ControlPl
     try:
         cp = launcher.ControlPlane(crd_dir=REPO_ROOT / "crds")
     except launcher.MissingBinariesError as e:
-        pytest.fail(str(e), pytrace=False)
+        missing = str(e)
+    else:
+        missing = ""
+    if missing:
+        pytest.fail(missing, pytrace=False)
     cp.start()
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(cp.kubeconfig)
@@ -90,7 +95,7 @@ def pod_runner(control_plane: launcher.ControlPlane) -> Iterator[PodRunner]:
 @pytest.fixture
 def k8s_namespace(kube_api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace (ready for pods: its default ServiceAccount exists), deleted after the test."""
-    core = client.CoreV1Api(kube_api)
+    core: Any = client.CoreV1Api(kube_api)  # loosely typed: manifests are plain dicts here
     slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{slug or 'test'}-{secrets.token_hex(2)}"
     core.create_namespace({"metadata": {"name": name}})

@@ -18,6 +18,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 pytestmark = pytest.mark.k8s
+
+
+def _api(cls: Any, api: client.ApiClient) -> Any:
+    """A kubernetes API group client, loosely typed: these tests pass manifests as plain dicts."""
+    return cls(api)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -49,9 +54,9 @@ def _invalid_spec(schema: dict[str, Any]) -> dict[str, Any] | None:
 
 def test_api_server_answers_with_the_pinned_version(control_plane: launcher.ControlPlane,
                                                     kube_api: client.ApiClient) -> None:
-    version = client.VersionApi(kube_api).get_code()
+    version = _api(client.VersionApi, kube_api).get_code()
     assert version.git_version == launcher.kubernetes_version()
-    names = [ns.metadata.name for ns in client.CoreV1Api(kube_api).list_namespace().items]
+    names = [ns.metadata.name for ns in _api(client.CoreV1Api, kube_api).list_namespace().items]
     assert "default" in names and "kube-system" in names
     assert os.environ["KUBECONFIG"] == str(control_plane.kubeconfig)
     out = subprocess.run(["kubectl", "get", "namespaces", "-o", "name"], check=False, capture_output=True,
@@ -64,7 +69,7 @@ def test_every_crd_in_the_repo_is_established(control_plane: launcher.ControlPla
                                               kube_api: client.ApiClient) -> None:
     expected = sorted(d["metadata"]["name"] for d in _crd_docs())
     assert sorted(control_plane.applied_crds) == expected
-    ext = client.ApiextensionsV1Api(kube_api)
+    ext = _api(client.ApiextensionsV1Api, kube_api)
     for name in expected:
         conditions = {c.type: c.status for c in ext.read_custom_resource_definition(name).status.conditions}
         assert conditions.get("Established") == "True", (name, conditions)
@@ -81,14 +86,14 @@ def test_crd_schema_rejects_an_invalid_object(crd: dict[str, Any], control_plane
     body = {"apiVersion": f"{group}/{version['name']}", "kind": crd["spec"]["names"]["kind"],
             "metadata": {"name": "invalid"}, "spec": bad}
     with pytest.raises(ApiException) as err:
-        client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+        _api(client.CustomObjectsApi, kube_api).create_namespaced_custom_object(
             group, version["name"], k8s_namespace, plural, body)
     assert err.value.status == 422, err.value.body
     field = next(iter(bad))
     assert field in str(err.value.body)
 
 
-def _owned_config_map(core: client.CoreV1Api, namespace: str, owner: dict[str, str]) -> None:
+def _owned_config_map(core: Any, namespace: str, owner: dict[str, str]) -> None:
     core.create_namespaced_config_map(namespace, {"metadata": {
         "name": "owned", "ownerReferences": [{**owner, "blockOwnerDeletion": True}]}, "data": {"k": "v"}})
 
@@ -103,7 +108,7 @@ def _gone(read: Callable[[], object]) -> bool:
 
 def test_garbage_collector_deletes_what_a_deleted_config_map_owned(kube_api: client.ApiClient,
                                                                    k8s_namespace: str) -> None:
-    core = client.CoreV1Api(kube_api)
+    core = _api(client.CoreV1Api, kube_api)
     owner = core.create_namespaced_config_map(k8s_namespace, {"metadata": {"name": "owner"}})
     _owned_config_map(core, k8s_namespace, {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
                                              "uid": owner.metadata.uid})
@@ -118,7 +123,7 @@ def test_garbage_collector_knows_the_kray_crds_from_the_start(control_plane: lau
     # Applied before the controller-manager started, a CR's dependents go within a second, not 5-21 s.
     if "rayclusters.kray.io" not in control_plane.applied_crds:
         pytest.fail("crds/ has no rayclusters.kray.io CRD")
-    objects, core = client.CustomObjectsApi(kube_api), client.CoreV1Api(kube_api)
+    objects, core = _api(client.CustomObjectsApi, kube_api), _api(client.CoreV1Api, kube_api)
     cluster = objects.create_namespaced_custom_object("kray.io", "v1", k8s_namespace, "rayclusters", {
         "apiVersion": "kray.io/v1", "kind": "RayCluster", "metadata": {"name": "gc-owner"},
         "spec": {"headGroupSpec": {"template": {"spec": {"containers": [{"name": "head", "image": "kray"}]}}}},
@@ -131,12 +136,12 @@ def test_garbage_collector_knows_the_kray_crds_from_the_start(control_plane: lau
 
 
 def test_a_job_gets_a_pod(kube_api: client.ApiClient, k8s_namespace: str) -> None:
-    client.BatchV1Api(kube_api).create_namespaced_job(k8s_namespace, {
+    _api(client.BatchV1Api, kube_api).create_namespaced_job(k8s_namespace, {
         "metadata": {"name": "hello"},
         "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [
             {"name": "main", "image": "kray", "command": ["true"]}]}}},
     })
-    core = client.CoreV1Api(kube_api)
+    core = _api(client.CoreV1Api, kube_api)
     _eventually(lambda: bool(core.list_namespaced_pod(k8s_namespace, label_selector="job-name=hello").items),
                 15, "the Job controller created a Pod")
 

@@ -20,6 +20,11 @@ from podrunner import PodRunner
 
 pytestmark = pytest.mark.k8s
 
+
+def _api(cls: Any, api: client.ApiClient) -> Any:
+    """A kubernetes API group client, loosely typed: these tests pass manifests as plain dicts."""
+    return cls(api)
+
 HTTP_SERVER = textwrap.dedent("""
     import http.server, socketserver
     class H(http.server.BaseHTTPRequestHandler):
@@ -58,7 +63,7 @@ def _ready(pod: Any) -> bool:
 
 def test_a_pod_runs_with_a_pod_ip_reachable_from_the_host(pod_runner: PodRunner, kube_api: client.ApiClient,
                                                           k8s_namespace: str) -> None:
-    core = client.CoreV1Api(kube_api)
+    core = _api(client.CoreV1Api, kube_api)
     core.create_namespaced_pod(k8s_namespace, _web_pod("web", {"app": "web"}))
     pod = pod_runner.wait_for_pod(k8s_namespace, "web", _ready, 30, "Ready")
     assert pod.spec.node_name == pod_runner.node_name
@@ -78,7 +83,7 @@ def test_a_pod_runs_with_a_pod_ip_reachable_from_the_host(pod_runner: PodRunner,
 
 def test_a_pod_that_exits_0_with_restart_never_succeeds(pod_runner: PodRunner, kube_api: client.ApiClient,
                                                         k8s_namespace: str) -> None:
-    client.CoreV1Api(kube_api).create_namespaced_pod(
+    _api(client.CoreV1Api, kube_api).create_namespaced_pod(
         k8s_namespace, _pod("once", ["python3", "-c", "print('done here')"]))
     pod = pod_runner.wait_for_pod(k8s_namespace, "once", _phase("Succeeded", "Failed"), 30, "a final phase")
     assert pod.status.phase == "Succeeded"
@@ -90,7 +95,7 @@ def test_a_pod_that_exits_0_with_restart_never_succeeds(pod_runner: PodRunner, k
 
 def test_a_failing_pod_with_restart_never_fails(pod_runner: PodRunner, kube_api: client.ApiClient,
                                                 k8s_namespace: str) -> None:
-    client.CoreV1Api(kube_api).create_namespaced_pod(k8s_namespace, _pod("fails", ["sh", "-c", "exit 7"]))
+    _api(client.CoreV1Api, kube_api).create_namespaced_pod(k8s_namespace, _pod("fails", ["sh", "-c", "exit 7"]))
     pod = pod_runner.wait_for_pod(k8s_namespace, "fails", _phase("Succeeded", "Failed"), 30, "a final phase")
     assert pod.status.phase == "Failed"
     assert pod.status.container_statuses[0].state.terminated.exit_code == 7
@@ -98,11 +103,11 @@ def test_a_failing_pod_with_restart_never_fails(pod_runner: PodRunner, kube_api:
 
 def test_restart_policy_always_restarts_an_exited_container(pod_runner: PodRunner, kube_api: client.ApiClient,
                                                             k8s_namespace: str) -> None:
-    client.CoreV1Api(kube_api).create_namespaced_pod(
+    _api(client.CoreV1Api, kube_api).create_namespaced_pod(
         k8s_namespace, _pod("again", ["sh", "-c", "echo run; exit 3"], restart="Always"))
 
     def restarted_twice(pod: Any) -> bool:
-        statuses = pod.status.container_statuses if pod else None
+        statuses = (pod.status.container_statuses if pod else None) or []
         return bool(statuses) and statuses[0].restart_count >= 2
 
     pod = pod_runner.wait_for_pod(k8s_namespace, "again", restarted_twice, 30, "restartCount >= 2")
@@ -113,7 +118,7 @@ def test_restart_policy_always_restarts_an_exited_container(pod_runner: PodRunne
 
 def test_a_service_name_resolves_to_the_ready_pod(pod_runner: PodRunner, kube_api: client.ApiClient,
                                                   k8s_namespace: str) -> None:
-    core = client.CoreV1Api(kube_api)
+    core = _api(client.CoreV1Api, kube_api)
     core.create_namespaced_service(k8s_namespace, {"metadata": {"name": "head-svc"}, "spec": {
         "clusterIP": "None", "selector": {"app": "head"}, "ports": [{"name": "http", "port": 8080}]}})
     core.create_namespaced_pod(k8s_namespace, _web_pod("head", {"app": "head"}))
@@ -135,7 +140,7 @@ def test_a_service_name_resolves_to_the_ready_pod(pod_runner: PodRunner, kube_ap
 
 def test_deleting_a_pod_kills_its_process_and_removes_it(pod_runner: PodRunner, kube_api: client.ApiClient,
                                                          k8s_namespace: str) -> None:
-    core = client.CoreV1Api(kube_api)
+    core = _api(client.CoreV1Api, kube_api)
     core.create_namespaced_pod(k8s_namespace, _pod("doomed", ["sleep", "600"], restart="Always"))
     pod = pod_runner.wait_for_pod(k8s_namespace, "doomed", _phase("Running"), 30, "Running")
     pid = int(pod.status.container_statuses[0].container_id.removeprefix("kray://"))
@@ -152,7 +157,7 @@ def test_deleting_a_pod_kills_its_process_and_removes_it(pod_runner: PodRunner, 
 
 
 def test_a_job_runs_to_completion(pod_runner: PodRunner, kube_api: client.ApiClient, k8s_namespace: str) -> None:
-    batch = client.BatchV1Api(kube_api)
+    batch = _api(client.BatchV1Api, kube_api)
     batch.create_namespaced_job(k8s_namespace, {"metadata": {"name": "compute"}, "spec": {
         "backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [
             {"name": "main", "image": "kray:test", "command": ["python3", "-c", "print(6 * 7)"]}]}}}})
@@ -160,7 +165,7 @@ def test_a_job_runs_to_completion(pod_runner: PodRunner, kube_api: client.ApiCli
     while (batch.read_namespaced_job_status("compute", k8s_namespace).status.succeeded or 0) < 1:
         assert time.monotonic() < deadline, "the Job did not complete in 45 s"
         time.sleep(0.3)
-    pods = client.CoreV1Api(kube_api).list_namespaced_pod(k8s_namespace, label_selector="job-name=compute").items
+    pods = _api(client.CoreV1Api, kube_api).list_namespaced_pod(k8s_namespace, label_selector="job-name=compute").items
     assert [p.status.phase for p in pods] == ["Succeeded"]
     assert "42" in pod_runner.read_log(k8s_namespace, pods[0].metadata.name)
 
@@ -169,7 +174,7 @@ def test_env_sources_and_volumes_reach_the_process(pod_runner: PodRunner, kube_a
                                                    k8s_namespace: str) -> None:
     if pod_runner.net.mode != "netns":
         pytest.skip("volume mounts need the mount namespaces of netns mode")
-    core = client.CoreV1Api(kube_api)
+    core = _api(client.CoreV1Api, kube_api)
     core.create_namespaced_secret(k8s_namespace, {"metadata": {"name": "token"},
                                                   "stringData": {"token": "s3cret", "other": "x"}})
     core.create_namespaced_config_map(k8s_namespace, {"metadata": {"name": "settings"},
@@ -213,7 +218,7 @@ def test_env_sources_and_volumes_reach_the_process(pod_runner: PodRunner, kube_a
 
 def test_a_pod_waits_for_a_missing_secret(pod_runner: PodRunner, kube_api: client.ApiClient,
                                           k8s_namespace: str) -> None:
-    core = client.CoreV1Api(kube_api)
+    core = _api(client.CoreV1Api, kube_api)
     env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "later", "key": "token"}}}]
     core.create_namespaced_pod(k8s_namespace, _pod("patient", ["sh", "-c", 'echo "got $TOKEN"'], env=env))
 
@@ -230,11 +235,11 @@ def test_a_pod_waits_for_a_missing_secret(pod_runner: PodRunner, kube_api: clien
 
 
 def test_the_node_is_registered_and_ready(pod_runner: PodRunner, kube_api: client.ApiClient) -> None:
-    node = client.CoreV1Api(kube_api).read_node(pod_runner.node_name)
+    node = _api(client.CoreV1Api, kube_api).read_node(pod_runner.node_name)
     conditions = {c.type: c.status for c in node.status.conditions}
     assert conditions["Ready"] == "True"
     try:
-        client.CoordinationV1Api(kube_api).read_namespaced_lease(pod_runner.node_name, "kube-node-lease")
+        _api(client.CoordinationV1Api, kube_api).read_namespaced_lease(pod_runner.node_name, "kube-node-lease")
     except ApiException as e:  # pragma: no cover - a failure message, not a branch
         pytest.fail(f"no node Lease: {e.reason}")
 
@@ -251,7 +256,7 @@ def test_init_containers_run_first_and_an_exec_probe_gates_ready(pod_runner: Pod
     pod["spec"]["initContainers"] = [{"name": "prepare", "image": "kray:test", "volumeMounts": mount,
                                       "command": ["sh", "-c", "echo prepared > /kray-test/work/state"]}]
     pod["spec"]["volumes"] = [{"name": "work", "emptyDir": {}}]
-    client.CoreV1Api(kube_api).create_namespaced_pod(k8s_namespace, pod)
+    _api(client.CoreV1Api, kube_api).create_namespaced_pod(k8s_namespace, pod)
     running = pod_runner.wait_for_pod(k8s_namespace, "staged", _phase("Running"), 30, "Running")
     (init,) = running.status.init_container_statuses
     assert init.state.terminated.exit_code == 0
@@ -268,10 +273,38 @@ def test_loopback_mode_runs_pods_without_namespaces(control_plane: Any, kube_api
         pod = _pod("plain", ["python3", "-c", "import os; print('IP', os.environ['POD_IP'])"],
                    env=[{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}])
         pod["spec"]["nodeName"] = runner.node_name  # so the session's runner leaves it alone
-        client.CoreV1Api(kube_api).create_namespaced_pod(k8s_namespace, pod)
+        _api(client.CoreV1Api, kube_api).create_namespaced_pod(k8s_namespace, pod)
         done = runner.wait_for_pod(k8s_namespace, "plain", _phase("Succeeded", "Failed"), 30, "a final phase")
         assert done.status.phase == "Succeeded"
         assert done.status.pod_ip.startswith("127.0.0.")
         assert f"IP {done.status.pod_ip}" in runner.read_log(k8s_namespace, "plain")
     finally:
         runner.stop()
+
+
+def test_a_running_pod_sees_a_service_that_appears_later(pod_runner: PodRunner, kube_api: client.ApiClient,
+                                                         k8s_namespace: str) -> None:
+    # Workers start before their head is ready: the hosts file must change under a running pod.
+    core = _api(client.CoreV1Api, kube_api)
+    waiter = textwrap.dedent("""
+        import socket, time
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                print("RESOLVED", socket.gethostbyname("late-svc"), flush=True)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    """)
+    core.create_namespaced_pod(k8s_namespace, _pod("waiter", ["python3", "-c", waiter]))
+    pod_runner.wait_for_pod(k8s_namespace, "waiter", _phase("Running"), 30, "Running")
+    core.create_namespaced_pod(k8s_namespace, _web_pod("late", {"app": "late"}))
+    core.create_namespaced_service(k8s_namespace, {"metadata": {"name": "late-svc"}, "spec": {
+        "clusterIP": "None", "selector": {"app": "late"}, "ports": [{"port": 8080}]}})
+    late = pod_runner.wait_for_pod(k8s_namespace, "late", _ready, 30, "Ready")
+    done = pod_runner.wait_for_pod(k8s_namespace, "waiter", _phase("Succeeded", "Failed"), 40, "a final phase")
+    log = pod_runner.read_log(k8s_namespace, "waiter")
+    assert done.status.phase == "Succeeded", log
+    assert f"RESOLVED {late.status.pod_ip}" in log

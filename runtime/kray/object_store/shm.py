@@ -16,6 +16,7 @@ unlinks or spills the file, which is what keeps a value alive while a reader hol
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
 import struct
@@ -62,7 +63,10 @@ def write_object(path: str, frames: Sequence[memoryview | bytes]) -> int:
         head += _SLOT.pack(off, v.nbytes)
     head += data
     tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if total < RECYCLE_MIN_BYTES or not _claim_recycled(os.path.dirname(path), total, tmp):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    else:
+        fd = os.open(tmp, os.O_WRONLY)
     try:
         os.ftruncate(fd, total)
         _pwrite_all(fd, head, 0)
@@ -75,6 +79,77 @@ def write_object(path: str, frames: Sequence[memoryview | bytes]) -> int:
     os.close(fd)
     os.rename(tmp, path)  # readers never see a half-written object
     return total
+
+
+# Freed object files at least this large are kept in the store's pool for reuse: writing into
+# pages a file already has is several times faster than having tmpfs allocate and zero new ones.
+RECYCLE_MIN_BYTES = 1 << 20
+POOL_DIR = ".free"
+
+
+def _claim_recycled(directory: str, size: int, claim_path: str) -> bool:
+    """Take a pooled file of a size close to `size` by renaming it to `claim_path` (atomic)."""
+    pool = os.path.join(directory, POOL_DIR)
+    try:
+        names = os.listdir(pool)
+    except FileNotFoundError:
+        return False
+    best = None
+    for name in names:
+        try:
+            pooled = int(name.split("-", 1)[0])
+        except ValueError:
+            continue
+        if size <= pooled <= 2 * size and (best is None or pooled < best[0]):
+            best = (pooled, name)
+    if best is None:
+        return False
+    try:
+        os.rename(os.path.join(pool, best[1]), claim_path)
+    except FileNotFoundError:
+        return False  # another writer took it first
+    return True
+
+
+def recycle(path: str, size: int) -> bool:
+    """Move a freed object file into its directory's pool instead of deleting it.
+
+    Refused (False) when some process still maps the file: its arrays must keep their contents,
+    so the file is unlinked instead and its memory goes away with the last mapping.
+    """
+    pool = os.path.join(os.path.dirname(path), POOL_DIR)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    try:
+        os.makedirs(pool, exist_ok=True)
+        os.rename(path, os.path.join(pool, f"{size}-{os.urandom(6).hex()}"))
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def pool_usage(directory: str) -> tuple[int, list[tuple[str, int]]]:
+    """Bytes held by the pool of `directory`, and its files (path, size)."""
+    pool = os.path.join(directory, POOL_DIR)
+    files = []
+    try:
+        for entry in os.scandir(pool):
+            try:
+                files.append((entry.path, int(entry.name.split("-", 1)[0])))
+            except ValueError:
+                continue
+    except FileNotFoundError:
+        pass
+    return sum(size for _, size in files), files
 
 
 def _pwrite_all(fd: int, buf: bytes | bytearray | memoryview, offset: int) -> None:
@@ -97,9 +172,13 @@ def map_object(paths: Sequence[str]) -> list[memoryview]:
             continue
         try:
             size = os.fstat(fd).st_size
-            mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-        finally:
+            # A shared lock, held as long as the mapping lives, tells the store not to recycle the file.
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            mm = _Mapping(fd, size, access=mmap.ACCESS_READ)
+        except BaseException:
             os.close(fd)
+            raise
+        mm.fd = fd
         view = memoryview(mm)
         data_len, count = _HEAD.unpack_from(view, 0)
         frames: list[memoryview] = []
@@ -113,6 +192,20 @@ def map_object(paths: Sequence[str]) -> list[memoryview]:
             frames.append(view[off : off + n])
         return frames
     raise ObjectNotFound(errno.ENOENT, "object file not found", paths[0] if paths else "")
+
+
+class _Mapping(mmap.mmap):
+    """A read-only mapping that keeps its file open (and share-locked) until the last view dies."""
+
+    fd: int = -1
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
 
 
 def _unlink_quiet(path: str) -> None:

@@ -52,6 +52,7 @@ class ObjectStore:
         return True
 
     def spill_until(self, target: int) -> None:
+        self.drain_pool()
         while self.used > target and self._in_memory:
             oid_hex, size = self._in_memory.popitem(last=False)
             self.used -= size
@@ -76,12 +77,28 @@ class ObjectStore:
             size = self._in_memory.pop(oid_hex, None)
             if size is not None:
                 self.used -= size
+                if size >= shm.RECYCLE_MIN_BYTES and self._pool_has_room(size):
+                    if shm.recycle(os.path.join(self.shm_dir, oid_hex), size):
+                        continue
             self._spilled.pop(oid_hex, None)
             for path in shm.object_paths(self.shm_dir, self.spill_dir, oid_hex):
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
+
+    def _pool_has_room(self, size: int) -> bool:
+        pooled, files = shm.pool_usage(self.shm_dir)
+        limit = min(self.capacity // 4, 4 << 30)
+        return len(files) < 8 and pooled + size <= limit and self.used + pooled + size <= self.capacity
+
+    def drain_pool(self) -> None:
+        """Delete the pool of freed files: their memory is needed for live objects."""
+        for path, _ in shm.pool_usage(self.shm_dir)[1]:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def contains(self, oid_hex: str) -> bool:
         return oid_hex in self._in_memory or oid_hex in self._spilled

@@ -108,7 +108,7 @@ def should_restart(policy: str, exit_code: int) -> bool:
 
 def restart_backoff(restarts: int) -> float:
     """Seconds before the next restart: 0.5 s doubling to 10 s (the kubelet's 10 s..5 min, shortened for tests)."""
-    return min(0.5 * (2 ** restarts), RESTART_BACKOFF_MAX_S)
+    return min(0.5 * 2.0 ** restarts, RESTART_BACKOFF_MAX_S)
 
 
 def exit_code_of(returncode: int) -> int:

@@ -2,7 +2,8 @@
 
 Writes volume contents under the pod's own directory and creates missing mount-point directories on
 the host (recorded in `MountPoints`, removed at teardown). The mounts themselves happen in the
-container's private mount namespace (container.py), never in the host's.
+container's private mount namespace (container.py), never in the host's. A memory-backed emptyDir
+is a tmpfs of its sizeLimit per container (so a pod's containers do not share it).
 """
 
 from __future__ import annotations

@@ -1,0 +1,67 @@
+"""Unit tests of reference counting in the object table (no processes)."""
+
+from __future__ import annotations
+
+from kray.core import object_table
+
+ME = "tcp://127.0.0.1:1"
+OTHER = "tcp://127.0.0.1:2"
+
+
+def test_owned_object_is_freed_when_local_refs_and_borrowers_reach_zero() -> None:
+    table = object_table.ObjectTable(ME)
+    table.new_owned(b"o")
+    table.set_value(b"o", object_table.SHM, None, b"node", 10)
+    table.add_local_ref(b"o", ME)
+    table.add_borrowers([b"o"])
+    table.released.append(b"o")
+    table.process_released()
+    assert table.get(b"o") is not None, "a borrower still holds it"
+    table.remove_borrowers([b"o"])
+    assert table.get(b"o") is None
+    _, _, freed = table.take_outbox()
+    assert freed == [(b"node", b"o".hex())], "a freed shared-memory object must be deleted from its node"
+
+
+def test_borrowed_ref_registers_once_and_unregisters_at_zero() -> None:
+    table = object_table.ObjectTable(ME)
+    assert table.add_local_ref(b"b", OTHER) is True
+    assert table.add_local_ref(b"b", OTHER) is False
+    table.released.extend([b"b", b"b"])
+    table.process_released()
+    adds, removes, _ = table.take_outbox()
+    assert adds == [(OTHER, b"b")] and removes == [(OTHER, b"b")]
+
+
+def test_precounted_borrow_sends_no_registration() -> None:
+    table = object_table.ObjectTable(ME)
+    assert table.add_local_ref(b"p", OTHER, precounted=True) is False
+    assert table.take_outbox()[0] == []
+
+
+def test_waiters_are_notified_once_the_value_arrives() -> None:
+    table = object_table.ObjectTable(ME)
+    table.new_owned(b"w")
+    table.add_local_ref(b"w", ME)
+    waiter = object_table.Waiter(1)
+    assert table.add_waiter(b"w", waiter) is False
+    assert not waiter.event.is_set()
+    assert table.set_value(b"w", object_table.INLINE, [b"x"])
+    assert waiter.event.is_set()
+    assert table.add_waiter(b"w", object_table.Waiter(1)) is True, "a ready object needs no waiter"
+
+
+def test_contained_refs_are_released_with_their_container() -> None:
+    table = object_table.ObjectTable(ME)
+    released = []
+
+    class Holder:
+        def __del__(self) -> None:
+            released.append(True)
+
+    table.new_owned(b"c")
+    table.add_local_ref(b"c", ME)
+    table.set_value(b"c", object_table.INLINE, [b"x"], contained=[Holder()])
+    table.released.append(b"c")
+    table.process_released()
+    assert released == [True]
