@@ -1,0 +1,1 @@
+"""The kray command line."""

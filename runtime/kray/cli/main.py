@@ -1,0 +1,29 @@
+"""The `kray` command line: a thin click group; each subcommand lives in a module of its own."""
+
+from __future__ import annotations
+
+import click
+
+from kray.cli import node_commands
+
+
+@click.group()
+@click.version_option(package_name="kray")
+def main() -> None:
+    """kray: a Ray-compatible distributed runtime for Python, native to Kubernetes."""
+
+
+main.add_command(node_commands.start)
+main.add_command(node_commands.stop)
+main.add_command(node_commands.status)
+
+try:
+    from kray.cli import microbenchmark
+except ImportError:  # pragma: no cover - the module is part of the distribution
+    microbenchmark = None  # type: ignore[assignment]
+if microbenchmark is not None and hasattr(microbenchmark, "command"):
+    main.add_command(microbenchmark.command, name="microbenchmark")
+
+
+if __name__ == "__main__":
+    main()

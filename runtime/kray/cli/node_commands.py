@@ -1,0 +1,155 @@
+"""`kray start`, `kray stop` and `kray status`: run this machine's kray processes, as Ray's CLI does.
+
+Starts and signals processes, reads and writes the address file in the session directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+import click
+
+from kray import config
+from kray.api import local_cluster
+from kray.protocol import client, messages, wire
+
+
+def _node_ip(explicit: str | None, toward: str | None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("KRAY_NODE_IP"):
+        return os.environ["KRAY_NODE_IP"]
+    if toward:
+        host = toward.split(":")[0]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((host, 9))
+                return str(s.getsockname()[0])
+        except OSError:
+            pass
+    return "127.0.0.1"
+
+
+@click.command()
+@click.option("--head", is_flag=True, help="Start the head node (GCS and raylet).")
+@click.option("--address", default=None, help="HOST:PORT of the head's GCS, to join as a worker node.")
+@click.option("--port", default=6379, show_default=True, type=int, help="The GCS port on the head.")
+@click.option("--node-ip-address", default=None, help="The IP this node binds and advertises.")
+@click.option("--num-cpus", type=float, default=None)
+@click.option("--num-gpus", type=float, default=None)
+@click.option("--memory", type=int, default=None, help="Memory (bytes) schedulable on this node.")
+@click.option("--resources", default=None, help='Custom resources as JSON, e.g. \'{"gizmo": 2}\'.')
+@click.option("--object-store-memory", type=int, default=None)
+@click.option("--dashboard-host", default="127.0.0.1")
+@click.option("--dashboard-port", default=8265, type=int)
+@click.option("--metrics-export-port", default=8080, type=int)
+@click.option("--block", is_flag=True, help="Stay in the foreground; exit non-zero if a kray process dies.")
+def start(
+    head: bool, address: str | None, port: int, node_ip_address: str | None, num_cpus: float | None,
+    num_gpus: float | None, memory: int | None, resources: str | None, object_store_memory: int | None,
+    dashboard_host: str, dashboard_port: int, metrics_export_port: int, block: bool,
+) -> None:
+    """Start kray's processes on this machine: a head node, or a node joining --address."""
+    if head == bool(address):
+        raise click.UsageError("Pass exactly one of --head or --address=HEAD_HOST:PORT.")
+    try:
+        custom = json.loads(resources) if resources else None
+    except ValueError as e:
+        raise click.BadParameter(f"--resources must be a JSON object: {e}") from None
+    ip = _node_ip(node_ip_address, address)
+    gcs_address = None if head else f"tcp://{address if ':' in address else address + ':6379'}"  # type: ignore[operator]
+    node = local_cluster.start_node(
+        ip=ip, gcs_address=gcs_address, gcs_port=port if head else None, num_cpus=num_cpus,
+        num_gpus=num_gpus, resources=custom, object_store_memory=object_store_memory,
+        parent_pid=os.getpid() if block else None, write_address_file=True,
+    )
+    joined = node.gcs_address.removeprefix("tcp://")
+    if head:
+        click.echo(f"kray runtime started (head node, GCS at {joined}).")
+        click.echo("To add another node to this cluster, run:")
+        click.echo(f"    kray start --address='{joined}'")
+        click.echo("To connect to this cluster from Python:")
+        click.echo("    import kray; kray.init(address='auto')   # on this machine")
+        click.echo(f"    import kray; kray.init(address='{joined}')")
+    else:
+        click.echo(f"kray runtime started (node joined the cluster at {joined}).")
+    click.echo("To stop kray's processes on this machine, run: kray stop")
+    if not block:
+        return
+    _block(node)
+
+
+def _block(node: local_cluster.LocalNode) -> None:
+    stopping = {"flag": False}
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping["flag"]:
+        dead = [p for p in node.processes if p.poll() is not None]
+        if dead:
+            click.echo(f"a kray process exited (pid={dead[0].pid}, code={dead[0].returncode}); stopping", err=True)
+            node.stop()
+            sys.exit(1)
+        time.sleep(0.2)
+    node.stop()
+
+
+@click.command()
+@click.option("--force", is_flag=True, help="Send SIGKILL instead of SIGTERM.")
+def stop(force: bool) -> None:
+    """Stop the kray processes started on this machine by `kray start`."""
+    found = local_cluster.read_address()
+    if not found:
+        click.echo("No kray cluster started by `kray start` was found on this machine.")
+        return
+    sig = signal.SIGKILL if force else signal.SIGTERM
+    stopped = 0
+    for pid in found.get("pids", []):
+        try:
+            os.kill(int(pid), sig)
+            stopped += 1
+        except ProcessLookupError:
+            pass
+    try:
+        os.unlink(local_cluster.ADDRESS_FILE)
+    except FileNotFoundError:
+        pass
+    click.echo(f"Stopped {stopped} kray process(es).")
+
+
+@click.command()
+@click.option("--address", default=None, help="HOST:PORT of the GCS (default: this machine's cluster).")
+def status(address: str | None) -> None:
+    """Show the cluster's nodes and their used/total resources."""
+    gcs = f"tcp://{address}" if address else (local_cluster.read_address() or {}).get("gcs_address") or (
+        f"tcp://{config.ADDRESS}" if config.ADDRESS else None
+    )
+    if not gcs:
+        raise click.ClickException("No running kray cluster found; pass --address=HOST:PORT.")
+    try:
+        nodes = client.request(gcs, lambda rid: messages.GetNodes(rid), timeout=5.0)
+    except client.NoReply as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"======== kray cluster at {gcs.removeprefix('tcp://')} ========")
+    for node in nodes:
+        state = "alive" if node.alive else "dead"
+        click.echo(f"node {node.node_id.hex()[:12]} {node.ip} {'(head) ' if node.is_head else ''}{state}")
+        if not node.alive:
+            continue
+        stats = client.request(node.raylet_address, lambda rid: messages.GetNodeStats(rid), timeout=5.0)
+        for name in ("CPU", "GPU", *sorted(k for k in node.resources if k not in ("CPU", "GPU", "memory", "object_store_memory") and not k.startswith("node:"))):
+            if name in stats["total"]:
+                total = stats["total"][name]
+                used = total - stats["available"].get(name, 0.0)
+                click.echo(f"    {used:g}/{total:g} {name}")
+        if stats["pending_leases"]:
+            click.echo(f"    pending demand: {stats['pending_leases']}")
+    _ = wire
