@@ -12,6 +12,7 @@ import collections
 import logging
 import os
 import shutil
+import time
 
 from kray.object_store import shm
 
@@ -92,10 +93,17 @@ class ObjectStore:
         limit = min(self.capacity // 4, 4 << 30)
         return len(files) < 8 and pooled + size <= limit and self.used + pooled + size <= self.capacity
 
-    def drain_pool(self) -> None:
-        """Delete the pool of freed files: their memory is needed for live objects."""
+    def drain_pool(self, older_than: float = 0.0) -> None:
+        """Delete pooled freed files (those pooled more than `older_than` seconds ago).
+
+        Called with 0 when their memory is needed for live objects, and periodically with a few
+        seconds so that memory goes back to the system soon after a burst of large objects.
+        """
+        now = time.time()
         for path, _ in shm.pool_usage(self.shm_dir)[1]:
             try:
+                if older_than and now - os.stat(path).st_ctime < older_than:
+                    continue
                 os.unlink(path)
             except FileNotFoundError:
                 pass

@@ -73,6 +73,7 @@ class Raylet:
         on(messages.GetNodeStats, self._on_stats)
         on(messages.SubscribeLogs, self._on_subscribe_logs)
         self.loop.call_every(5.0, self._trim_workers)
+        self.loop.call_every(1.0, lambda: self.store.drain_pool(older_than=2.0))
 
     def start(self) -> None:
         self.loop.request(self.gcs_address, lambda rid: messages.RegisterNode(rid, self.node), self._on_registered)

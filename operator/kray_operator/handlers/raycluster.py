@@ -1,0 +1,67 @@
+"""kopf handlers of RayCluster: create/resume/update reconcile and report, and events of its Pods and head
+Service (a worker deleted or failed, a Pod became ready) that trigger a pass of the owning cluster.
+
+No timer or daemon on purpose: kopf puts a finalizer on objects with those, and a RayCluster must stay
+deletable while the operator is down (its children go by owner references). Resume covers restarts.
+
+Every handler only schedules `cluster_sync.sync`; passes of one cluster never overlap (coalescing).
+Runs in kopf's handler threads; touches the API only through cluster_sync and kube.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from kray_operator import kube, models
+from kray_operator.builders import names
+from kray_operator.handlers import cluster_sync, coalescing
+
+log = logging.getLogger(__name__)
+
+PLURAL = kube.RAYCLUSTER_PLURAL
+RETRY_DELAY_S = 5.0
+KRAY_CHILD_LABELS = {names.CREATED_BY_LABEL: names.CREATED_BY, names.CLUSTER_LABEL: kopf.PRESENT}
+# Pods also carry the node label, so Pods of other operators that happen to reuse kray.io/cluster are left alone.
+KRAY_POD_LABELS = {**KRAY_CHILD_LABELS, names.IS_NODE_LABEL: "yes"}
+
+_passes = coalescing.Coalescer()
+
+
+def _sync_quietly(namespace: str, name: str) -> None:
+    """A background pass: a bad spec was already recorded in the status, so it is not an error here."""
+    try:
+        cluster_sync.sync(namespace, name)
+    except cluster_sync.InvalidSpecError as e:
+        log.debug("RayCluster %s/%s stays failed until its spec is fixed: %s", namespace, name, e)
+
+
+@kopf.on.resume(models.GROUP, models.VERSION, PLURAL)
+@kopf.on.create(models.GROUP, models.VERSION, PLURAL)
+@kopf.on.update(models.GROUP, models.VERSION, PLURAL, field="spec")
+def reconcile(namespace: str, name: str, **_: Any) -> None:
+    """Bring the cluster in line with its spec now; a bad spec fails for good (until the spec changes)."""
+    try:
+        _passes.run((namespace, name), lambda: cluster_sync.sync(namespace, name))
+    except cluster_sync.InvalidSpecError as e:
+        raise kopf.PermanentError(f"invalid RayCluster spec: {e}") from e
+    except (kube.KubeError, coalescing.BusyError) as e:
+        raise kopf.TemporaryError(str(e), delay=RETRY_DELAY_S) from e
+
+
+@kopf.on.event("", "v1", "pods", labels=KRAY_POD_LABELS)
+@kopf.on.event("", "v1", "services", labels=KRAY_CHILD_LABELS)
+def child_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
+    """A kray Pod or head Service was added, changed or deleted (also: listed after a watch restarts):
+    reconcile its cluster (replacements, status)."""
+    cluster = labels.get(names.CLUSTER_LABEL)
+    if cluster:
+        _passes.request((namespace, cluster), lambda: _sync_quietly(namespace, cluster))
+
+
+@kopf.on.delete(models.GROUP, models.VERSION, PLURAL, optional=True)
+def forget(namespace: str, name: str, **_: Any) -> None:
+    """The cluster is gone (its children go by garbage collection); drop its bookkeeping."""
+    _passes.forget((namespace, name))

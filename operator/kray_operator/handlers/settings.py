@@ -1,0 +1,39 @@
+"""kopf settings of the operator, applied at startup: where kopf keeps its own bookkeeping, timeouts.
+
+Touches only kopf's settings object; no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from kray_operator import models
+
+# kopf's progress and last-handled spec live in annotations under kray.io/: the CRD's structural schema
+# prunes status fields it does not declare, so kopf's default `status.kopf` storage would be dropped.
+ANNOTATION_PREFIX = models.GROUP
+FINALIZER = f"{models.GROUP}/finalizer"
+WATCH_SERVER_TIMEOUT_S = 300
+WATCH_CLIENT_TIMEOUT_S = 330
+REQUEST_TIMEOUT_S = 30.0
+MAX_WORKERS = 8
+
+
+def apply(settings: kopf.OperatorSettings) -> None:
+    """Configure `settings` for kray: annotation storage, watch and request timeouts, a small thread pool."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    settings.persistence.finalizer = FINALIZER
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_S
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
+    settings.networking.request_timeout = REQUEST_TIMEOUT_S
+    settings.execution.max_workers = MAX_WORKERS
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """kopf startup hook: apply kray's settings before any resource is watched."""
+    apply(settings)

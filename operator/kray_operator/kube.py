@@ -1,0 +1,257 @@
+"""The operator's one gateway to the Kubernetes API: Pods, Services, Secrets, Events and RayCluster
+objects (read, status patch, spec patch), as plain camelCase dicts.
+
+Does network I/O through the `kubernetes` client (blocking; call it from kopf's sync handlers, which
+run in threads). Every call has a timeout; ApiExceptions become this module's errors (`raise ... from e`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import socket
+import threading
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from kray_operator import models
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_S = 30.0
+COMPONENT = "kray-operator"
+RAYCLUSTER_PLURAL = "rayclusters"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+_lock = threading.Lock()
+_api: client.ApiClient | None = None
+
+
+class KubeError(RuntimeError):
+    """A Kubernetes API call failed; `status` is the HTTP status (0 when the server was not reached)."""
+
+    def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class NotFoundError(KubeError):
+    """The object does not exist (404)."""
+
+
+class AlreadyExistsError(KubeError):
+    """An object of that name exists already (409 on create)."""
+
+
+class ConflictError(KubeError):
+    """The object changed since it was read (409 on update, or a failed JSON-patch test, 422 'test')."""
+
+
+class InvalidError(KubeError):
+    """The API server rejected the object as invalid (422): the manifest (or the spec it came from) is wrong."""
+
+
+class ForbiddenError(KubeError):
+    """The operator's ServiceAccount may not do this (403): check the operator's RBAC rules."""
+
+
+def _wrap(e: ApiException, what: str) -> KubeError:
+    """The operator's error for an ApiException, with the server's message."""
+    status = int(e.status or 0)
+    message = e.reason or ""
+    reason = ""
+    try:
+        body = json.loads(e.body) if e.body else {}
+        message = body.get("message") or message
+        reason = body.get("reason") or ""
+    except (ValueError, TypeError, AttributeError):
+        pass
+    text = f"{what}: {status} {message}".strip()
+    cls: type[KubeError] = KubeError
+    if status == 404:
+        cls = NotFoundError
+    elif status == 409:
+        cls = AlreadyExistsError if reason == "AlreadyExists" else ConflictError
+    elif status == 422:
+        cls = ConflictError if "test operation" in message.lower() else InvalidError
+    elif status == 403:
+        cls = ForbiddenError
+    return cls(text, status, reason)
+
+
+def api() -> client.ApiClient:
+    """The shared ApiClient: in-cluster credentials when running in a Pod, else $KUBECONFIG / ~/.kube/config."""
+    global _api
+    with _lock:
+        if _api is None:
+            configuration = client.Configuration()
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except ConfigException:
+                config.load_kube_config(client_configuration=configuration)
+            _api = client.ApiClient(configuration)
+        return _api
+
+
+def _core() -> Any:
+    return client.CoreV1Api(api())
+
+
+def _custom() -> Any:
+    return client.CustomObjectsApi(api())
+
+
+def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one API call with a timeout and raw JSON output; returns the decoded body (or None)."""
+    try:
+        response = fn(*args, _request_timeout=REQUEST_TIMEOUT_S, _preload_content=False, **kwargs)
+    except ApiException as e:
+        raise _wrap(e, what) from e
+    except OSError as e:  # urllib3 connection errors derive from OSError
+        raise KubeError(f"{what}: API server unreachable ({e})") from e
+    data = response.data
+    return json.loads(data) if data else None
+
+
+# ---- Pods
+
+
+def list_pods(namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+    """Pods of `namespace` matching every label of `selector` (a fresh read, not a cache)."""
+    selector_text = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+    body = _call(f"listing Pods {selector_text} in {namespace}", _core().list_namespaced_pod,
+                 namespace, label_selector=selector_text)
+    return list(body.get("items") or [])
+
+
+def create_pod(namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
+    """Create a Pod; AlreadyExistsError when the name is taken."""
+    name = pod.get("metadata", {}).get("name")
+    result: dict[str, Any] = _call(f"creating Pod {namespace}/{name}", _core().create_namespaced_pod,
+                                   namespace, pod)
+    return result
+
+
+def delete_pod(namespace: str, name: str) -> bool:
+    """Delete a Pod (background propagation); False when it was already gone."""
+    try:
+        _call(f"deleting Pod {namespace}/{name}", _core().delete_namespaced_pod, name, namespace,
+              body={"propagationPolicy": "Background"})
+    except NotFoundError:
+        return False
+    return True
+
+
+# ---- Services and Secrets
+
+
+def read_service(namespace: str, name: str) -> dict[str, Any] | None:
+    """The Service, or None when it does not exist."""
+    try:
+        result: dict[str, Any] = _call(f"reading Service {namespace}/{name}",
+                                       _core().read_namespaced_service, name, namespace)
+    except NotFoundError:
+        return None
+    return result
+
+
+def create_service(namespace: str, service: dict[str, Any]) -> dict[str, Any]:
+    """Create a Service; AlreadyExistsError when the name is taken."""
+    name = service.get("metadata", {}).get("name")
+    result: dict[str, Any] = _call(f"creating Service {namespace}/{name}",
+                                   _core().create_namespaced_service, namespace, service)
+    return result
+
+
+def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
+    """The Secret, or None when it does not exist."""
+    try:
+        result: dict[str, Any] = _call(f"reading Secret {namespace}/{name}",
+                                       _core().read_namespaced_secret, name, namespace)
+    except NotFoundError:
+        return None
+    return result
+
+
+def create_secret(namespace: str, secret: dict[str, Any]) -> dict[str, Any]:
+    """Create a Secret; AlreadyExistsError when the name is taken."""
+    name = secret.get("metadata", {}).get("name")
+    result: dict[str, Any] = _call(f"creating Secret {namespace}/{name}",
+                                   _core().create_namespaced_secret, namespace, secret)
+    return result
+
+
+# ---- RayCluster objects
+
+
+def read_raycluster(namespace: str, name: str) -> dict[str, Any] | None:
+    """The RayCluster as stored now, or None when it was deleted."""
+    try:
+        result: dict[str, Any] = _call(
+            f"reading RayCluster {namespace}/{name}", _custom().get_namespaced_custom_object,
+            models.GROUP, models.VERSION, namespace, RAYCLUSTER_PLURAL, name)
+    except NotFoundError:
+        return None
+    return result
+
+
+def patch_raycluster_status(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    """Merge-patch .status through the status subresource (a None value removes a field)."""
+    result: dict[str, Any] = _call(
+        f"patching the status of RayCluster {namespace}/{name}",
+        _custom().patch_namespaced_custom_object_status,
+        models.GROUP, models.VERSION, namespace, RAYCLUSTER_PLURAL, name, {"status": status},
+        _content_type=MERGE_PATCH)
+    return result
+
+
+def json_patch_raycluster(namespace: str, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+    """Apply a JSON patch (RFC 6902) to the RayCluster; ConflictError when one of its `test`s fails."""
+    result: dict[str, Any] = _call(
+        f"patching RayCluster {namespace}/{name}", _custom().patch_namespaced_custom_object,
+        models.GROUP, models.VERSION, namespace, RAYCLUSTER_PLURAL, name, operations,
+        _content_type=JSON_PATCH)
+    return result
+
+
+# ---- Events
+
+
+def now() -> str:
+    """The current UTC time as RFC 3339 ("2025-01-01T00:00:00Z"), as Kubernetes writes times."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def post_event(obj: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
+    """Record a core/v1 Event about `obj` (shown by `kubectl describe`); a failure is logged, not raised."""
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace") or "default"
+    stamp = now()
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name"),
+            "namespace": namespace, "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion"),
+        },
+        "reason": reason,
+        "message": message[:1024],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": socket.gethostname()[:128],
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+    try:
+        _call(f"posting Event {reason} in {namespace}", _core().create_namespaced_event, namespace, event)
+    except KubeError as e:
+        log.warning("could not record event %s (%s): %s", reason, message, e)

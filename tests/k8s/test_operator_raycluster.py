@@ -1,0 +1,238 @@
+"""The operator's RayCluster reconcile loop, run for real (`python -m kray_operator` as a subprocess) against
+the test API server: children with owner references, labels and `kray start` commands; scaling;
+workersToDelete; suspend; replacement of lost Pods; bad specs; restarts; and, with the pod runner, Running Pods.
+
+Starts the operator per test (fixture) and talks to the API server; Pods stay Pending unless the
+pod runner runs them.
+"""
+
+from __future__ import annotations
+
+import base64
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from controlplane import launcher
+from kubernetes import client
+from operator_support import Clusters, OperatorProcess, condition, sample, stays, wait_for
+
+pytestmark = pytest.mark.k8s
+
+NAME = "raycluster-sample"
+WAIT_S = 30.0
+HEAD_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080}
+
+
+@pytest.fixture
+def kray_operator(control_plane: launcher.ControlPlane, k8s_namespace: str) -> Iterator[OperatorProcess]:
+    """The operator watching the test's namespace; stopped before the namespace is deleted."""
+    op = OperatorProcess(control_plane.kubeconfig, k8s_namespace,
+                         control_plane.log_dir / f"operator-{k8s_namespace}.log").start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.fixture
+def clusters(kube_api: client.ApiClient, k8s_namespace: str) -> Clusters:
+    return Clusters(kube_api, k8s_namespace)
+
+
+def _wait_counts(clusters: Clusters, op: OperatorProcess, heads: int, workers: int,
+                 name: str = NAME) -> None:
+    wait_for(lambda: clusters.counts(name) == (heads, workers), WAIT_S,
+             f"{heads} head and {workers} worker Pods", op)
+
+
+def _owned_by(obj: Any, cluster: dict[str, Any]) -> bool:
+    refs = obj.metadata.owner_references or []
+    return any(r.uid == cluster["metadata"]["uid"] and r.kind == "RayCluster" and r.controller for r in refs)
+
+
+def test_sample_cluster_gets_its_secret_service_and_pods(kray_operator: OperatorProcess, clusters: Clusters,
+                                                         k8s_namespace: str) -> None:
+    created = clusters.create(sample(k8s_namespace))
+    _wait_counts(clusters, kray_operator, 1, 1)
+
+    secret = clusters.core.read_namespaced_secret(f"{NAME}-token", k8s_namespace)
+    assert _owned_by(secret, created) and len(base64.b64decode(secret.data["token"])) >= 16
+
+    svc = clusters.core.read_namespaced_service(f"{NAME}-head-svc", k8s_namespace)
+    assert _owned_by(svc, created)
+    assert {p.name: p.port for p in svc.spec.ports} == HEAD_PORTS
+    assert svc.spec.cluster_ip == "None"
+    assert svc.spec.selector == {"kray.io/cluster": NAME, "kray.io/node-type": "head"}
+
+    (head,) = clusters.pods(NAME, "head")
+    (worker,) = clusters.pods(NAME, "worker")
+    for pod, node_type, group in ((head, "head", "headgroup"), (worker, "worker", "small")):
+        assert _owned_by(pod, created)
+        labels = pod.metadata.labels
+        assert labels["kray.io/cluster"] == NAME and labels["kray.io/node-type"] == node_type
+        assert labels["kray.io/group"] == group and labels["app.kubernetes.io/created-by"] == "kray-operator"
+    assert head.metadata.name.startswith(f"{NAME}-head-")
+    assert worker.metadata.name.startswith(f"{NAME}-small-worker-")
+    head_cmd = head.spec.containers[0].command
+    assert head_cmd[:3] == ["kray", "start", "--head"]
+    assert {"--block", "--port=6379", "--num-cpus=1", "--memory=1073741824", "--dashboard-host=0.0.0.0",
+            "--metrics-export-port=8080"} <= set(head_cmd)
+    worker_cmd = worker.spec.containers[0].command
+    assert worker_cmd[:2] == ["kray", "start"] and "--head" not in worker_cmd and "--block" in worker_cmd
+    assert f"--address={NAME}-head-svc.{k8s_namespace}.svc.cluster.local:6379" in worker_cmd
+
+    def status_written() -> dict[str, Any]:
+        status = clusters.status(NAME)
+        return status if status.get("desiredWorkerReplicas") == 1 and status.get("endpoints") else {}
+
+    status = wait_for(status_written, WAIT_S, "the status", kray_operator)
+    assert status["endpoints"] == {name: str(port) for name, port in HEAD_PORTS.items()}
+    assert status["observedGeneration"] == created["metadata"]["generation"]
+    assert (status["readyWorkerReplicas"], status["availableWorkerReplicas"]) == (0, 0)
+    assert (status["minWorkerReplicas"], status["maxWorkerReplicas"]) == (0, 3)
+    assert status["head"]["serviceName"] == f"{NAME}-head-svc"
+    assert status["head"]["podName"] == head.metadata.name
+    assert condition(status, "HeadPodReady")["status"] == "False"
+    assert condition(status, "RayClusterProvisioned")["status"] == "False"
+    assert status["desiredCPU"] == "1" and status["desiredMemory"]
+    # kopf keeps its bookkeeping in annotations (the schema would prune it from the status).
+    annotations = clusters.get(NAME)["metadata"].get("annotations") or {}
+    assert "kray.io/last-handled-configuration" in annotations
+    assert "kopf" not in status
+    assert clusters.events("CreatedHeadPod") and clusters.events("CreatedWorkerPod")
+
+
+def test_scaling_follows_replicas_clamped_to_min_and_max(kray_operator: OperatorProcess, clusters: Clusters,
+                                                         k8s_namespace: str) -> None:
+    clusters.create(sample(k8s_namespace))
+    _wait_counts(clusters, kray_operator, 1, 1)
+    clusters.set_replicas(NAME, 3)
+    _wait_counts(clusters, kray_operator, 1, 3)
+    clusters.set_replicas(NAME, 1)
+    _wait_counts(clusters, kray_operator, 1, 1)
+    clusters.set_replicas(NAME, 10)  # maxReplicas is 3
+    _wait_counts(clusters, kray_operator, 1, 3)
+    wait_for(lambda: clusters.status(NAME).get("desiredWorkerReplicas") == 3, WAIT_S,
+             "desiredWorkerReplicas 3", kray_operator)
+    stays(lambda: clusters.counts(NAME) == (1, 3), 2.0, "1 head and 3 workers (clamped)")
+
+
+def test_workers_to_delete_removes_exactly_those_pods_and_is_cleared(
+        kray_operator: OperatorProcess, clusters: Clusters, k8s_namespace: str) -> None:
+    body = sample(k8s_namespace)
+    body["spec"]["workerGroupSpecs"][0]["replicas"] = 3
+    clusters.create(body)
+    _wait_counts(clusters, kray_operator, 1, 3)
+    workers = sorted(clusters.pod_names(NAME, "worker"))
+    victim, kept = workers[1], {workers[0], workers[2]}
+    clusters.patch(NAME, [
+        {"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": 2},
+        {"op": "add", "path": "/spec/workerGroupSpecs/0/scaleStrategy", "value": {"workersToDelete": [victim]}},
+    ])
+    wait_for(lambda: clusters.pod_names(NAME, "worker") == kept, WAIT_S, f"only {victim} deleted", kray_operator)
+
+    def cleared() -> bool:
+        strategy = clusters.get(NAME)["spec"]["workerGroupSpecs"][0].get("scaleStrategy") or {}
+        return not strategy.get("workersToDelete")
+
+    wait_for(cleared, WAIT_S, "workersToDelete cleared", kray_operator)
+    stays(lambda: clusters.pod_names(NAME, "worker") == kept, 2.0, "the two kept workers, and no others")
+
+
+def test_suspend_deletes_every_pod_and_resume_recreates_them(kray_operator: OperatorProcess,
+                                                             clusters: Clusters, k8s_namespace: str) -> None:
+    clusters.create(sample(k8s_namespace))
+    _wait_counts(clusters, kray_operator, 1, 1)
+    before = clusters.pod_names(NAME)
+    clusters.patch(NAME, [{"op": "add", "path": "/spec/suspend", "value": True}])
+    _wait_counts(clusters, kray_operator, 0, 0)
+
+    def suspended() -> dict[str, Any]:
+        status = clusters.status(NAME)
+        return status if status.get("state") == "suspended" else {}
+
+    status = wait_for(suspended, WAIT_S, "state suspended", kray_operator)
+    assert condition(status, "RayClusterSuspended")["status"] == "True"
+    assert status["desiredWorkerReplicas"] == 0 and not status["head"].get("podName")
+
+    clusters.patch(NAME, [{"op": "replace", "path": "/spec/suspend", "value": False}])
+    _wait_counts(clusters, kray_operator, 1, 1)
+    assert not clusters.pod_names(NAME) & before
+    wait_for(lambda: clusters.status(NAME).get("state") != "suspended", WAIT_S, "state no longer suspended",
+             kray_operator)
+    assert condition(clusters.status(NAME), "RayClusterSuspended")["status"] == "False"
+
+
+def test_deleted_pods_are_replaced(kray_operator: OperatorProcess, clusters: Clusters,
+                                   k8s_namespace: str) -> None:
+    clusters.create(sample(k8s_namespace))
+    _wait_counts(clusters, kray_operator, 1, 1)
+    old = clusters.pod_names(NAME)
+    for pod_name in old:
+        clusters.core.delete_namespaced_pod(pod_name, k8s_namespace)
+    wait_for(lambda: clusters.counts(NAME) == (1, 1) and not clusters.pod_names(NAME) & old, WAIT_S,
+             "a new head and a new worker", kray_operator)
+    stays(lambda: clusters.counts(NAME) == (1, 1), 2.0, "exactly one head and one worker")
+
+
+def test_a_spec_the_models_reject_fails_once_and_recovers_when_fixed(
+        kray_operator: OperatorProcess, clusters: Clusters, k8s_namespace: str) -> None:
+    body = sample(k8s_namespace)
+    body["spec"]["headGroupSpec"]["rayStartParams"] = {"--num-cpus": "1"}  # the schema allows any key
+    clusters.create(body)
+
+    def failed() -> dict[str, Any]:
+        status = clusters.status(NAME)
+        return status if status.get("state") == "failed" else {}
+
+    status = wait_for(failed, WAIT_S, "state failed", kray_operator)
+    failure = condition(status, "ReplicaFailure")
+    assert failure["status"] == "True" and failure["reason"] == "ValidationFailed"
+    assert "--num-cpus" in failure["message"] and "without dashes" in failure["message"]
+    assert "--num-cpus" in status["reason"]
+    # No hot loop: once kopf has recorded the handler's outcome, nothing is created or rewritten.
+    wait_for(lambda: "kray.io/last-handled-configuration" in (clusters.get(NAME)["metadata"].get("annotations")
+                                                              or {}), WAIT_S, "kopf's outcome", kray_operator)
+    version = clusters.get(NAME)["metadata"]["resourceVersion"]
+    stays(lambda: clusters.get(NAME)["metadata"]["resourceVersion"] == version, 3.0,
+          "an unchanged RayCluster (no retry loop)")
+    assert clusters.counts(NAME) == (0, 0)
+    assert len(clusters.events("InvalidSpec")) == 1
+
+    clusters.patch(NAME, [{"op": "replace", "path": "/spec/headGroupSpec/rayStartParams",
+                           "value": {"num-cpus": "1"}}])
+    _wait_counts(clusters, kray_operator, 1, 1)
+    wait_for(lambda: clusters.status(NAME).get("state") != "failed"
+             and not condition(clusters.status(NAME), "ReplicaFailure"), WAIT_S, "the failure cleared",
+             kray_operator)
+
+
+def test_a_name_too_long_for_the_head_service_fails(kray_operator: OperatorProcess, clusters: Clusters,
+                                                    k8s_namespace: str) -> None:
+    name = "c" * 60  # a valid object name, but "<name>-head-svc" would exceed 63 characters
+    clusters.create(sample(k8s_namespace, name))
+    status = wait_for(lambda: clusters.status(name) if clusters.status(name).get("state") == "failed" else {},
+                      WAIT_S, "state failed", kray_operator)
+    assert "at most 54" in condition(status, "ReplicaFailure")["message"]
+    assert clusters.counts(name) == (0, 0)
+
+
+def test_restarting_the_operator_creates_no_duplicates(kray_operator: OperatorProcess, clusters: Clusters,
+                                                       k8s_namespace: str) -> None:
+    clusters.create(sample(k8s_namespace))
+    wait_for(lambda: clusters.pod_names(NAME), WAIT_S, "a first Pod", kray_operator)
+    kray_operator.stop(signal.SIGKILL)  # a crash in the middle of the first pass
+    kray_operator.start()
+    _wait_counts(clusters, kray_operator, 1, 1)
+    stays(lambda: clusters.counts(NAME) == (1, 1), 3.0, "one head and one worker after a crash")
+
+    kray_operator.stop()
+    clusters.set_replicas(NAME, 3)  # changed and a Pod lost while the operator is down
+    (worker,) = clusters.pod_names(NAME, "worker")
+    clusters.core.delete_namespaced_pod(worker, k8s_namespace)
+    kray_operator.start()
+    _wait_counts(clusters, kray_operator, 1, 3)
+    stays(lambda: clusters.counts(NAME) == (1, 3), 3.0, "one head and three workers after a restart")
+    assert worker not in clusters.pod_names(NAME)
