@@ -4,6 +4,7 @@ The public API, re-exported; nothing else lives here.
 """
 
 from kray import exceptions
+from kray.api.actor import ActorHandle, get_actor, kill, method
 from kray.api.context import available_resources, cluster_resources, get_gpu_ids, get_runtime_context, nodes
 from kray.api.objects import cancel, get, put, wait
 from kray.api.remote_function import remote
@@ -13,16 +14,20 @@ from kray.core.refs import ObjectRef
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorHandle",
     "ObjectRef",
     "available_resources",
     "cancel",
     "cluster_resources",
     "exceptions",
     "get",
+    "get_actor",
     "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
+    "kill",
+    "method",
     "nodes",
     "put",
     "remote",

@@ -150,6 +150,11 @@ class Clusters:
         self.patch(name, [{"op": "replace", "path": f"/spec/workerGroupSpecs/{group}/replicas",
                            "value": replicas}])
 
+    def handled(self, name: str) -> bool:
+        """Whether kopf recorded the outcome of its handlers (its annotation under kray.io/)."""
+        annotations = self.get(name)["metadata"].get("annotations") or {}
+        return "kray.io/last-handled-configuration" in annotations
+
     def pods(self, name: str, node_type: str | None = None) -> list[Any]:
         """The cluster's Pods that are not being deleted, oldest first."""
         selector = f"kray.io/cluster={name}" + (f",kray.io/node-type={node_type}" if node_type else "")

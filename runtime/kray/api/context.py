@@ -43,7 +43,7 @@ class RuntimeContext:
         return self._core.worker_id.hex()
 
     def get_actor_id(self) -> str | None:
-        return None
+        return self._core.actor_id.hex() if self._core.actor_id else None
 
     def get_task_name(self) -> str | None:
         return None if self._core.is_driver else self._core.current_task_name

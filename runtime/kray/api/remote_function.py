@@ -90,10 +90,9 @@ def remote(*args: Any, **task_options: Any) -> Any:
 
 def _make(target: Any, task_options: dict[str, Any]) -> Any:
     if isinstance(target, type):
-        raise TypeError(
-            f"@kray.remote on the class {target.__name__}: actors are not available in this version of "
-            "kray yet; use remote functions (tasks) for now."
-        )
+        from kray.api import actor
+
+        return actor.ActorClass(target, task_options)
     if not callable(target):
         raise TypeError(f"@kray.remote must decorate a function, got {type(target).__name__}.")
     return RemoteFunction(target, task_options)

@@ -50,6 +50,7 @@ class CoreWorker:
         self.current_task_name = ""
         self.assigned_resources: dict[str, float] = {}
         self.gpu_ids: list[int] = []
+        self.actor_id = b""
         self._put_index = itertools.count(1)
         self.nodes: dict[bytes, messages.NodeInfo] = {node.node_id: node}
         self.submitter = submitter.Submitter(self)

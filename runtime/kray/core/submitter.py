@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from kray import config, exceptions, ids, serialization
-from kray.core import object_table, refs, task_args
+from kray.core import actor_submitter, object_table, refs, task_args
 from kray.protocol import messages
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class TaskRecord:
     __slots__ = (
         "spec", "return_ids", "pins", "deps_left", "retries_left", "lease", "cancelled", "force",
-        "key", "done",
+        "key", "done", "resolved", "seq",
     )
 
     def __init__(self, spec: messages.TaskSpec, return_ids: list[bytes], pins: list[Any]) -> None:
@@ -39,6 +39,8 @@ class TaskRecord:
         self.force = False
         self.key = tuple(sorted(spec.resources.items()))
         self.done = False
+        self.resolved = False
+        self.seq = 0
 
 
 class Lease:
@@ -81,6 +83,8 @@ class Submitter:
         self.leases: dict[int, Lease] = {}
         self.functions: dict[bytes, bytes] = {}  # function id -> pickled function
         self.depth = max(1, config.MAX_TASKS_IN_FLIGHT_PER_WORKER)
+        self.actors = actor_submitter.ActorSubmitter(core, self)
+        self._seq = 0
         loop = self.loop
         loop.on(messages.TaskDone, self._on_task_done)
         loop.on(messages.WorkerDied, self._on_worker_died)
@@ -92,6 +96,7 @@ class Submitter:
     def submit(
         self, function_id: bytes, function_blob: bytes, name: str, args: tuple, kwargs: dict,
         num_returns: int, resources: dict[str, float], max_retries: int, retry_exceptions: Any,
+        actor_id: bytes = b"", method: str = "", concurrency_group: str = "",
     ) -> list[refs.ObjectRef]:
         core = self.core
         frames, contained, top = task_args.pack(args, kwargs, name)
@@ -99,6 +104,7 @@ class Submitter:
         spec = messages.TaskSpec(
             task_id, core.job_id, name, function_id, b"", [], num_returns, resources, core.address,
             max_retries, retry_exceptions, 0, None, None, core.current_task_id,
+            actor_id=actor_id, method=method, concurrency_group=concurrency_group,
         )
         pins: list[Any] = [*top, *contained]
         if len(frames) == 1 and len(frames[0]) <= config.INLINE_THRESHOLD:
@@ -107,7 +113,8 @@ class Submitter:
             args_ref = core.put_frames(frames, [])
             pins.append(args_ref)
             spec.args_object = messages.ArgValue("pending", args_ref.binary(), core.address)
-        self.functions.setdefault(function_id, function_blob)
+        if function_blob:
+            self.functions.setdefault(function_id, function_blob)
         return_ids = [ids.return_object_id(task_id, i + 1) for i in range(num_returns)]
         for oid in return_ids:
             self.objects.new_owned(oid)
@@ -121,6 +128,10 @@ class Submitter:
 
     def _on_submit(self, record: TaskRecord, top: list[refs.ObjectRef]) -> None:
         self.tasks[record.spec.task_id] = record
+        if record.spec.actor_id:
+            self._seq += 1
+            record.seq = self._seq
+            self.actors.submitted(record)
         waiting = [r for r in top if self._owned_pending(r.binary())]
         if record.spec.args_object is not None and self._owned_pending(record.spec.args_object.object_id):
             waiting.append(record.spec.args_object.object_id)
@@ -158,7 +169,11 @@ class Submitter:
         spec.arg_values = values
         if spec.args_object is not None:
             spec.args_object = self._arg_value(spec.args_object.object_id, spec.args_object.owner)
-        self._enqueue(record)
+        record.resolved = True
+        if spec.actor_id:
+            self.actors.pump(spec.actor_id)
+        else:
+            self._enqueue(record)
 
     def _arg_value(self, oid: bytes, owner: str) -> messages.ArgValue:
         entry = self.objects.get(oid)
@@ -272,6 +287,10 @@ class Submitter:
         if record is None or record.done:
             self._discard_returns(msg.task_id, msg.returns)
             return
+        if record.spec.actor_id:
+            self.actors.task_done(record)
+            self._store_returns(record, msg.returns, payload)
+            return
         lease = record.lease
         if lease is not None:
             lease.in_flight.pop(msg.task_id, None)
@@ -319,6 +338,9 @@ class Submitter:
         for oid in record.return_ids:
             self.objects.set_value(oid, object_table.ERROR, list(frames))
         record.pins = []
+        if record.spec.actor_id:
+            self.actors.task_done(record)
+            self.actors.pump(record.spec.actor_id)
 
     def _on_worker_died(self, msg: messages.WorkerDied, payload: list, peer: Any) -> None:
         lease = self.leases.pop(msg.lease_id, None)
@@ -368,6 +390,9 @@ class Submitter:
             return
         record.cancelled = True
         record.force = record.force or force
+        if record.spec.actor_id:
+            self.actors.cancel(record, force, recursive)
+            return
         if record.lease is not None:
             self.loop.connect(record.lease.address).send(messages.CancelTask(task_id, force, recursive))
             return

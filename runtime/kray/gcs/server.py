@@ -11,6 +11,7 @@ from typing import Any
 
 import zmq
 
+from kray.gcs import actors
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages, wire
 
@@ -28,6 +29,7 @@ class Gcs:
         self.jobs: dict[int, dict[str, Any]] = {}
         self.kv: dict[str, bytes] = {}
         self.started_at = time.time()
+        self.actors = actors.ActorManager(self.loop, self.address, self.nodes)
         on = self.loop.on
         on(messages.RegisterNode, self._on_register_node)
         on(messages.UnregisterNode, self._on_unregister_node)

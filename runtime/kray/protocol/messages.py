@@ -92,6 +92,44 @@ class TaskSpec:
     args_object: ArgValue | None = None  # large arguments stored as an object instead of `args`
     parent_task_id: bytes = b""
     gpu_ids: list[int] = dataclasses.field(default_factory=list)  # set by the owner from its lease
+    actor_id: bytes = b""  # for an actor's creation task and its method calls
+    method: str = ""  # the method to call ("" for the creation task)
+    actor_options: "ActorOptions | None" = None  # only on the creation task
+    concurrency_group: str = ""
+
+
+@dataclasses.dataclass(slots=True)
+class ActorOptions:
+    """How an actor runs: its concurrency, restarts and the metadata of its methods."""
+
+    class_name: str
+    name: str = ""
+    namespace: str = ""
+    detached: bool = False
+    max_restarts: int = 0
+    max_task_retries: int = 0
+    max_concurrency: int = 1
+    is_async: bool = False
+    concurrency_groups: dict[str, int] = dataclasses.field(default_factory=dict)
+    methods: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    get_if_exists: bool = False
+    owner_node_id: bytes = b""
+
+
+@dataclasses.dataclass(slots=True)
+class ActorInfo:
+    """The GCS's view of one actor, sent to callers and to the state API."""
+
+    actor_id: bytes
+    state: str  # PENDING_CREATION, ALIVE, RESTARTING, DEAD
+    options: ActorOptions
+    job_id: int
+    address: str = ""
+    worker_id: bytes = b""
+    node_id: bytes = b""
+    pid: int = 0
+    num_restarts: int = 0
+    death_cause: str = ""
 
 
 @dataclasses.dataclass(slots=True)
@@ -279,6 +317,52 @@ class LogLines:
     ip: str
     is_err: bool
     lines: list[str]
+
+
+# ---------------------------------------------------------------- actors (GCS)
+
+
+@message(50)
+class RegisterActor:
+    req_id: int
+    creation: TaskSpec  # actor_id and actor_options set; its owner is the GCS
+
+
+@message(51)
+class GetActor:
+    """Look an actor up by id, or by name and namespace; the reply's value is an ActorInfo or None."""
+
+    req_id: int
+    actor_id: bytes = b""
+    name: str = ""
+    namespace: str = ""
+
+
+@message(52)
+class SubscribeActor:
+    actor_id: bytes
+
+
+@message(53)
+class ActorUpdate:
+    info: ActorInfo
+
+
+@message(54)
+class KillActor:
+    req_id: int
+    actor_id: bytes
+    no_restart: bool
+
+
+@message(55)
+class ListActors:
+    req_id: int
+
+
+@message(56)
+class JobFinished:
+    job_id: int
 
 
 # ---------------------------------------------------------------- core workers

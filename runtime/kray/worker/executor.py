@@ -21,6 +21,7 @@ import cloudpickle
 from kray import config, exceptions, ids, serialization
 from kray.core import refs, task_args
 from kray.protocol import messages
+from kray.worker import actor_runtime
 
 
 class Executor:
@@ -34,6 +35,8 @@ class Executor:
         self._marker: tuple[int, str] | None = None
         self._blocked = 0
         self._original_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.actor: actor_runtime.ActorRuntime | None = None
+        self.actor_class = ""
         core.executor = self
         core.loop.on(messages.PushTasks, self._on_push)
         core.loop.on(messages.CancelTask, self._on_cancel)
@@ -75,39 +78,94 @@ class Executor:
             self.execute(spec)
 
     def execute(self, spec: messages.TaskSpec) -> None:
-        core = self.core
         if spec.task_id in self.cancelled:
             self.cancelled.discard(spec.task_id)
             self._finish(spec, *self._error_returns(spec, exceptions.TaskCancelledError(spec.task_id.hex())), False)
             return
+        if spec.actor_options is not None:
+            self._create_actor(spec)
+        elif spec.actor_id and self.actor is not None and self.actor.concurrent:
+            self.actor.dispatch(spec)
+        else:
+            self.run_task(spec)
+
+    def _create_actor(self, spec: messages.TaskSpec) -> None:
+        options = spec.actor_options
+        assert options is not None
+        self.core.actor_id = spec.actor_id
+        self.actor_class = options.class_name
+        try:
+            cls = self._function(spec)
+            self._enter(spec)
+            args, kwargs = self._arguments(spec)
+            instance = cls(*args, **kwargs)
+            self.actor = actor_runtime.ActorRuntime(self, instance, options)
+        except BaseException as e:
+            self.complete_error(spec, e)
+            return
+        self.complete_ok(spec, None)
+
+    def _enter(self, spec: messages.TaskSpec) -> None:
+        core = self.core
         core.current_task_id = spec.task_id
         core.current_task_name = spec.name
         core.job_id = spec.job_id
-        core.assigned_resources = spec.resources
-        core.gpu_ids = spec.gpu_ids
-        self._set_visible_gpus(spec)
+        if not spec.actor_id or spec.actor_options is not None:
+            core.assigned_resources = spec.resources
+            core.gpu_ids = spec.gpu_ids
+            self._set_visible_gpus(spec)
         self._mark(spec)
-        retryable = False
-        self.running = spec
+
+    def run_task(self, spec: messages.TaskSpec) -> None:
+        """Run one task or actor call to completion on the calling thread and report its result."""
+        self._enter(spec)
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            self.running = spec
         try:
             try:
-                function = self._function(spec)
+                function = self.actor.method(spec.method) if spec.actor_id and self.actor else self._function(spec)
                 args, kwargs = self._arguments(spec)
                 result = function(*args, **kwargs)
-                returns, payload = self._pack_returns(spec, result)
             finally:
-                self.running = None
-        except KeyboardInterrupt:
-            returns, payload = self._error_returns(spec, exceptions.TaskCancelledError(spec.task_id.hex()))
-        except exceptions.RayTaskError as e:
-            # A dependency failed or a nested get raised: propagate it unchanged, as Ray does.
-            returns, payload = self._error_returns(spec, e)
-            retryable = self._retryable(spec, e)
+                if main:
+                    self.running = None
         except BaseException as e:
-            error = exceptions.RayTaskError(spec.name, traceback.format_exc(), e, os.getpid(), core.node.ip)
-            returns, payload = self._error_returns(spec, error)
+            self.complete_error(spec, e)
+            return
+        self.complete_ok(spec, result)
+
+    def prepare_or_fail(self, spec: messages.TaskSpec) -> tuple[Any, list, dict] | None:
+        """Resolve an actor call's method and arguments; on failure report it and return None."""
+        self._enter(spec)
+        try:
+            function = self.actor.method(spec.method)
+            args, kwargs = self._arguments(spec)
+        except BaseException as e:
+            self.complete_error(spec, e)
+            return None
+        return function, args, kwargs
+
+    def complete_ok(self, spec: messages.TaskSpec, result: Any) -> None:
+        try:
+            returns, payload = self._pack_returns(spec, result)
+        except BaseException as e:
+            self.complete_error(spec, e)
+            return
+        self._finish(spec, returns, payload, False)
+
+    def complete_error(self, spec: messages.TaskSpec, e: BaseException) -> None:
+        if isinstance(e, KeyboardInterrupt):
+            error: BaseException = exceptions.TaskCancelledError(spec.task_id.hex())
+            retryable = False
+        elif isinstance(e, exceptions.RayTaskError):
+            # A dependency failed or a nested get raised: propagate it unchanged, as Ray does.
+            error, retryable = e, self._retryable(spec, e)
+        else:
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            error = exceptions.RayTaskError(spec.name, tb, e, os.getpid(), self.core.node.ip)
             retryable = self._retryable(spec, e)
-        self._finish(spec, returns, payload, retryable)
+        self._finish(spec, *self._error_returns(spec, error), retryable)
 
     def _set_visible_gpus(self, spec: messages.TaskSpec) -> None:
         # As Ray does, a task that holds GPUs sees exactly those in CUDA_VISIBLE_DEVICES.
@@ -127,10 +185,10 @@ class Executor:
         self.core.loop.connect(owner).send(done, payload)
 
     def _mark(self, spec: messages.TaskSpec) -> None:
-        marker = (spec.job_id, spec.name)
+        marker = (spec.job_id, self.actor_class or spec.name)
         if marker != self._marker:
             self._marker = marker
-            line = f"\x1ekray:{spec.job_id}:{spec.name}\n"
+            line = f"\x1ekray:{spec.job_id}:{marker[1]}\n"
             sys.stdout.write(line)
             sys.stdout.flush()
             sys.stderr.write(line)
@@ -166,7 +224,9 @@ class Executor:
 
     def _pack_returns(self, spec: messages.TaskSpec, result: Any) -> tuple[list, list]:
         n = spec.num_returns
-        if n == 1:
+        if spec.actor_options is not None:
+            values = [None]  # an actor's creation task returns nothing
+        elif n == 1:
             values = [result]
         elif n == 0:
             values = []

@@ -1,0 +1,264 @@
+"""Actors: `@kray.remote` classes (ActorClass), their handles and methods, `kray.method`,
+`kray.get_actor`, `kray.kill`.
+
+Thin: builds the actor's creation task and options, registers it with the GCS, and hands method
+calls to the core's submitter, which sends them straight to the actor's worker in order.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Callable
+
+from kray import exceptions, serialization
+from kray.api import runtime
+from kray.core import task_args
+from kray.protocol import messages
+from kray.scheduling import resources as res
+from kray.worker import actor_runtime
+
+ACTOR_OPTIONS = {
+    "num_cpus", "num_gpus", "memory", "resources", "name", "namespace", "lifetime", "max_restarts",
+    "max_task_retries", "max_concurrency", "concurrency_groups", "get_if_exists", "scheduling_strategy",
+    "runtime_env", "max_pending_calls", "accelerator_type", "placement_group", "placement_group_bundle_index",
+    "placement_group_capture_child_tasks", "_metadata", "label_selector", "enable_task_events",
+    "object_store_memory",
+}
+_METHOD_OPTIONS_ATTR = "__kray_method_options__"
+
+
+def method(*args: Any, **options: Any) -> Any:
+    """Set options of an actor method: `@kray.method(num_returns=2, concurrency_group="io")`."""
+    unknown = set(options) - {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions",
+                              "enable_task_events", "tensor_transport"}
+    if unknown or args:
+        raise ValueError(f"@kray.method takes keyword options num_returns, concurrency_group; got {sorted(unknown) or args}.")
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(function, _METHOD_OPTIONS_ATTR, options)
+        return function
+
+    return decorate
+
+
+def _method_table(cls: type) -> dict[str, dict[str, Any]]:
+    table: dict[str, dict[str, Any]] = {}
+    for name, member in inspect.getmembers(cls, predicate=inspect.isfunction):
+        opts = dict(getattr(member, _METHOD_OPTIONS_ATTR, {}))
+        opts.setdefault("num_returns", 1)
+        table[name] = opts
+    return table
+
+
+class ActorClass:
+    """A class turned into an actor class by `@kray.remote`: create actors with `.remote(...)`."""
+
+    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+        self._cls = cls
+        self._options = _validate(dict(options))
+        self._class_id = os.urandom(16)
+        self._blob: bytes | None = None
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__doc__ = cls.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actors cannot be instantiated directly. Instead of '{self.__name__}()', use "
+            f"'{self.__name__}.remote()'."
+        )
+
+    def options(self, **options: Any) -> "ActorClass":
+        clone = object.__new__(ActorClass)
+        clone.__dict__.update(self.__dict__)
+        merged = dict(self._options)
+        merged.update(options)
+        clone._options = _validate(merged)
+        return clone
+
+    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
+        core = runtime.current_core()
+        opts = self._options
+        if self._blob is None:
+            self._blob = serialization.dumps_function(self._cls, self.__name__)
+        methods = _method_table(self._cls)
+        is_async = actor_runtime.is_async_class(self._cls)
+        lifetime = opts.get("lifetime")
+        namespace = opts.get("namespace") or core.namespace
+        actor_options = messages.ActorOptions(
+            class_name=self.__name__, name=opts.get("name") or "", namespace=namespace,
+            detached=lifetime == "detached", max_restarts=opts.get("max_restarts", 0),
+            max_task_retries=opts.get("max_task_retries", 0),
+            max_concurrency=opts.get("max_concurrency") or (1000 if is_async else 1), is_async=is_async,
+            concurrency_groups=dict(opts.get("concurrency_groups") or {}), methods=methods,
+            get_if_exists=bool(opts.get("get_if_exists")), owner_node_id=core.node_id,
+        )
+        request = res.task_request(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"),
+                                   opts.get("resources"), default_cpus=0.0)
+        frames, contained, top = task_args.pack(args, kwargs, f"{self.__name__}.__init__")
+        actor_id = os.urandom(16)
+        spec = messages.TaskSpec(
+            core.task_ids.next(), core.job_id, f"{self.__name__}.__init__", self._class_id, b"",
+            [messages.ArgValue("ref", r.binary(), r.owner_address()) for r in top], 1, request,
+            core.gcs_address, 0, False, 0, self._blob, None, core.current_task_id,
+            actor_id=actor_id, actor_options=actor_options,
+        )
+        pins: list[Any] = [*top, *contained]
+        if len(frames) == 1 and len(frames[0]) <= 100 * 1024:
+            spec.args = frames[0]
+        else:
+            args_ref = core.put_frames(frames, [])
+            pins.append(args_ref)
+            entry = core.objects.get(args_ref.binary())
+            kind = "shm" if entry is not None and entry.kind == "shm" else "ref"
+            spec.args_object = messages.ArgValue(kind, args_ref.binary(), core.address,
+                                                 entry.node_id if entry is not None else b"")
+        try:
+            info = core.call(core.gcs_address, lambda rid: messages.RegisterActor(rid, spec))
+        except exceptions.RaySystemError as e:
+            raise ValueError(str(e).split("failed: ", 1)[-1]) from None
+        handle = ActorHandle(info.actor_id, info.options)
+        if info.actor_id == actor_id:
+            core.loop.call_soon_threadsafe(_keep_until_created, core, actor_id, pins)
+        return handle
+
+
+def _keep_until_created(core: Any, actor_id: bytes, pins: list[Any]) -> None:
+    core.submitter.actors.queue_for(actor_id).pins = pins
+
+
+def _validate(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - ACTOR_OPTIONS
+    if unknown:
+        raise ValueError(f"Invalid option keyword(s) {', '.join(sorted(unknown))} for actors.")
+    lifetime = options.get("lifetime")
+    if lifetime not in (None, "detached", "non_detached"):
+        raise ValueError("lifetime must be None, 'detached' or 'non_detached'.")
+    if lifetime == "detached" and not options.get("name"):
+        raise ValueError("A detached actor must have a name (pass name=...).")
+    for key in ("max_restarts", "max_task_retries"):
+        value = options.get(key)
+        if value is not None and (not isinstance(value, int) or value < -1):
+            raise ValueError(f"{key} must be an integer >= -1 (-1 means forever), got {value!r}.")
+    concurrency = options.get("max_concurrency")
+    if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+        raise ValueError(f"max_concurrency must be a positive integer, got {concurrency!r}.")
+    if options.get("runtime_env"):
+        raise ValueError("runtime_env is not supported yet by kray.")
+    return options
+
+
+class ActorMethod:
+    """`handle.method`: call it with `.remote(...)`."""
+
+    def __init__(self, handle: "ActorHandle", name: str, options: dict[str, Any]) -> None:
+        self._handle = handle
+        self._name = name
+        self._options = options
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actor methods cannot be called directly. Instead of running 'object.{self._name}()', try "
+            f"'object.{self._name}.remote()'."
+        )
+
+    def options(self, **options: Any) -> "ActorMethod":
+        merged = dict(self._options)
+        merged.update(options)
+        return ActorMethod(self._handle, self._name, merged)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        handle = self._handle
+        core = runtime.current_core()
+        num_returns = self._options.get("num_returns", 1)
+        out = core.submitter.submit(
+            b"", b"", f"{handle._class_name}.{self._name}", args, kwargs, num_returns, {}, 0, False,
+            actor_id=handle._actor_id, method=self._name,
+            concurrency_group=self._options.get("concurrency_group", ""),
+        )
+        _set_retries(core, out, handle._max_task_retries)
+        if num_returns == 1:
+            return out[0]
+        if num_returns == 0:
+            return None
+        return out
+
+
+def _set_retries(core: Any, out: list[Any], retries: int) -> None:
+    # The record is created on the I/O thread; its retries come from the actor's max_task_retries.
+    if retries and out:
+        task_id = out[0].task_id()
+
+        def apply() -> None:
+            record = core.submitter.tasks.get(task_id)
+            if record is not None:
+                record.retries_left = retries
+
+        core.loop.call_soon_threadsafe(apply)
+
+
+class ActorHandle:
+    """A handle to an actor: call methods with `handle.method.remote(...)`; pass it to tasks freely."""
+
+    def __init__(self, actor_id: bytes, options: messages.ActorOptions) -> None:
+        self._actor_id = actor_id
+        self._class_name = options.class_name
+        self._methods = options.methods
+        self._max_task_retries = options.max_task_retries
+        self._options = options
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        methods = self.__dict__.get("_methods", {})
+        if name not in methods:
+            raise AttributeError(f"'{self.__dict__.get('_class_name', 'Actor')}' actor has no method {name!r}")
+        return ActorMethod(self, name, methods[name])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ActorHandle, (self._actor_id, self._options))
+
+    def __repr__(self) -> str:
+        return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """A handle to the live actor named `name` in `namespace` (default: this job's namespace)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("get_actor() needs the actor's name as a non-empty string.")
+    core = runtime.current_core()
+    ns = namespace if namespace is not None else core.namespace
+    info = core.call(core.gcs_address, lambda rid: messages.GetActor(rid, b"", name, ns))
+    if info is None:
+        raise ValueError(f"Failed to look up actor with name '{name}' in namespace '{ns}'. It may not exist or be dead.")
+    return ActorHandle(info.actor_id, info.options)
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    """Kill an actor at once (running calls fail with ActorDiedError); restart it if no_restart=False."""
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(f"kray.kill() only supports actor handles, got {type(actor).__name__}; use kray.cancel() for tasks.")
+    core = runtime.current_core()
+    core.call(core.gcs_address, lambda rid: messages.KillActor(rid, actor._actor_id, no_restart))
+
+
+def list_actor_records() -> list[dict[str, Any]]:
+    """Every actor the GCS knows, as plain dicts (used by kray.util.state)."""
+    from kray import ids
+
+    core = runtime.current_core()
+    infos = core.call(core.gcs_address, lambda rid: messages.ListActors(rid))
+    return [
+        {
+            "actor_id": i.actor_id.hex(), "class_name": i.options.class_name, "state": i.state,
+            "name": i.options.name, "namespace": i.options.namespace, "pid": i.pid,
+            "node_id": i.node_id.hex(), "job_id": ids.job_id_hex(i.job_id), "num_restarts": i.num_restarts,
+            "death_cause": i.death_cause or None, "is_detached": i.options.detached,
+        }
+        for i in infos
+    ]

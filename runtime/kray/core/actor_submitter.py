@@ -1,0 +1,131 @@
+"""The caller side of actors: per-actor queues of method calls, sent in submission order straight
+to the actor's worker, re-sent after a restart (max_task_retries) or failed with ActorDiedError.
+
+Runs on the core worker's I/O thread, fed by the Submitter once a call's arguments are resolved.
+Learns each actor's address and state from the GCS (SubscribeActor / ActorUpdate).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Any
+
+from kray import exceptions
+from kray.protocol import messages
+
+log = logging.getLogger(__name__)
+
+ALIVE, DEAD, RESTARTING = "ALIVE", "DEAD", "RESTARTING"
+
+
+class ActorQueue:
+    __slots__ = ("actor_id", "info", "queue", "in_flight", "subscribed", "pins")
+
+    def __init__(self, actor_id: bytes) -> None:
+        self.actor_id = actor_id
+        self.info: messages.ActorInfo | None = None
+        self.queue: collections.deque = collections.deque()  # TaskRecords in submission order
+        self.in_flight: dict[bytes, Any] = {}
+        self.subscribed = False
+        self.pins: list[Any] = []  # creation arguments, kept until the actor is created
+
+
+class ActorSubmitter:
+    def __init__(self, core: Any, submitter: Any) -> None:
+        self.core = core
+        self.submitter = submitter
+        self.loop = core.loop
+        self.actors: dict[bytes, ActorQueue] = {}
+        self.loop.on(messages.ActorUpdate, self._on_update)
+
+    def queue_for(self, actor_id: bytes) -> ActorQueue:
+        state = self.actors.get(actor_id)
+        if state is None:
+            state = self.actors[actor_id] = ActorQueue(actor_id)
+        if not state.subscribed:
+            state.subscribed = True
+            self.loop.connect(self.core.gcs_address).send(messages.SubscribeActor(actor_id))
+        return state
+
+    def submitted(self, record: Any) -> None:
+        """A call was submitted: it takes its place in the actor's order now, before its arguments resolve."""
+        state = self.queue_for(record.spec.actor_id)
+        if state.info is not None and state.info.state == DEAD:
+            self._fail(record, state.info)
+            return
+        state.queue.append(record)
+
+    def pump(self, actor_id: bytes) -> None:
+        """Send the calls at the head of the queue whose arguments are ready, in order."""
+        state = self.actors.get(actor_id)
+        if state is None or state.info is None or state.info.state != ALIVE:
+            return
+        batch = []
+        while state.queue:
+            record = state.queue[0]
+            if record.done:
+                state.queue.popleft()
+                continue
+            if not record.resolved:
+                break
+            state.queue.popleft()
+            state.in_flight[record.spec.task_id] = record
+            batch.append(record.spec)
+        if batch:
+            self.loop.connect(state.info.address).send(messages.PushTasks(0, batch))
+
+    def cancel(self, record: Any, force: bool, recursive: bool) -> None:
+        state = self.actors.get(record.spec.actor_id)
+        if state is not None and record.spec.task_id in state.in_flight and state.info is not None:
+            self.loop.connect(state.info.address).send(messages.CancelTask(record.spec.task_id, force, recursive))
+            return
+        self.submitter._finish_with_error(record, exceptions.TaskCancelledError(record.spec.task_id.hex()))
+
+    def task_done(self, record: Any) -> None:
+        state = self.actors.get(record.spec.actor_id)
+        if state is not None:
+            state.in_flight.pop(record.spec.task_id, None)
+
+    def _on_update(self, msg: messages.ActorUpdate, payload: list, peer: Any) -> None:
+        info = msg.info
+        state = self.actors.get(info.actor_id)
+        if state is None:
+            return
+        previous = state.info
+        state.info = info
+        if info.state == ALIVE:
+            state.pins = []
+            if previous is not None and previous.address and previous.address != info.address:
+                self.loop.disconnect(previous.address)
+            self.pump(info.actor_id)
+        elif info.state == RESTARTING:
+            self._requeue_or_fail(state, info)
+        elif info.state == DEAD:
+            state.pins = []
+            for record in list(state.in_flight.values()) + list(state.queue):
+                self._fail(record, info)
+            state.in_flight.clear()
+            state.queue.clear()
+
+    def _requeue_or_fail(self, state: ActorQueue, info: messages.ActorInfo) -> None:
+        """Calls that were running when the actor died: retry them after the restart, or fail them."""
+        retry = []
+        for record in list(state.in_flight.values()):
+            if record.retries_left != 0:
+                record.retries_left -= 1
+                record.spec.attempt += 1
+                retry.append(record)
+            else:
+                self._fail(record, info, restarting=True)
+        state.in_flight.clear()
+        retry.sort(key=lambda r: r.seq)
+        state.queue.extendleft(reversed(retry))
+
+    def _fail(self, record: Any, info: messages.ActorInfo, restarting: bool = False) -> None:
+        if restarting:
+            cause = (f"The actor {info.options.class_name} died while running {record.spec.name} and the call "
+                     f"is not retried (max_task_retries={info.options.max_task_retries}); the actor is restarting.")
+        else:
+            cause = info.death_cause or f"The actor {info.options.class_name} is dead."
+        self.submitter._finish_with_error(record, exceptions.ActorDiedError(cause))

@@ -1,0 +1,236 @@
+"""The GCS's actor manager: the directory of actors (named and detached ones included), their
+creation on a leased worker, restarts after a death, kills, and state updates to subscribers.
+
+Runs on the GCS loop. The GCS is the owner of every actor's lease and creation task: raylets tell
+it when an actor's worker dies, and the worker reports the creation task's result to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from kray import serialization
+from kray.protocol import loop as loop_mod
+from kray.protocol import messages
+from kray.scheduling import resources as res
+
+log = logging.getLogger(__name__)
+
+PENDING, ALIVE, RESTARTING, DEAD = "PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD"
+
+
+class ActorRecord:
+    __slots__ = ("info", "creation", "lease_id", "raylet", "request_id", "killing", "no_restart", "created_at")
+
+    def __init__(self, info: messages.ActorInfo, creation: messages.TaskSpec) -> None:
+        self.info = info
+        self.creation = creation
+        self.lease_id = 0
+        self.raylet = ""
+        self.request_id: int | None = None
+        self.killing = False
+        self.no_restart = False
+        self.created_at = time.time()
+
+
+class ActorManager:
+    def __init__(self, loop: loop_mod.Loop, address: str, nodes: dict[bytes, messages.NodeInfo]) -> None:
+        self.loop = loop
+        self.address = address
+        self.nodes = nodes
+        self.actors: dict[bytes, ActorRecord] = {}
+        self.named: dict[tuple[str, str], bytes] = {}
+        self.by_creation_task: dict[bytes, bytes] = {}
+        self.subscribers: dict[bytes, dict[bytes | None, loop_mod.Peer]] = {}
+        on = loop.on
+        on(messages.RegisterActor, self._on_register)
+        on(messages.GetActor, self._on_get)
+        on(messages.SubscribeActor, self._on_subscribe)
+        on(messages.KillActor, self._on_kill)
+        on(messages.ListActors, lambda m, p, peer: peer.reply(m.req_id, [r.info for r in self.actors.values()]))
+        on(messages.JobFinished, self._on_job_finished)
+        on(messages.TaskDone, self._on_creation_done)
+        on(messages.WorkerDied, self._on_worker_died)
+
+    # ------------------------------------------------------------ directory
+
+    def _on_register(self, msg: messages.RegisterActor, payload: list, peer: loop_mod.Peer) -> None:
+        spec = msg.creation
+        opts = spec.actor_options
+        assert opts is not None
+        if opts.name:
+            existing_id = self.named.get((opts.namespace, opts.name))
+            existing = self.actors.get(existing_id) if existing_id else None
+            if existing is not None and existing.info.state != DEAD:
+                if opts.get_if_exists:
+                    peer.reply(msg.req_id, existing.info)
+                else:
+                    peer.reply(
+                        msg.req_id,
+                        f"An actor named {opts.name!r} already exists in namespace {opts.namespace!r}. Use "
+                        "kray.get_actor() to get a handle to it, or pass get_if_exists=True.",
+                        ok=False,
+                    )
+                return
+            self.named[(opts.namespace, opts.name)] = spec.actor_id
+        info = messages.ActorInfo(spec.actor_id, PENDING, opts, spec.job_id)
+        record = ActorRecord(info, spec)
+        self.actors[spec.actor_id] = record
+        self.by_creation_task[spec.task_id] = spec.actor_id
+        peer.reply(msg.req_id, info)
+        self._schedule(record)
+
+    def _on_get(self, msg: messages.GetActor, payload: list, peer: loop_mod.Peer) -> None:
+        actor_id = msg.actor_id or self.named.get((msg.namespace, msg.name), b"")
+        record = self.actors.get(actor_id)
+        if record is None or (not msg.actor_id and record.info.state == DEAD):
+            peer.reply(msg.req_id, None)
+        else:
+            peer.reply(msg.req_id, record.info)
+
+    def _on_subscribe(self, msg: messages.SubscribeActor, payload: list, peer: loop_mod.Peer) -> None:
+        self.subscribers.setdefault(msg.actor_id, {})[peer.identity] = peer
+        record = self.actors.get(msg.actor_id)
+        if record is not None:
+            peer.send(messages.ActorUpdate(record.info))
+
+    def _publish(self, record: ActorRecord) -> None:
+        for peer in self.subscribers.get(record.info.actor_id, {}).values():
+            peer.send(messages.ActorUpdate(record.info))
+
+    # ------------------------------------------------------------ creation
+
+    def _pick_node(self, record: ActorRecord) -> messages.NodeInfo | None:
+        request = record.creation.resources
+        alive = [n for n in self.nodes.values() if n.alive]
+        fitting = [n for n in alive if res.feasible(n.resources, request)]
+        owner_node = record.info.options.owner_node_id
+        for node in fitting:
+            if node.node_id == owner_node:
+                return node
+        if fitting:
+            return fitting[0]
+        return next((n for n in alive if n.node_id == owner_node), alive[0] if alive else None)
+
+    def _schedule(self, record: ActorRecord) -> None:
+        node = self._pick_node(record)
+        if node is None:
+            self.loop.call_later(0.5, self._schedule, record)
+            return
+        record.raylet = node.raylet_address
+        spec = record.creation
+
+        def make(req_id: int) -> messages.RequestLease:
+            return messages.RequestLease(req_id, spec.job_id, spec.resources, self.address, record.info.options.class_name)
+
+        record.request_id = self.loop.request(node.raylet_address, make, lambda m, p: self._on_lease(record, m), timeout=10**9)
+
+    def _on_lease(self, record: ActorRecord, msg: Any) -> None:
+        if isinstance(msg, (messages.LeaseQueued, messages.LeaseInfeasible)):
+            return
+        record.request_id = None
+        if not isinstance(msg, messages.LeaseGranted):
+            log.error("lease for actor %s failed: %s", record.info.actor_id.hex(), getattr(msg, "value", msg))
+            self.loop.call_later(0.5, self._schedule, record)
+            return
+        if record.info.state == DEAD:
+            self.loop.connect(record.raylet).send(messages.ReturnLease(msg.lease_id, kill_worker=True))
+            return
+        info = record.info
+        record.lease_id = msg.lease_id
+        info.worker_id = msg.worker_id
+        info.address = msg.worker_address
+        info.node_id = msg.node_id
+        info.pid = msg.pid
+        spec = record.creation
+        spec.gpu_ids = msg.gpu_ids
+        spec.attempt = info.num_restarts
+        self.loop.connect(msg.worker_address).send(messages.PushTasks(msg.lease_id, [spec]))
+
+    def _on_creation_done(self, msg: messages.TaskDone, payload: list, peer: loop_mod.Peer) -> None:
+        actor_id = self.by_creation_task.get(msg.task_id)
+        record = self.actors.get(actor_id) if actor_id else None
+        if record is None or record.info.state == DEAD:
+            return
+        ret = msg.returns[0] if msg.returns else None
+        if ret is not None and ret.kind == "error":
+            try:
+                error = serialization.deserialize(payload[: ret.nframes])
+                cause = str(error)
+            except Exception as e:  # the error itself could not be rebuilt here
+                cause = f"the actor's __init__ raised an error that could not be read: {e!r}"
+            self._mark_dead(record, f"The actor {record.info.options.class_name} died because its __init__ "
+                            f"raised an exception:\n{cause}")
+            self.loop.connect(record.raylet).send(messages.ReturnLease(record.lease_id, kill_worker=True))
+            return
+        if record.killing:
+            return
+        record.info.state = ALIVE
+        self._publish(record)
+
+    # ------------------------------------------------------------ death, restarts, kills
+
+    def _on_worker_died(self, msg: messages.WorkerDied, payload: list, peer: loop_mod.Peer) -> None:
+        record = next((r for r in self.actors.values() if r.lease_id == msg.lease_id and r.info.worker_id == msg.worker_id), None)
+        if record is None or record.info.state == DEAD:
+            return
+        record.lease_id = 0
+        info = record.info
+        limit = info.options.max_restarts
+        if record.killing and record.no_restart:
+            self._mark_dead(record, "The actor was killed by kray.kill().")
+            return
+        if limit != -1 and info.num_restarts >= limit:
+            if record.killing:
+                self._mark_dead(record, "The actor was killed by kray.kill().")
+            else:
+                self._mark_dead(
+                    record,
+                    f"The actor {info.options.class_name} died unexpectedly ({msg.reason}) and was restarted "
+                    f"{info.num_restarts} time(s) already (max_restarts={limit}).",
+                )
+            return
+        record.killing = False
+        info.state = RESTARTING
+        info.num_restarts += 1
+        info.address = ""
+        self._publish(record)
+        self._schedule(record)
+
+    def _on_kill(self, msg: messages.KillActor, payload: list, peer: loop_mod.Peer) -> None:
+        record = self.actors.get(msg.actor_id)
+        if record is None:
+            peer.reply(msg.req_id, False)
+            return
+        self._kill(record, msg.no_restart)
+        peer.reply(msg.req_id, True)
+
+    def _kill(self, record: ActorRecord, no_restart: bool) -> None:
+        if record.info.state == DEAD:
+            return
+        record.no_restart = no_restart
+        if record.lease_id and record.info.worker_id:
+            record.killing = True
+            self.loop.connect(record.raylet).send(messages.KillWorker(record.info.worker_id, "kray.kill"))
+        elif no_restart:
+            if record.request_id is not None:
+                self.loop.connect(record.raylet).send(messages.CancelLeaseRequest(record.request_id))
+                self.loop.forget(record.request_id)
+            self._mark_dead(record, "The actor was killed by kray.kill() before it was created.")
+
+    def _on_job_finished(self, msg: messages.JobFinished, payload: list, peer: loop_mod.Peer) -> None:
+        for record in list(self.actors.values()):
+            if record.info.job_id == msg.job_id and not record.info.options.detached:
+                self._kill(record, no_restart=True)
+
+    def _mark_dead(self, record: ActorRecord, cause: str) -> None:
+        info = record.info
+        info.state = DEAD
+        info.death_cause = cause
+        info.address = ""
+        opts = info.options
+        if opts.name and self.named.get((opts.namespace, opts.name)) == info.actor_id:
+            del self.named[(opts.namespace, opts.name)]
+        self._publish(record)
