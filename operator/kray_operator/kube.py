@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import socket
 import threading
 from typing import Any
@@ -50,7 +51,7 @@ class AlreadyExistsError(KubeError):
 
 
 class ConflictError(KubeError):
-    """The object changed since it was read (409 on update, or a failed JSON-patch test, 422 'test')."""
+    """The object changed since it was read (409 on update, or a failed `test` of a JSON patch)."""
 
 
 class InvalidError(KubeError):
@@ -79,7 +80,7 @@ def _wrap(e: ApiException, what: str) -> KubeError:
     elif status == 409:
         cls = AlreadyExistsError if reason == "AlreadyExists" else ConflictError
     elif status == 422:
-        cls = ConflictError if "test operation" in message.lower() else InvalidError
+        cls = InvalidError
     elif status == 403:
         cls = ForbiddenError
     return cls(text, status, reason)
@@ -92,9 +93,11 @@ def api() -> client.ApiClient:
         if _api is None:
             configuration = client.Configuration()
             try:
-                config.load_incluster_config(client_configuration=configuration)
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             except ConfigException:
-                config.load_kube_config(client_configuration=configuration)
+                # $KUBECONFIG read now, not when `kubernetes` was imported (it may be set later).
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
             _api = client.ApiClient(configuration)
         return _api
 
@@ -213,10 +216,16 @@ def patch_raycluster_status(namespace: str, name: str, status: dict[str, Any]) -
 
 def json_patch_raycluster(namespace: str, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
     """Apply a JSON patch (RFC 6902) to the RayCluster; ConflictError when one of its `test`s fails."""
-    result: dict[str, Any] = _call(
-        f"patching RayCluster {namespace}/{name}", _custom().patch_namespaced_custom_object,
-        models.GROUP, models.VERSION, namespace, RAYCLUSTER_PLURAL, name, operations,
-        _content_type=JSON_PATCH)
+    what = f"patching RayCluster {namespace}/{name}"
+    try:
+        result: dict[str, Any] = _call(what, _custom().patch_namespaced_custom_object, models.GROUP,
+                                       models.VERSION, namespace, RAYCLUSTER_PLURAL, name, operations,
+                                       _content_type=JSON_PATCH)
+    except InvalidError as e:
+        # The API server answers a failed `test` with a bare 422 Invalid and no details.
+        if any(op.get("op") == "test" for op in operations):
+            raise ConflictError(f"{what}: the object changed since it was read ({e})", e.status, e.reason) from e
+        raise
     return result
 
 

@@ -54,6 +54,12 @@ MAX_IDLE_WORKERS_PER_CPU = _int("KRAY_MAX_IDLE_WORKERS_PER_CPU", 2)
 # Every request that expects a reply gives up after this many seconds.
 REQUEST_TIMEOUT_S = _float("KRAY_REQUEST_TIMEOUT_S", 30.0)
 
+# A node that sends no heartbeat for this long is declared dead (Ray's default is 30 s).
+NODE_TIMEOUT_S = _float("KRAY_NODE_TIMEOUT_S", 10.0)
+
+# How often raylets report their free resources to the GCS.
+HEARTBEAT_PERIOD_S = _float("KRAY_HEARTBEAT_PERIOD_S", 0.2)
+
 # Seconds a local cluster may take to come up before init fails.
 START_TIMEOUT_S = _float("KRAY_START_TIMEOUT_S", 30.0)
 

@@ -7,7 +7,8 @@ shutdown fails the test if a kray process or a /dev/shm/kray-* entry of that ses
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import cloudpickle
 import pytest

@@ -13,8 +13,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import psutil
 import pytest
@@ -168,7 +169,7 @@ class LocalCluster:
         self.processes: list[psutil.Process] = []
         self.stopped = False
 
-    def start(self) -> "LocalCluster":
+    def start(self) -> LocalCluster:
         import kray
 
         self.shm_before = shm_entries()
@@ -346,10 +347,10 @@ class DriverProcess:
             except psutil.NoSuchProcess:
                 pass
 
-    def __enter__(self) -> "DriverProcess":
+    def __enter__(self) -> DriverProcess:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.proc.poll() is None:
             try:
                 self.finish()

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from controlplane import launcher
 from kubernetes import client
-from podrunner import PodRunner
 from operator_support import Clusters, OperatorProcess, condition, sample, stays, wait_for
+from podrunner import PodRunner
 
 pytestmark = pytest.mark.k8s
 
@@ -114,8 +114,10 @@ def test_scaling_follows_replicas_clamped_to_min_and_max(kray_operator: Operator
     _wait_counts(clusters, kray_operator, 1, 1)
     clusters.set_replicas(NAME, 10)  # maxReplicas is 3
     _wait_counts(clusters, kray_operator, 1, 3)
-    wait_for(lambda: clusters.status(NAME).get("desiredWorkerReplicas") == 3, WAIT_S,
-             "desiredWorkerReplicas 3", kray_operator)
+    generation = clusters.get(NAME)["metadata"]["generation"]
+    wait_for(lambda: clusters.status(NAME).get("desiredWorkerReplicas") == 3
+             and clusters.status(NAME).get("observedGeneration") == generation, WAIT_S,
+             "desiredWorkerReplicas 3 for the latest generation", kray_operator)
     stays(lambda: clusters.counts(NAME) == (1, 3), 2.0, "1 head and 3 workers (clamped)")
 
 
@@ -165,7 +167,7 @@ def test_suspend_deletes_every_pod_and_resume_recreates_them(kray_operator: Oper
     assert condition(clusters.status(NAME), "RayClusterSuspended")["status"] == "False"
 
 
-def test_deleted_pods_are_replaced(kray_operator: OperatorProcess, clusters: Clusters,
+def test_deleted_and_failed_pods_are_replaced(kray_operator: OperatorProcess, clusters: Clusters,
                                    k8s_namespace: str) -> None:
     clusters.create(sample(k8s_namespace))
     _wait_counts(clusters, kray_operator, 1, 1)
@@ -175,6 +177,11 @@ def test_deleted_pods_are_replaced(kray_operator: OperatorProcess, clusters: Clu
     wait_for(lambda: clusters.counts(NAME) == (1, 1) and not clusters.pod_names(NAME) & old, WAIT_S,
              "a new head and a new worker", kray_operator)
     stays(lambda: clusters.counts(NAME) == (1, 1), 2.0, "exactly one head and one worker")
+
+    (failed,) = clusters.pod_names(NAME, "worker")
+    clusters.core.patch_namespaced_pod_status(failed, k8s_namespace, {"status": {"phase": "Failed"}})
+    wait_for(lambda: clusters.counts(NAME) == (1, 1) and failed not in clusters.pod_names(NAME), WAIT_S,
+             "the failed worker deleted and replaced", kray_operator)
 
 
 def test_a_spec_the_models_reject_fails_once_and_recovers_when_fixed(

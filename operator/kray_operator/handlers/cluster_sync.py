@@ -138,8 +138,8 @@ def _apply(cluster: models.RayCluster, body: dict[str, Any], plan: scaling.Clust
         except kube.KubeError as e:
             failures.append(f"deleting Pod {pod_name}: {e}")
     creations: list[str | None] = [None] if plan.create_head else []
-    for group, count in plan.to_create.items():
-        creations.extend([group] * count)
+    for group_name, count in plan.to_create.items():
+        creations.extend([group_name] * count)
     for group in creations:
         try:
             _create_pod(cluster, body, group)

@@ -11,6 +11,7 @@ Runs in kopf's handler threads; touches the API only through cluster_sync and ku
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -23,9 +24,9 @@ log = logging.getLogger(__name__)
 
 PLURAL = kube.RAYCLUSTER_PLURAL
 RETRY_DELAY_S = 5.0
-KRAY_CHILD_LABELS = {names.CREATED_BY_LABEL: names.CREATED_BY, names.CLUSTER_LABEL: kopf.PRESENT}
+KRAY_CHILD_LABELS: dict[str, Any] = {names.CREATED_BY_LABEL: names.CREATED_BY, names.CLUSTER_LABEL: kopf.PRESENT}
 # Pods also carry the node label, so Pods of other operators that happen to reuse kray.io/cluster are left alone.
-KRAY_POD_LABELS = {**KRAY_CHILD_LABELS, names.IS_NODE_LABEL: "yes"}
+KRAY_POD_LABELS: dict[str, Any] = {**KRAY_CHILD_LABELS, names.IS_NODE_LABEL: "yes"}
 
 _passes = coalescing.Coalescer()
 
@@ -41,10 +42,11 @@ def _sync_quietly(namespace: str, name: str) -> None:
 @kopf.on.resume(models.GROUP, models.VERSION, PLURAL)
 @kopf.on.create(models.GROUP, models.VERSION, PLURAL)
 @kopf.on.update(models.GROUP, models.VERSION, PLURAL, field="spec")
-def reconcile(namespace: str, name: str, **_: Any) -> None:
+def reconcile(namespace: str | None, name: str | None, **_: Any) -> None:
     """Bring the cluster in line with its spec now; a bad spec fails for good (until the spec changes)."""
+    ns, cluster = namespace or "", name or ""  # always set for a namespaced kind
     try:
-        _passes.run((namespace, name), lambda: cluster_sync.sync(namespace, name))
+        _passes.run((ns, cluster), lambda: cluster_sync.sync(ns, cluster))
     except cluster_sync.InvalidSpecError as e:
         raise kopf.PermanentError(f"invalid RayCluster spec: {e}") from e
     except (kube.KubeError, coalescing.BusyError) as e:
@@ -53,15 +55,15 @@ def reconcile(namespace: str, name: str, **_: Any) -> None:
 
 @kopf.on.event("", "v1", "pods", labels=KRAY_POD_LABELS)
 @kopf.on.event("", "v1", "services", labels=KRAY_CHILD_LABELS)
-def child_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
+def child_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
     """A kray Pod or head Service was added, changed or deleted (also: listed after a watch restarts):
     reconcile its cluster (replacements, status)."""
-    cluster = labels.get(names.CLUSTER_LABEL)
-    if cluster:
-        _passes.request((namespace, cluster), lambda: _sync_quietly(namespace, cluster))
+    ns, cluster = namespace or "", labels.get(names.CLUSTER_LABEL) or ""
+    if ns and cluster:
+        _passes.request((ns, cluster), lambda: _sync_quietly(ns, cluster))
 
 
 @kopf.on.delete(models.GROUP, models.VERSION, PLURAL, optional=True)
-def forget(namespace: str, name: str, **_: Any) -> None:
+def forget(namespace: str | None, name: str | None, **_: Any) -> None:
     """The cluster is gone (its children go by garbage collection); drop its bookkeeping."""
-    _passes.forget((namespace, name))
+    _passes.forget((namespace or "", name or ""))

@@ -16,6 +16,7 @@ from kray.api import runtime
 from kray.core import task_args
 from kray.protocol import messages
 from kray.scheduling import resources as res
+from kray.util import scheduling_strategies
 from kray.worker import actor_runtime
 
 ACTOR_OPTIONS = {
@@ -93,6 +94,7 @@ class ActorClass:
             max_concurrency=opts.get("max_concurrency") or (1000 if is_async else 1), is_async=is_async,
             concurrency_groups=dict(opts.get("concurrency_groups") or {}), methods=methods,
             get_if_exists=bool(opts.get("get_if_exists")), owner_node_id=core.node_id,
+            strategy=scheduling_strategies.as_wire(opts.get("scheduling_strategy")),
         )
         request = res.task_request(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"),
                                    opts.get("resources"), default_cpus=0.0)

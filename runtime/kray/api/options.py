@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kray.util import scheduling_strategies
+
 TASK_OPTIONS = {
     "num_cpus", "num_gpus", "memory", "resources", "num_returns", "max_retries", "retry_exceptions",
     "name", "scheduling_strategy", "runtime_env", "max_calls", "accelerator_type", "placement_group",
@@ -51,9 +53,7 @@ def validate_task_options(options: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(retry, (list, tuple)) or not all(isinstance(c, type) and issubclass(c, BaseException) for c in retry):
             raise TypeError("retry_exceptions must be a bool or a list of exception classes.")
         options["retry_exceptions"] = list(retry)
-    strategy = options.get("scheduling_strategy")
-    if strategy not in (None, "DEFAULT", "SPREAD"):
-        raise ValueError(f"scheduling_strategy {strategy!r} is not supported yet; use 'DEFAULT' or 'SPREAD'.")
+    scheduling_strategies.as_wire(options.get("scheduling_strategy"))  # raises for what kray cannot do
     if options.get("runtime_env"):
         raise ValueError("runtime_env is not supported yet by kray; install dependencies on the nodes instead.")
     return options

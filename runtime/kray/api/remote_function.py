@@ -13,6 +13,7 @@ from kray import serialization
 from kray.api import options as options_mod
 from kray.api import runtime
 from kray.scheduling import resources as res
+from kray.util import scheduling_strategies
 
 
 class RemoteFunction:
@@ -49,6 +50,7 @@ class RemoteFunction:
         out = core.submitter.submit(
             function_id, blob, opts.get("name") or self._name, args, kwargs, num_returns, request,
             opts.get("max_retries", 3), opts.get("retry_exceptions", False),
+            strategy=scheduling_strategies.as_wire(opts.get("scheduling_strategy")),
         )
         if num_returns == 1:
             return out[0]

@@ -230,7 +230,9 @@ def shutdown() -> None:
 def _teardown(driver: _Driver) -> None:
     core = driver.core
     refs.set_core(None)
-    time.sleep(0)  # let other threads drop their last references
+    if core.job_id:
+        # Non-detached actors end with their job, as in Ray.
+        core.send(core.gcs_address, messages.JobFinished(core.job_id))
     try:
         core.shutdown()
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from kray.cli import node_commands
+from kray.cli import microbenchmark, node_commands
 
 
 @click.group()
@@ -16,13 +16,7 @@ def main() -> None:
 main.add_command(node_commands.start)
 main.add_command(node_commands.stop)
 main.add_command(node_commands.status)
-
-try:
-    from kray.cli import microbenchmark
-except ImportError:  # pragma: no cover - the module is part of the distribution
-    microbenchmark = None  # type: ignore[assignment]
-if microbenchmark is not None and hasattr(microbenchmark, "command"):
-    main.add_command(microbenchmark.command, name="microbenchmark")
+main.add_command(microbenchmark.command)
 
 
 if __name__ == "__main__":

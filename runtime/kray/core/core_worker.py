@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import zmq
 
 from kray import config, exceptions, ids, serialization
-from kray.core import object_table, refs, submitter
+from kray.core import fetch, object_table, refs, submitter
 from kray.object_store import shm
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages, wire
@@ -58,12 +58,19 @@ class CoreWorker:
         self.loop.on(messages.GetObject, self._on_get_object)
         self.loop.on(messages.AddBorrower, lambda m, p, peer: self.objects.add_borrowers(m.object_ids))
         self.loop.on(messages.RemoveBorrower, lambda m, p, peer: self.objects.remove_borrowers(m.object_ids))
+        self.loop.on(messages.AddObjectLocation, lambda m, p, peer: self.objects.add_copy(m.object_id, m.node_id))
         self.loop.call_every(0.05, self.flush)
         self._thread = threading.Thread(target=self._run_loop, name="kray-io", daemon=True)
         self._closed = False
 
     def start(self) -> None:
         self._thread.start()
+        if self.gcs_address:
+            self.subscribe_nodes()
+
+    def subscribe_nodes(self) -> None:
+        """Hear about dead nodes (tasks and objects there are retried or lost)."""
+        self.send(self.gcs_address, messages.SubscribeNodes())
 
     def _run_loop(self) -> None:
         try:
@@ -76,11 +83,18 @@ class CoreWorker:
 
     def call(self, endpoint: str, make: Callable[[int], Any], timeout: float = config.REQUEST_TIMEOUT_S) -> Any:
         """Send a request from a user thread and wait for its reply value; raises on error."""
+        return self.call_with_payload(endpoint, make, timeout)[0]
+
+    def call_with_payload(
+        self, endpoint: str, make: Callable[[int], Any], timeout: float = config.REQUEST_TIMEOUT_S
+    ) -> tuple[Any, list]:
+        """Like `call`, and also return the reply's payload frames."""
         done = threading.Event()
         box: list[Any] = []
 
         def on_reply(msg: Any, payload: list) -> None:
             box.append(msg)
+            box.append(payload)
             done.set()
 
         self.loop.call_soon_threadsafe(self.loop.request, endpoint, make, on_reply, timeout)
@@ -89,7 +103,7 @@ class CoreWorker:
         reply = box[0]
         if isinstance(reply, messages.Reply) and not reply.ok:
             raise exceptions.RaySystemError(f"request to {endpoint} failed: {reply.value}")
-        return reply.value if isinstance(reply, messages.Reply) else reply
+        return (reply.value if isinstance(reply, messages.Reply) else reply), box[1]
 
     def send(self, endpoint: str, msg: Any) -> None:
         self.loop.call_soon_threadsafe(lambda: self.loop.connect(endpoint).send(msg))
@@ -117,6 +131,22 @@ class CoreWorker:
         node = self.nodes.get(node_id)
         if node is not None:
             self.loop.connect(node.raylet_address).send(msg)
+            return
+
+        def on_nodes(reply: Any, payload: list) -> None:
+            if isinstance(reply, messages.Reply) and reply.ok:
+                for info in reply.value:
+                    self.nodes.setdefault(info.node_id, info)
+            known = self.nodes.get(node_id)
+            if known is not None:
+                self.loop.connect(known.raylet_address).send(msg)
+
+        self.loop.request(self.gcs_address, lambda rid: messages.GetNodes(rid), on_nodes)
+
+    def learn_node(self, node_id: bytes, raylet_address: str) -> None:
+        """Remember a node first heard of in a spillback (the full record comes from the GCS later)."""
+        if node_id not in self.nodes:
+            self.nodes[node_id] = messages.NodeInfo(node_id, wire.host_of(raylet_address), raylet_address, "", {}, "", "", False)
 
     # ------------------------------------------------------------ references
 
@@ -232,21 +262,28 @@ class CoreWorker:
         if kind == object_table.SHM:
             frames = entry.mapped
             if frames is None:
-                frames = entry.mapped = self.map_shm(entry.node_id, ref.hex())
+                frames = entry.mapped = self.map_shm(entry.node_id, ref.hex(), entry.owner)
             return serialization.deserialize(frames)
         error = serialization.deserialize(entry.frames)  # type: ignore[arg-type]
         if isinstance(error, exceptions.RayTaskError):
             raise error.as_instanceof_cause()
         raise error
 
-    def map_shm(self, node_id: bytes, hex_id: str) -> list[Any]:
-        node = self.nodes.get(node_id)
-        if node is None or node_id != self.node_id:
-            raise exceptions.ObjectLostError(hex_id, "it lives on another node and cross-node fetch is not available yet")
+    def map_shm(self, node_id: bytes, hex_id: str, owner: str = "") -> list[Any]:
+        """Map an object file zero-copy, first fetching a copy to this node if it lives elsewhere."""
+        local = shm.object_paths(self.node.shm_dir, self.node.spill_dir, hex_id)
         try:
-            return shm.map_object(shm.object_paths(node.shm_dir, node.spill_dir, hex_id))
+            return shm.map_object(local)
         except shm.ObjectNotFound:
-            raise exceptions.ObjectLostError(hex_id, "its shared-memory file is gone") from None
+            if node_id == self.node_id:
+                raise exceptions.ObjectLostError(hex_id, "its shared-memory file is gone") from None
+        fetch.pull(self, node_id, hex_id)
+        if owner:
+            self.send(owner, messages.AddObjectLocation(bytes.fromhex(hex_id), self.node_id))
+        try:
+            return shm.map_object(local)
+        except shm.ObjectNotFound:
+            raise exceptions.ObjectLostError(hex_id, "its copy vanished right after it was fetched") from None
 
     # ------------------------------------------------------------ borrowing across processes
 

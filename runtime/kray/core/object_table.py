@@ -24,7 +24,7 @@ ERROR = "error"
 class Entry:
     __slots__ = (
         "owned", "owner", "state", "kind", "frames", "node_id", "size", "local", "borrowers",
-        "waiters", "contained", "fetching", "mapped",
+        "waiters", "contained", "fetching", "mapped", "copies", "lineage",
     )
 
     def __init__(self, owned: bool, owner: str) -> None:
@@ -41,6 +41,8 @@ class Entry:
         self.contained: list[Any] = []  # ObjectRefs kept alive while this value lives
         self.fetching = False
         self.mapped: list[Any] | None = None  # shared-memory frames, mapped on first read
+        self.copies: set[bytes] | None = None  # other nodes holding a fetched copy
+        self.lineage: Any = None  # the task record that can re-create this value if it is lost
 
 
 class Waiter:
@@ -150,6 +152,8 @@ class ObjectTable:
         if entry.owned:
             if entry.kind == SHM:
                 self.freed_shm.append((entry.node_id, object_id.hex()))
+                for node_id in entry.copies or ():
+                    self.freed_shm.append((node_id, object_id.hex()))
         else:
             self.borrow_removes.append((entry.owner, object_id))
 
@@ -193,6 +197,33 @@ class ObjectTable:
                     entry.waiters.remove(waiter)
                 except ValueError:
                     pass
+
+    def reset(self, object_id: bytes) -> bool:
+        """Make a ready object pending again (its only copy was lost and it will be re-created)."""
+        with self.lock:
+            entry = self.entries.get(object_id)
+            if entry is None:
+                return False
+            entry.state = PENDING
+            entry.kind = ""
+            entry.frames = None
+            entry.mapped = None
+            entry.copies = None
+            return True
+
+    def on_node(self, node_id: bytes) -> list[tuple[bytes, Entry]]:
+        """Owned shared-memory objects whose primary copy is on `node_id`."""
+        with self.lock:
+            return [(oid, e) for oid, e in self.entries.items()
+                    if e.owned and e.state == READY and e.kind == SHM and e.node_id == node_id]
+
+    def add_copy(self, object_id: bytes, node_id: bytes) -> None:
+        with self.lock:
+            entry = self.entries.get(object_id)
+            if entry is not None and entry.owned and node_id != entry.node_id:
+                if entry.copies is None:
+                    entry.copies = set()
+                entry.copies.add(node_id)
 
     def get(self, object_id: bytes) -> Entry | None:
         return self.entries.get(object_id)

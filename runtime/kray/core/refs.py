@@ -80,7 +80,8 @@ class ObjectRef:
         import asyncio
 
         core = self._core
-        return await asyncio.get_running_loop().run_in_executor(None, core.get_objects, [self], None)
+        values = await asyncio.get_running_loop().run_in_executor(None, core.get_objects, [self], None)
+        return values[0]
 
     def future(self) -> Any:
         """A concurrent.futures.Future that completes with the object's value."""

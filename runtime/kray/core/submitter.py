@@ -22,10 +22,13 @@ from kray.protocol import messages
 log = logging.getLogger(__name__)
 
 
+SHORT_TASK_SECONDS = 0.01
+
+
 class TaskRecord:
     __slots__ = (
         "spec", "return_ids", "pins", "deps_left", "retries_left", "lease", "cancelled", "force",
-        "key", "done", "resolved", "seq",
+        "key", "done", "resolved", "seq", "strategy",
     )
 
     def __init__(self, spec: messages.TaskSpec, return_ids: list[bytes], pins: list[Any]) -> None:
@@ -37,7 +40,8 @@ class TaskRecord:
         self.lease: Lease | None = None
         self.cancelled = False
         self.force = False
-        self.key = tuple(sorted(spec.resources.items()))
+        self.strategy: tuple = ("DEFAULT",)
+        self.key: tuple = (tuple(sorted(spec.resources.items())), self.strategy)
         self.done = False
         self.resolved = False
         self.seq = 0
@@ -45,9 +49,11 @@ class TaskRecord:
 
 class Lease:
     __slots__ = ("lease_id", "worker_id", "address", "node_id", "pid", "in_flight", "functions", "queue",
-                 "idle_timer", "gpu_ids")
+                 "idle_timer", "gpu_ids", "raylet", "used")
 
-    def __init__(self, grant: messages.LeaseGranted, queue: "KeyQueue") -> None:
+    def __init__(self, grant: messages.LeaseGranted, queue: "KeyQueue", raylet: str) -> None:
+        self.raylet = raylet
+        self.used = 0
         self.lease_id = grant.lease_id
         self.worker_id = grant.worker_id
         self.address = grant.worker_address
@@ -63,12 +69,14 @@ class Lease:
 class KeyQueue:
     """Tasks of one resource shape waiting for a worker, and the leases that serve them."""
 
-    def __init__(self, key: tuple, resources: dict[str, float]) -> None:
+    def __init__(self, key: tuple, resources: dict[str, float], strategy: tuple) -> None:
         self.key = key
         self.resources = resources
+        self.strategy = strategy
         self.pending: collections.deque[TaskRecord] = collections.deque()
         self.leases: list[Lease] = []
-        self.request_id: int | None = None
+        self.requests: dict[int, str] = {}  # outstanding lease requests: id -> raylet address
+        self.task_seconds = 1.0  # moving average of how long its tasks run (unknown: assume long)
         self.saturated = False  # the raylet said it has no free resources right now
         self.warned = False
 
@@ -90,13 +98,14 @@ class Submitter:
         loop.on(messages.WorkerDied, self._on_worker_died)
         loop.on(messages.ReleaseIdleLeases, self._on_release_idle)
         loop.on(messages.ReturnTasks, self._on_return_tasks)
+        loop.on(messages.NodeDied, self._on_node_died)
 
     # ------------------------------------------------------------ user thread
 
     def submit(
         self, function_id: bytes, function_blob: bytes, name: str, args: tuple, kwargs: dict,
         num_returns: int, resources: dict[str, float], max_retries: int, retry_exceptions: Any,
-        actor_id: bytes = b"", method: str = "", concurrency_group: str = "",
+        actor_id: bytes = b"", method: str = "", concurrency_group: str = "", strategy: tuple = ("DEFAULT",),
     ) -> list[refs.ObjectRef]:
         core = self.core
         frames, contained, top = task_args.pack(args, kwargs, name)
@@ -120,6 +129,9 @@ class Submitter:
             self.objects.new_owned(oid)
         out = [refs.ObjectRef(oid, core.address) for oid in return_ids]
         record = TaskRecord(spec, return_ids, pins)
+        if strategy != ("DEFAULT",):
+            record.strategy = strategy
+            record.key = (record.key[0], strategy)
         record.pins.append(top)  # the top-level refs, by position, for resolution
         self.loop.call_soon_threadsafe(self._on_submit, record, top)
         return out
@@ -190,7 +202,7 @@ class Submitter:
     def _enqueue(self, record: TaskRecord, front: bool = False) -> None:
         queue = self.queues.get(record.key)
         if queue is None:
-            queue = self.queues[record.key] = KeyQueue(record.key, dict(record.spec.resources))
+            queue = self.queues[record.key] = KeyQueue(record.key, dict(record.spec.resources), record.strategy)
         if front:
             queue.pending.appendleft(record)
         else:
@@ -198,14 +210,22 @@ class Submitter:
         self._pump(queue)
 
     def _pump(self, queue: KeyQueue) -> None:
-        depth = self.depth if queue.saturated else 1
+        spread = queue.strategy[0] == "SPREAD"
+        # Pipeline several tasks per worker only for short tasks on a busy node: long tasks go one
+        # per worker, so that every free CPU in the cluster gets one.
+        deep = queue.saturated and not spread and queue.task_seconds < SHORT_TASK_SECONDS
+        depth = self.depth if deep else 1
         batches: dict[int, list[TaskRecord]] = {}
         while queue.pending and queue.leases:
-            lease = min(queue.leases, key=lambda le: len(le.in_flight))
+            usable = [le for le in queue.leases if not (spread and le.used)]
+            if not usable:
+                break
+            lease = min(usable, key=lambda le: len(le.in_flight))
             if len(lease.in_flight) >= depth:
                 break
             record = queue.pending.popleft()
             record.lease = lease
+            lease.used += 1
             lease.in_flight[record.spec.task_id] = record
             if lease.idle_timer is not None:
                 self.loop.cancel_timer(lease.idle_timer)
@@ -224,23 +244,36 @@ class Submitter:
                     spec.function_blob = None
                 specs.append(spec)
             self.loop.connect(lease.address).send(messages.PushTasks(lease_id, specs))
-        if queue.pending and queue.request_id is None:
+        wanted = min(len(queue.pending), 8) if spread else min(len(queue.pending), 1)
+        while len(queue.requests) < wanted:
             self._request_lease(queue)
         for lease in list(queue.leases):
-            if not lease.in_flight and not queue.pending and lease.idle_timer is None:
+            if not lease.in_flight and (spread and lease.used):
+                self._return_lease(lease)
+            elif not lease.in_flight and not queue.pending and lease.idle_timer is None:
                 lease.idle_timer = self.loop.call_later(config.IDLE_LEASE_SECONDS, self._return_lease, lease)
 
-    def _request_lease(self, queue: KeyQueue) -> None:
+    def _request_lease(self, queue: KeyQueue, raylet: str | None = None, spilled: bool = False) -> None:
         label = queue.pending[0].spec.name if queue.pending else ""
+        target = raylet or self.core.raylet_address
 
         def make(req_id: int) -> messages.RequestLease:
-            return messages.RequestLease(req_id, self.core.job_id, queue.resources, self.core.address, label)
+            return messages.RequestLease(
+                req_id, self.core.job_id, queue.resources, self.core.address, label, queue.strategy, spilled
+            )
 
-        queue.request_id = self.loop.request(
-            self.core.raylet_address, make, lambda msg, _p: self._on_lease_reply(queue, msg), timeout=10**9
+        req_id = self.loop.request(
+            target, make, lambda msg, _p: self._on_lease_reply(queue, msg, target), timeout=10**9
         )
+        queue.requests[req_id] = target
 
-    def _on_lease_reply(self, queue: KeyQueue, msg: Any) -> None:
+    def _on_lease_reply(self, queue: KeyQueue, msg: Any, raylet: str) -> None:
+        if isinstance(msg, messages.LeaseSpillback):
+            queue.requests.pop(msg.req_id, None)
+            self.core.learn_node(msg.node_id, msg.raylet_address)
+            if queue.pending:
+                self._request_lease(queue, msg.raylet_address, spilled=True)
+            return
         if isinstance(msg, messages.LeaseQueued):
             queue.saturated = True
             self._pump(queue)
@@ -250,13 +283,13 @@ class Submitter:
                 queue.warned = True
                 print(f"Warning: {msg.text}", file=sys.stderr, flush=True)
             return
-        queue.request_id = None
+        queue.requests.pop(msg.req_id, None)
         if not isinstance(msg, messages.LeaseGranted):
             log.error("lease request failed: %s", getattr(msg, "value", msg))
             if queue.pending:
                 self.loop.call_later(0.5, self._pump, queue)
             return
-        lease = Lease(msg, queue)
+        lease = Lease(msg, queue, raylet)
         self.leases[lease.lease_id] = lease
         queue.leases.append(lease)
         self._pump(queue)
@@ -271,7 +304,7 @@ class Submitter:
         self.leases.pop(lease.lease_id, None)
         if not queue.leases and not queue.pending:
             queue.saturated = False
-        self.loop.connect(self.core.raylet_address).send(messages.ReturnLease(lease.lease_id, kill))
+        self.loop.connect(lease.raylet).send(messages.ReturnLease(lease.lease_id, kill))
 
     def _on_release_idle(self, msg: messages.ReleaseIdleLeases, payload: list, peer: Any) -> None:
         for lease in list(self.leases.values()):
@@ -294,6 +327,8 @@ class Submitter:
         lease = record.lease
         if lease is not None:
             lease.in_flight.pop(msg.task_id, None)
+            queue = lease.queue
+            queue.task_seconds = 0.8 * queue.task_seconds + 0.2 * msg.duration
         record.lease = None
         if msg.retryable_error and record.retries_left != 0 and not record.cancelled:
             record.retries_left -= 1
@@ -308,6 +343,9 @@ class Submitter:
     def _store_returns(self, record: TaskRecord, returns: list[messages.ReturnValue], payload: list) -> None:
         record.done = True
         self.tasks.pop(record.spec.task_id, None)
+        # A value in some node's shared memory can be lost with its node; a retryable task keeps its
+        # arguments pinned (its lineage) so that it can run again and re-create the value.
+        keep_lineage = record.retries_left != 0 and not record.spec.actor_id and any(r.kind == "shm" for r in returns)
         pos = 0
         set_value = self.objects.set_value
         for oid, ret in zip(record.return_ids, returns):
@@ -320,7 +358,12 @@ class Submitter:
             kind = object_table.SHM if ret.kind == "shm" else ret.kind
             if not set_value(oid, kind, frames, ret.node_id, ret.size, contained) and kind == object_table.SHM:
                 self.core.delete_shm(ret.node_id, oid.hex())
-        record.pins = []
+            elif keep_lineage and kind == object_table.SHM:
+                entry = self.objects.get(oid)
+                if entry is not None:
+                    entry.lineage = record
+        if not keep_lineage:
+            record.pins = []
 
     def _discard_returns(self, task_id: bytes, returns: list[messages.ReturnValue]) -> None:
         # Results nobody will read (a stale or retried attempt): free their shared memory.
@@ -368,6 +411,43 @@ class Submitter:
                 )
         lease.in_flight.clear()
         self._pump(queue)
+
+    def _on_node_died(self, msg: messages.NodeDied, payload: list, peer: Any) -> None:
+        """A node died: fail over its leases, re-request leases it held, re-create or lose its objects."""
+        node = self.core.nodes.get(msg.node_id)
+        if node is not None:
+            node.alive = False
+        for lease in list(self.leases.values()):
+            if lease.node_id == msg.node_id:
+                self._on_worker_died(messages.WorkerDied(lease.worker_id, lease.lease_id, f"its node died: {msg.reason}"), [], peer)
+        dead_raylet = node.raylet_address if node is not None else None
+        for queue in self.queues.values():
+            for req_id, target in list(queue.requests.items()):
+                if target == dead_raylet:
+                    self.loop.forget(req_id)
+                    del queue.requests[req_id]
+                    self._pump(queue)
+        for oid, entry in self.objects.on_node(msg.node_id):
+            record = entry.lineage
+            if record is not None and record.retries_left != 0 and not record.cancelled:
+                self._reconstruct(record)
+            else:
+                self.objects.reset(oid)
+                error = exceptions.ObjectLostError(
+                    oid.hex(), f"its only copy was on node {msg.node_id.hex()}, which died ({msg.reason}), "
+                    "and the task that made it cannot be retried")
+                self.objects.set_value(oid, object_table.ERROR, serialization.serialize(error)[0])
+
+    def _reconstruct(self, record: TaskRecord) -> None:
+        if not record.done:
+            return  # already being re-created
+        record.done = False
+        record.retries_left -= 1
+        record.spec.attempt += 1
+        for oid in record.return_ids:
+            self.objects.reset(oid)
+        self.tasks[record.spec.task_id] = record
+        self._enqueue(record)
 
     def _on_return_tasks(self, msg: messages.ReturnTasks, payload: list, peer: Any) -> None:
         touched = set()

@@ -114,23 +114,32 @@ class ActorManager:
             return fitting[0]
         return next((n for n in alive if n.node_id == owner_node), alive[0] if alive else None)
 
-    def _schedule(self, record: ActorRecord) -> None:
-        node = self._pick_node(record)
-        if node is None:
-            self.loop.call_later(0.5, self._schedule, record)
-            return
-        record.raylet = node.raylet_address
+    def _schedule(self, record: ActorRecord, raylet: str = "", spilled: bool = False) -> None:
+        if not raylet:
+            node = self._pick_node(record)
+            if node is None:
+                self.loop.call_later(0.5, self._schedule, record)
+                return
+            raylet = node.raylet_address
+        record.raylet = raylet
         spec = record.creation
+        opts = record.info.options
 
         def make(req_id: int) -> messages.RequestLease:
-            return messages.RequestLease(req_id, spec.job_id, spec.resources, self.address, record.info.options.class_name)
+            return messages.RequestLease(
+                req_id, spec.job_id, spec.resources, self.address, opts.class_name, opts.strategy, spilled
+            )
 
-        record.request_id = self.loop.request(node.raylet_address, make, lambda m, p: self._on_lease(record, m), timeout=10**9)
+        record.request_id = self.loop.request(raylet, make, lambda m, p: self._on_lease(record, m), timeout=10**9)
 
     def _on_lease(self, record: ActorRecord, msg: Any) -> None:
         if isinstance(msg, (messages.LeaseQueued, messages.LeaseInfeasible)):
             return
         record.request_id = None
+        if isinstance(msg, messages.LeaseSpillback):
+            if record.info.state != DEAD:
+                self._schedule(record, msg.raylet_address, spilled=True)
+            return
         if not isinstance(msg, messages.LeaseGranted):
             log.error("lease for actor %s failed: %s", record.info.actor_id.hex(), getattr(msg, "value", msg))
             self.loop.call_later(0.5, self._schedule, record)
@@ -198,6 +207,13 @@ class ActorManager:
         info.address = ""
         self._publish(record)
         self._schedule(record)
+
+    def node_died(self, node_id: bytes, reason: str) -> None:
+        """Actors on a dead node are restarted elsewhere (within max_restarts) or marked dead."""
+        for record in list(self.actors.values()):
+            if record.info.node_id == node_id and record.lease_id and record.info.state != DEAD:
+                died = messages.WorkerDied(record.info.worker_id, record.lease_id, f"its node died ({reason})")
+                self._on_worker_died(died, [], None)  # type: ignore[arg-type]
 
     def _on_kill(self, msg: messages.KillActor, payload: list, peer: loop_mod.Peer) -> None:
         record = self.actors.get(msg.actor_id)

@@ -11,6 +11,7 @@ from typing import Any
 
 import zmq
 
+from kray import config
 from kray.gcs import actors
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages, wire
@@ -30,6 +31,10 @@ class Gcs:
         self.kv: dict[str, bytes] = {}
         self.started_at = time.time()
         self.actors = actors.ActorManager(self.loop, self.address, self.nodes)
+        self.available: dict[bytes, dict[str, float]] = {}
+        self.pending: dict[bytes, list[dict[str, float]]] = {}
+        self.last_seen: dict[bytes, float] = {}
+        self.node_subscribers: dict[bytes | None, loop_mod.Peer] = {}
         on = self.loop.on
         on(messages.RegisterNode, self._on_register_node)
         on(messages.UnregisterNode, self._on_unregister_node)
@@ -37,18 +42,53 @@ class Gcs:
         on(messages.RegisterJob, self._on_register_job)
         on(messages.KvPut, self._on_kv_put)
         on(messages.KvGet, lambda m, p, peer: peer.reply(m.req_id, self.kv.get(m.key)))
+        on(messages.NodeHeartbeat, self._on_heartbeat)
+        on(messages.SubscribeNodes, lambda m, p, peer: self.node_subscribers.__setitem__(peer.identity, peer))
+        self.loop.call_every(0.5, self._check_heartbeats)
 
     def _on_register_node(self, msg: messages.RegisterNode, payload: list, peer: loop_mod.Peer) -> None:
         node = msg.node
         node.alive = True
         self.nodes[node.node_id] = node
+        self.last_seen[node.node_id] = time.monotonic()
+        self.available[node.node_id] = dict(node.resources)
         log.info("node %s registered at %s", node.node_id.hex(), node.raylet_address)
         peer.reply(msg.req_id, True)
 
     def _on_unregister_node(self, msg: messages.UnregisterNode, payload: list, peer: loop_mod.Peer) -> None:
         node = self.nodes.get(msg.node_id)
-        if node is not None:
-            node.alive = False
+        if node is not None and node.alive:
+            self._node_died(node, "the node shut down")
+
+    def _on_heartbeat(self, msg: messages.NodeHeartbeat, payload: list, peer: loop_mod.Peer) -> None:
+        node = self.nodes.get(msg.node_id)
+        if node is None or not node.alive:
+            return  # a node declared dead must register again
+        self.last_seen[msg.node_id] = time.monotonic()
+        self.available[msg.node_id] = msg.available
+        self.pending[msg.node_id] = msg.pending
+        peer.send(messages.ClusterView([
+            (n.node_id, n.raylet_address, n.resources, self.available.get(n.node_id, {}), n.alive)
+            for n in self.nodes.values()
+        ]))
+
+    def _check_heartbeats(self) -> None:
+        now = time.monotonic()
+        for node in list(self.nodes.values()):
+            if node.alive and now - self.last_seen.get(node.node_id, now) > config.NODE_TIMEOUT_S:
+                self._node_died(node, f"no heartbeat for {config.NODE_TIMEOUT_S:g}s")
+
+    def _node_died(self, node: messages.NodeInfo, reason: str) -> None:
+        log.warning("node %s (%s) is dead: %s", node.node_id.hex(), node.ip, reason)
+        node.alive = False
+        self.pending.pop(node.node_id, None)
+        for peer in self.node_subscribers.values():
+            peer.send(messages.NodeDied(node.node_id, reason))
+        self.actors.node_died(node.node_id, reason)
+
+    def demand(self) -> list[dict[str, float]]:
+        """Resource shapes that wait for resources anywhere in the cluster (for the autoscaler)."""
+        return [shape for shapes in self.pending.values() for shape in shapes]
 
     def _on_register_job(self, msg: messages.RegisterJob, payload: list, peer: loop_mod.Peer) -> None:
         job_id = len(self.jobs) + 1

@@ -257,4 +257,4 @@ class Loop:
 
 
 _NOTICE_TYPES = {messages.LeaseInfeasible, messages.LeaseQueued}  # the request stays pending
-_REPLY_TYPES = {messages.Reply, messages.LeaseGranted, messages.ObjectValue, *_NOTICE_TYPES}
+_REPLY_TYPES = {messages.Reply, messages.LeaseGranted, messages.LeaseSpillback, messages.ObjectValue, *_NOTICE_TYPES}

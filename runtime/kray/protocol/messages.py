@@ -114,6 +114,7 @@ class ActorOptions:
     methods: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     get_if_exists: bool = False
     owner_node_id: bytes = b""
+    strategy: tuple = ("DEFAULT",)
 
 
 @dataclasses.dataclass(slots=True)
@@ -189,6 +190,31 @@ class UnregisterNode:
     node_id: bytes
 
 
+@message(17)
+class NodeHeartbeat:
+    """raylet -> GCS, periodically: its free resources and pending demand; answered with a ClusterView."""
+
+    node_id: bytes
+    available: dict[str, float]
+    pending: list[dict[str, float]]
+
+
+@message(18)
+class ClusterView:
+    nodes: list[tuple[bytes, str, dict[str, float], dict[str, float], bool]]  # id, raylet, total, free, alive
+
+
+@message(19)
+class SubscribeNodes:
+    pass
+
+
+@message(57)
+class NodeDied:
+    node_id: bytes
+    reason: str
+
+
 # ---------------------------------------------------------------- raylet
 
 
@@ -207,6 +233,8 @@ class RequestLease:
     resources: dict[str, float]
     owner: str
     label: str  # a task name, for infeasibility warnings
+    strategy: tuple = ("DEFAULT",)  # ("DEFAULT",), ("SPREAD",) or ("NODE_AFFINITY", node_id, soft)
+    spilled: bool = False  # sent here by another raylet's decision
 
 
 @message(22)
@@ -238,6 +266,25 @@ class ReturnTasks:
     """worker -> owner: queued tasks it has not started (it blocked), to run elsewhere."""
 
     task_ids: list[bytes]
+
+
+@message(38)
+class LeaseSpillback:
+    """raylet -> owner: ask that raylet instead (it has or may get the resources)."""
+
+    req_id: int
+    raylet_address: str
+    node_id: bytes
+
+
+@message(39)
+class ReadObject:
+    """A chunk of an object file on this node (reply: Reply with value=file size, payload=[chunk])."""
+
+    req_id: int
+    object_hex: str
+    offset: int
+    length: int
 
 
 @message(24)
@@ -380,6 +427,7 @@ class TaskDone:
     worker_id: bytes
     returns: list[ReturnValue]
     retryable_error: bool = False  # an application error that retry_exceptions allows to retry
+    duration: float = 0.0  # seconds the worker spent running it (the owner tunes pipelining with it)
 
 
 @message(42)
@@ -400,6 +448,14 @@ class ObjectValue:
     req_id: int
     object_id: bytes
     value: ReturnValue
+
+
+@message(48)
+class AddObjectLocation:
+    """borrower -> owner: a copy of the object now also lives on this node."""
+
+    object_id: bytes
+    node_id: bytes
 
 
 @message(45)

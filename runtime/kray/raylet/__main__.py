@@ -7,6 +7,8 @@ import json
 import logging
 import socket
 
+import zmq
+
 from kray import config
 from kray.protocol import messages, wire
 from kray.raylet import server
@@ -49,6 +51,9 @@ def main() -> None:
     raylet.start()
     try:
         raylet.loop.run()
+        goodbye = raylet.loop.connect(args.gcs)
+        goodbye.send(messages.UnregisterNode(node.node_id))
+        goodbye.sock.setsockopt(zmq.LINGER, 500)  # let the goodbye leave before the socket closes
     finally:
         raylet.pool.kill_all()
         raylet.store.destroy()

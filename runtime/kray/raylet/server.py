@@ -19,6 +19,9 @@ from kray.object_store import store as store_mod
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages, wire
 from kray.raylet import worker_pool
+from kray import config
+from kray.object_store import shm
+from kray.scheduling import policy
 from kray.scheduling import resources as res
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,8 @@ class Raylet:
         self._last_release_broadcast = 0.0
         self.prestart = prestart
         self.log_subscribers: dict[int, list[loop_mod.Peer]] = {}
+        self.cluster: list[policy.NodeView] = []
+        self._spread_index = 0
         on = self.loop.on
         on(messages.RegisterWorker, self._on_register_worker)
         on(messages.RequestLease, self._on_request_lease)
@@ -72,6 +77,9 @@ class Raylet:
         on(messages.MakeRoom, lambda m, p, peer: peer.reply(m.req_id, self.store.make_room(m.size)))
         on(messages.GetNodeStats, self._on_stats)
         on(messages.SubscribeLogs, self._on_subscribe_logs)
+        on(messages.ClusterView, self._on_cluster_view)
+        on(messages.ReadObject, self._on_read_object)
+        self.loop.call_every(config.HEARTBEAT_PERIOD_S, self._heartbeat)
         self.loop.call_every(5.0, self._trim_workers)
         self.loop.call_every(1.0, lambda: self.store.drain_pool(older_than=2.0))
 
@@ -83,6 +91,34 @@ class Raylet:
     def _on_registered(self, msg: Any, payload: list) -> None:
         if isinstance(msg, messages.Reply) and not msg.ok:
             log.error("the GCS refused this node: %s", msg.value)
+
+    def _heartbeat(self) -> None:
+        pending = [dict(r.msg.resources) for r in self.pending]
+        free = {k: max(0.0, v) for k, v in self.available.items()}
+        self.loop.connect(self.gcs_address).send(messages.NodeHeartbeat(self.node.node_id, free, pending))
+
+    def _on_cluster_view(self, msg: messages.ClusterView, payload: list, peer: loop_mod.Peer) -> None:
+        before = {(n.node_id, n.alive) for n in self.cluster}
+        self.cluster = [policy.NodeView(*fields) for fields in msg.nodes]
+        if self.pending and ({(n.node_id, n.alive) for n in self.cluster} != before or len(self.cluster) > 1):
+            self._schedule()
+
+    def _local_view(self) -> policy.NodeView:
+        return policy.NodeView(self.node.node_id, self.node.raylet_address, self.total, self.available)
+
+    def _on_read_object(self, msg: messages.ReadObject, payload: list, peer: loop_mod.Peer) -> None:
+        """Serve a chunk of an object file to a process on another node that fetches it."""
+        for path in shm.object_paths(self.node.shm_dir, self.node.spill_dir, msg.object_hex):
+            try:
+                with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    f.seek(msg.offset)
+                    chunk = f.read(msg.length)
+            except FileNotFoundError:
+                continue
+            peer.send(messages.Reply(msg.req_id, True, size), [chunk])
+            return
+        peer.reply(msg.req_id, f"object {msg.object_hex} is not on node {self.node.node_id.hex()}", ok=False)
 
     def shutdown(self) -> None:
         self.loop.stop()
@@ -126,15 +162,24 @@ class Raylet:
         self.pending = [r for r in self.pending if not (r.msg.req_id == msg.req_id and r.peer.identity == peer.identity)]
 
     def _schedule(self) -> None:
-        """Grant every pending lease that fits, starting workers as needed."""
+        """Grant every pending lease that fits here, spill back the ones another node should run,
+        and start workers as needed."""
         need_workers = 0
         busy = False
         still: list[LeaseRequest] = []
+        local = self._local_view()
         for req in self.pending:
             request = req.msg.resources
-            if not res.fits(self.available, request):
+            strategy = tuple(req.msg.strategy)
+            decision = policy.decide(local, request, self.cluster, strategy, req.msg.spilled, self._spread_index)
+            if strategy[0] == policy.SPREAD:
+                self._spread_index += 1
+            if decision.action == policy.SPILL and decision.node is not None:
+                req.peer.send(messages.LeaseSpillback(req.msg.req_id, decision.node.raylet_address, decision.node.node_id))
+                continue
+            if decision.action != policy.GRANT:
                 still.append(req)
-                if not res.feasible(self.total, request):
+                if decision.action == policy.INFEASIBLE:
                     if not req.infeasible_sent:
                         req.infeasible_sent = True
                         req.peer.send(messages.LeaseInfeasible(req.msg.req_id, self._infeasible_text(req.msg)))
@@ -238,6 +283,9 @@ class Raylet:
             res.subtract(self.available, cpu)  # may go negative for a moment, as in Ray
 
     def _infeasible_text(self, msg: messages.RequestLease) -> str:
+        if msg.strategy and msg.strategy[0] == "NODE_AFFINITY":
+            return (f"The task or actor {msg.label or '(unnamed)'} is pinned to node {msg.strategy[1].hex()} "
+                    "(soft=False), which is not alive or cannot fit it; it cannot be scheduled right now.")
         return (
             f"The task or actor {msg.label or '(unnamed)'} is infeasible and cannot be scheduled right now: "
             f"it needs {{{res.describe(msg.resources)}}}, which no node in the cluster can provide (this node "

@@ -33,6 +33,7 @@ def main() -> None:
     core.node_id = node.node_id
     core.nodes = {node.node_id: node}
     core.gcs_address = reply["gcs_address"]
+    core.subscribe_nodes()
     refs.set_core(core)
     raylet_pid = os.getppid()
     core.loop.call_soon_threadsafe(

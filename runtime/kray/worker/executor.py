@@ -13,6 +13,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -34,6 +35,7 @@ class Executor:
         self.interrupt_task: bytes | None = None
         self._marker: tuple[int, str] | None = None
         self._blocked = 0
+        self._started = time.perf_counter()
         self._original_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
         self.actor: actor_runtime.ActorRuntime | None = None
         self.actor_class = ""
@@ -118,6 +120,7 @@ class Executor:
 
     def run_task(self, spec: messages.TaskSpec) -> None:
         """Run one task or actor call to completion on the calling thread and report its result."""
+        self._started = time.perf_counter()
         self._enter(spec)
         main = threading.current_thread() is threading.main_thread()
         if main:
@@ -177,7 +180,8 @@ class Executor:
             os.environ["CUDA_VISIBLE_DEVICES"] = self._original_cuda
 
     def _finish(self, spec: messages.TaskSpec, returns: list, payload: list, retryable: bool) -> None:
-        done = messages.TaskDone(spec.task_id, self.core.worker_id, returns, retryable)
+        done = messages.TaskDone(spec.task_id, self.core.worker_id, returns, retryable,
+                                 time.perf_counter() - self._started)
         self.core.loop.call_soon_threadsafe(self._send_done, spec.owner, done, payload)
 
     def _send_done(self, owner: str, done: messages.TaskDone, payload: list) -> None:
@@ -214,7 +218,7 @@ class Executor:
         if value.kind == "inline":
             return pickle.loads(value.data)
         if value.kind == "shm":
-            return self.core.map_shm(value.node_id, value.object_id.hex())
+            return self.core.map_shm(value.node_id, value.object_id.hex(), value.owner)
         raise exceptions.RaySystemError(f"unexpected argument kind {value.kind}")
 
     def _arg(self, value: messages.ArgValue) -> Any:

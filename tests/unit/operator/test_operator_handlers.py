@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import types
 from typing import Any
 
 import pytest
@@ -88,7 +89,7 @@ def test_workers_to_delete_are_deleted_and_cleared_with_a_guarded_json_patch(fak
     group = fake.cluster["spec"]["workerGroupSpecs"][0]
     group["replicas"] = 2
     cluster_sync.sync("ns1", "raycluster-sample")
-    victim = sorted(p for p in fake.pods if "worker" in p)[0]
+    victim = min(p for p in fake.pods if "worker" in p)
     group["replicas"] = 1
     group["scaleStrategy"] = {"workersToDelete": [victim]}
     cluster_sync.sync("ns1", "raycluster-sample")
@@ -189,8 +190,6 @@ def test_the_coalescer_gives_up_waiting_for_a_stuck_pass() -> None:
     (404, '{"reason": "NotFound", "message": "pods \\"x\\" not found"}', kube.NotFoundError),
     (409, '{"reason": "AlreadyExists", "message": "exists"}', kube.AlreadyExistsError),
     (409, '{"reason": "Conflict", "message": "the object has been modified"}', kube.ConflictError),
-    (422, '{"reason": "Invalid", "message": "the server rejected our request due to an error in our request: '
-          'testing operation failed: test operation for path failed"}', kube.ConflictError),
     (422, '{"reason": "Invalid", "message": "spec.containers: Required value"}', kube.InvalidError),
     (403, '{"reason": "Forbidden", "message": "cannot create pods"}', kube.ForbiddenError),
     (500, "not json", kube.KubeError),
@@ -206,6 +205,18 @@ def test_api_exceptions_become_the_operators_errors(status: int, body: str, erro
     assert type(caught.value) is error and caught.value.status == status
     assert isinstance(caught.value.__cause__, ApiException)
     assert str(caught.value).startswith(f"doing it: {status}")
+
+
+def test_a_failed_json_patch_test_is_a_conflict(monkeypatch: pytest.MonkeyPatch) -> None:
+    def bare_invalid(what: str, *args: Any, **kwargs: Any) -> None:
+        raise kube.InvalidError(f"{what}: 422 the server rejected our request", 422, "Invalid")
+
+    monkeypatch.setattr(kube, "_call", bare_invalid)
+    monkeypatch.setattr(kube, "_custom", lambda: types.SimpleNamespace(patch_namespaced_custom_object=None))
+    with pytest.raises(kube.ConflictError):
+        kube.json_patch_raycluster("ns", "c", [{"op": "test", "path": "/spec/x", "value": 1}])
+    with pytest.raises(kube.InvalidError):
+        kube.json_patch_raycluster("ns", "c", [{"op": "replace", "path": "/spec/x", "value": 1}])
 
 
 def test_the_command_line() -> None:
