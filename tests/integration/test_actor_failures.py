@@ -182,8 +182,9 @@ def test_process_death_restarts_up_to_max_restarts(actors) -> None:
     for restart in (1, 2):
         # A fresh counter each round: the first instance's, then each restarted one's, built by __init__.
         assert kray.get([actor.incr.remote() for _ in range(3)], timeout=helpers.WAIT_S) == [1, 2, 3], restart
-        # max_task_retries=0 (the default): the call that was running when the process died fails.
-        with pytest.raises(exceptions.ActorDiedError):
+        # max_task_retries=0 (the default): the call that was running when the process died fails; as in
+        # Ray, with ActorUnavailableError while restarts remain (the actor is coming back).
+        with pytest.raises(exceptions.ActorUnavailableError):
             kray.get(actor.die.remote(), timeout=helpers.WAIT_S)
         pids.append(_new_pid(actor, pids[-1]))
     assert len(set(pids)) == 3, f"expected a new process per restart, got pids {pids}"
@@ -221,8 +222,9 @@ def test_calls_queued_behind_a_dying_call_are_retried(actors, tmp_path: Path) ->
     dying = actor.die_once.remote(str(tmp_path / "died-once"))
     queued = [actor.incr.remote() for _ in range(5)]
     assert kray.get(dying, timeout=helpers.WAIT_S)[0] == "survived"
-    # Submitted after the dying call, they all ran on the restarted actor, in order.
-    assert kray.get(queued, timeout=helpers.WAIT_S) == [1, 2, 3, 4, 5]
+    # Submitted after the dying call, each ran once, on the restarted actor. (As in Ray, retried calls
+    # may run in another order than they were submitted.)
+    assert sorted(kray.get(queued, timeout=helpers.WAIT_S)) == [1, 2, 3, 4, 5]
 
 
 # --- errors raised by the user's code ----------------------------------------------------------

@@ -437,7 +437,7 @@ def test_list_actors_shows_each_state(actors, tmp_path: Path) -> None:
     assert row.state == "ALIVE"  # rows also read by attribute, as Ray's ActorState
 
     # The process dies; the restart blocks in __init__ until the gate opens.
-    with pytest.raises(exceptions.ActorDiedError):
+    with pytest.raises(exceptions.ActorUnavailableError):
         kray.get(listed.die.remote(), timeout=helpers.WAIT_S)
     helpers.wait_until(lambda: _state_of(actor_id) == "RESTARTING", what="the actor to show RESTARTING")
     gate.touch()

@@ -124,8 +124,11 @@ class ActorSubmitter:
 
     def _fail(self, record: Any, info: messages.ActorInfo, restarting: bool = False) -> None:
         if restarting:
-            cause = (f"The actor {info.options.class_name} died while running {record.spec.name} and the call "
-                     f"is not retried (max_task_retries={info.options.max_task_retries}); the actor is restarting.")
+            # As in Ray: the actor will come back, so the failed call reports it as unavailable.
+            text = (f"The actor {info.options.class_name} is temporarily unavailable: it died while running "
+                    f"{record.spec.name} and is restarting; the call is not retried "
+                    f"(max_task_retries={info.options.max_task_retries}).")
+            error: exceptions.RayError = exceptions.ActorUnavailableError(text)
         else:
-            cause = info.death_cause or f"The actor {info.options.class_name} is dead."
-        self.submitter._finish_with_error(record, exceptions.ActorDiedError(cause))
+            error = exceptions.ActorDiedError(info.death_cause or f"The actor {info.options.class_name} is dead.")
+        self.submitter._finish_with_error(record, error)
