@@ -65,7 +65,9 @@ START_TIMEOUT_S = _float("KRAY_START_TIMEOUT_S", 30.0)
 
 # Address and token given to drivers and nodes that join an existing cluster.
 ADDRESS = os.environ.get("KRAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
-CLUSTER_TOKEN = os.environ.get("KRAY_CLUSTER_TOKEN")
+def cluster_token() -> str | None:
+    """The cluster token given to this process (KRAY_CLUSTER_TOKEN), read when asked."""
+    return os.environ.get("KRAY_CLUSTER_TOKEN") or None
 
 # Debug logging of kray's own processes.
 LOG_LEVEL = os.environ.get("KRAY_LOG_LEVEL", "WARNING")

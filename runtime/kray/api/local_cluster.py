@@ -100,6 +100,7 @@ def start_node(
     raylet_port: int | None = None, num_cpus: float | None = None, num_gpus: float | None = None,
     resources: dict[str, float] | None = None, object_store_memory: int | None = None,
     parent_pid: int | None = None, session_name: str | None = None, write_address_file: bool = False,
+    token: str | None = None,
 ) -> LocalNode:
     """Start a GCS (when gcs_address is None, i.e. a head) and a raylet; returns without waiting.
 
@@ -118,6 +119,8 @@ def start_node(
     os.makedirs(spill_dir, exist_ok=True)
     processes: list[subprocess.Popen] = []
     env = _child_env()
+    if token:
+        env["KRAY_CLUSTER_TOKEN"] = token
     if is_head:
         gcs_port = gcs_port or wire.free_port(ip)
         gcs_address = wire.tcp(ip, gcs_port)
@@ -150,7 +153,7 @@ def start_node(
     )
     local = LocalNode(node, gcs_address, session_name, session_dir, shm_root, processes)
     if write_address_file:
-        write_address(gcs_address, session_dir, [p.pid for p in processes])
+        write_address(gcs_address, session_dir, [p.pid for p in processes], token)
     return local
 
 
@@ -175,12 +178,18 @@ def _spawn(args: list[str], log_prefix: str, env: dict[str, str]) -> subprocess.
         err.close()
 
 
-def write_address(gcs_address: str, session_dir: str, pids: list[int]) -> None:
+def write_address(gcs_address: str, session_dir: str, pids: list[int], token: str | None = None) -> None:
+    """Record this machine's cluster (readable by its owner only: it holds the cluster token)."""
     os.makedirs(config.TEMP_ROOT, exist_ok=True)
     tmp = ADDRESS_FILE + f".{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump({"gcs_address": gcs_address, "session_dir": session_dir, "pids": pids}, f)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"gcs_address": gcs_address, "session_dir": session_dir, "pids": pids, "token": token}, f)
     os.replace(tmp, ADDRESS_FILE)
+
+
+def new_token() -> str:
+    return os.urandom(16).hex()
 
 
 def read_address() -> dict[str, Any] | None:

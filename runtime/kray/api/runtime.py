@@ -110,9 +110,12 @@ def _start_local(
     num_cpus: float | None, num_gpus: float | None, resources: dict[str, float] | None,
     object_store_memory: int | None, namespace: str,
 ) -> _Driver:
+    token = config.cluster_token() or local_cluster.new_token()
+    wire.set_token(token)
     local = local_cluster.start_node(
         num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
         object_store_memory=object_store_memory, parent_pid=os.getpid(), write_address_file=True,
+        token=token,
     )
     core = core_worker.CoreWorker(
         node=local.node, gcs_address=local.gcs_address, job_id=0, worker_id=ids.random_id(),
@@ -122,15 +125,24 @@ def _start_local(
 
 
 def _resolve_address(address: str) -> str:
+    """The GCS endpoint for `address`; also sets this process's cluster token."""
+    found = local_cluster.read_address()
     if address == "auto":
-        found = local_cluster.read_address()
         if not found:
             raise ConnectionError(
                 "Could not find any running kray cluster on this machine. Start one with "
                 "`kray start --head`, pass its address as kray.init(address='HOST:PORT'), or call "
                 "kray.init() with no address to start a local cluster."
             )
+        wire.set_token(config.cluster_token() or found.get("token"))
         return str(found["gcs_address"])
+    endpoint = _endpoint(address)
+    same = found is not None and found.get("gcs_address") == endpoint
+    wire.set_token(config.cluster_token() or (found.get("token") if same and found else None))
+    return endpoint
+
+
+def _endpoint(address: str) -> str:
     address = address.removeprefix("kray://").removeprefix("ray://")
     if address.startswith("tcp://"):
         return address
@@ -142,6 +154,8 @@ def _resolve_address(address: str) -> str:
 def _connect(gcs_address: str, namespace: str) -> _Driver:
     try:
         nodes = client.request(gcs_address, lambda rid: messages.GetNodes(rid), timeout=5.0)
+    except client.TokenRefused as e:
+        raise ConnectionError(str(e)) from None
     except client.NoReply:
         raise ConnectionError(
             f"Could not connect to a kray cluster at {gcs_address}: nothing answered within 5s. "
@@ -238,6 +252,7 @@ def _teardown(driver: _Driver) -> None:
     finally:
         if driver.local is not None:
             driver.local.stop()
+        wire.set_token(None)
 
 
 def current_core() -> core_worker.CoreWorker:

@@ -63,16 +63,19 @@ def start(
         raise click.BadParameter(f"--resources must be a JSON object: {e}") from None
     ip = _node_ip(node_ip_address, address)
     gcs_address = None if head else f"tcp://{address if ':' in address else address + ':6379'}"  # type: ignore[operator]
+    token = _token_for(gcs_address)
+    if gcs_address is not None:
+        _check_joinable(gcs_address, token)
     node = local_cluster.start_node(
         ip=ip, gcs_address=gcs_address, gcs_port=port if head else None, num_cpus=num_cpus,
         num_gpus=num_gpus, resources=custom, object_store_memory=object_store_memory,
-        parent_pid=os.getpid() if block else None, write_address_file=True,
+        parent_pid=os.getpid() if block else None, write_address_file=True, token=token,
     )
     joined = node.gcs_address.removeprefix("tcp://")
     if head:
         click.echo(f"kray runtime started (head node, GCS at {joined}).")
         click.echo("To add another node to this cluster, run:")
-        click.echo(f"    kray start --address='{joined}'")
+        click.echo(f"    KRAY_CLUSTER_TOKEN={token} kray start --address='{joined}'")
         click.echo("To connect to this cluster from Python:")
         click.echo("    import kray; kray.init(address='auto')   # on this machine")
         click.echo(f"    import kray; kray.init(address='{joined}')")
@@ -82,6 +85,34 @@ def start(
     if not block:
         return
     _block(node)
+
+
+def _token_for(gcs_address: str | None) -> str:
+    """The cluster token: KRAY_CLUSTER_TOKEN, else this machine's cluster's, else a new one (head)."""
+    given = config.cluster_token()
+    if given:
+        return given
+    found = local_cluster.read_address()
+    if gcs_address is not None and found and found.get("gcs_address") == gcs_address and found.get("token"):
+        return str(found["token"])
+    if gcs_address is not None:
+        raise click.ClickException(
+            "Joining a cluster needs its token: set KRAY_CLUSTER_TOKEN to the token that "
+            "`kray start --head` printed."
+        )
+    return local_cluster.new_token()
+
+
+def _check_joinable(gcs_address: str, token: str) -> None:
+    wire.set_token(token)
+    try:
+        client.request(gcs_address, lambda rid: messages.GetNodes(rid), timeout=10.0)
+    except client.TokenRefused as e:
+        raise click.ClickException(str(e)) from None
+    except client.NoReply:
+        raise click.ClickException(f"No kray head answered at {gcs_address}; is `kray start --head` running there?") from None
+    finally:
+        wire.set_token(None)
 
 
 def _block(node: local_cluster.LocalNode) -> None:
@@ -134,9 +165,11 @@ def status(address: str | None) -> None:
     )
     if not gcs:
         raise click.ClickException("No running kray cluster found; pass --address=HOST:PORT.")
+    found = local_cluster.read_address() or {}
+    wire.set_token(config.cluster_token() or (found.get("token") if found.get("gcs_address") == gcs else None))
     try:
         nodes = client.request(gcs, lambda rid: messages.GetNodes(rid), timeout=5.0)
-    except client.NoReply as e:
+    except (client.NoReply, client.TokenRefused) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"======== kray cluster at {gcs.removeprefix('tcp://')} ========")
     for node in nodes:
@@ -152,4 +185,3 @@ def status(address: str | None) -> None:
                 click.echo(f"    {used:g}/{total:g} {name}")
         if stats["pending_leases"]:
             click.echo(f"    pending demand: {stats['pending_leases']}")
-    _ = wire

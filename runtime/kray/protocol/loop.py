@@ -190,6 +190,7 @@ class Loop:
         self._peers.clear()
         self._readers.clear()
         os.close(self._wake_fd)
+        wire.stop_authenticator(self.ctx)
 
     def _run_timers(self) -> None:
         now = time.monotonic()

@@ -71,9 +71,51 @@ def bind_random(sock: zmq.Socket, host: str) -> str:
     return f"tcp://{host}:{port}"
 
 
+# The cluster token of this process (set once at start-up). With a token, every server socket
+# requires it (ZMQ PLAIN authentication, checked by a ZAP handler thread per context) and every
+# client socket presents it, so a process without the token cannot talk to the cluster at all.
+_token: str | None = None
+_authenticators: dict[int, Any] = {}
+_USER = b"kray"
+
+
+def set_token(token: str | None) -> None:
+    global _token
+    _token = token or None
+
+
+def get_token() -> str | None:
+    return _token
+
+
+def _ensure_authenticator(ctx: zmq.Context) -> None:
+    if id(ctx) in _authenticators:
+        return
+    from zmq.auth.thread import ThreadAuthenticator
+
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_plain(domain="*", passwords={_USER.decode(): _token})
+    _authenticators[id(ctx)] = auth
+
+
+def stop_authenticator(ctx: zmq.Context) -> None:
+    auth = _authenticators.pop(id(ctx), None)
+    if auth is not None:
+        auth.stop()
+
+
 def make_socket(ctx: zmq.Context, kind: int, identity: bytes | None = None) -> zmq.Socket:
-    """A socket with kray's options: no linger on close, large high-water marks."""
+    """A socket with kray's options: no linger on close, large high-water marks, the cluster token."""
+    if _token and kind == zmq.ROUTER:
+        _ensure_authenticator(ctx)
     sock = ctx.socket(kind)
+    if _token:
+        if kind == zmq.ROUTER:
+            sock.plain_server = True
+        else:
+            sock.plain_username = _USER
+            sock.plain_password = _token.encode()
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)

@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--prestart", type=int, default=0)
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args()
+    wire.set_token(config.cluster_token())
     logging.basicConfig(level=config.LOG_LEVEL, format="[raylet] %(levelname)s %(message)s")
     node = messages.NodeInfo(
         node_id=bytes.fromhex(args.node_id),

@@ -19,6 +19,7 @@ def main() -> None:
     parser.add_argument("--raylet", required=True)
     parser.add_argument("--worker-id", required=True)
     args = parser.parse_args()
+    wire.set_token(config.cluster_token())
     logging.basicConfig(level=config.LOG_LEVEL, format="[worker] %(levelname)s %(message)s")
     worker_id = bytes.fromhex(args.worker_id)
     ip = wire.host_of(args.raylet)
