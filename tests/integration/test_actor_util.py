@@ -366,6 +366,15 @@ def test_queue_shutdown_kills_its_actor(queues) -> None:
     q.shutdown()  # a second shutdown is harmless
 
 
+def test_queue_actor_options(queues) -> None:
+    q = Queue(maxsize=3, actor_options={"name": "named-queue", "namespace": "queues"})
+    queues.append(q)
+    q.put("via the queue")
+    found = kray.get_actor("named-queue", namespace="queues")
+    assert kray.get(found.qsize.remote(), timeout=helpers.WAIT_S) == 1
+    assert q.get() == "via the queue"
+
+
 def test_queue_is_usable_from_an_actor(queues, actors) -> None:
     q = _queue(queues)
 

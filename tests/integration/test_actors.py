@@ -2,12 +2,13 @@
 tasks and actors, num_returns, named actors and namespaces; and detached actors across drivers of a
 cluster started with `kray start`.
 
-One cluster for the module (4 CPUs, 2 units of a custom resource); every test kills the actors it made.
+One cluster for the module (4 CPUs, 1 GPU (declared, none needed), 2 units of a custom resource); every test kills the actors it made.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from kray import exceptions
 from . import helpers
 
 CPUS = 4
-cluster = helpers.module_cluster(num_cpus=CPUS, resources={"gizmo": 2})
+cluster = helpers.module_cluster(num_cpus=CPUS, num_gpus=1, resources={"gizmo": 2})
 
 
 @pytest.fixture
@@ -54,6 +55,9 @@ class Counter:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def gpus(self) -> tuple[list[Any], str | None]:
+        return kray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
 
 
 @kray.remote
@@ -150,10 +154,12 @@ def test_constructor_arguments_and_options(cluster, actors) -> None:
     actors += [started, configured]
     assert kray.get(started.incr.remote(), timeout=helpers.WAIT_S) == 42
     assert kray.get(configured.incr.remote(), timeout=helpers.WAIT_S) == 101
-    # An ObjectRef passed to the constructor arrives as its value.
+    # An ObjectRef passed to the constructor or a method arrives as its value, also one a call returned.
     from_ref = Counter.remote(kray.put(7))
     actors.append(from_ref)
     assert kray.get(from_ref.read.remote(), timeout=helpers.WAIT_S) == 7
+    assert kray.get(from_ref.incr.remote(kray.put(3)), timeout=helpers.WAIT_S) == 10
+    assert kray.get(from_ref.incr.remote(started.read.remote()), timeout=helpers.WAIT_S) == 52
 
 
 def test_calling_a_class_or_method_without_remote_raises_type_error(cluster, actors) -> None:
@@ -200,6 +206,17 @@ def test_state_persists_across_calls(cluster, actors) -> None:
     assert kray.get(other.keys.remote(), timeout=helpers.WAIT_S) == []
 
 
+def test_actor_exits_when_its_last_handle_is_dropped(cluster) -> None:
+    counter = Counter.remote()
+    pid = kray.get(counter.pid.remote(), timeout=helpers.WAIT_S)
+    copy = counter
+    del counter
+    # One handle left: the actor lives on.
+    assert kray.get(copy.incr.remote(), timeout=helpers.WAIT_S) == 1
+    del copy
+    helpers.wait_until(lambda: not _running(pid), what="the actor to exit once no handle to it was left")
+
+
 def test_each_actor_has_a_dedicated_process(cluster, actors) -> None:
     first, second = Counter.remote(), Counter.remote()
     actors += [first, second]
@@ -228,6 +245,20 @@ def test_resources_are_held_for_the_actors_lifetime(cluster, actors) -> None:
     kray.kill(holder)
     wait_for_resource("CPU", CPUS)
     wait_for_resource("gizmo", 2)
+
+
+def test_gpus_are_held_for_the_actors_lifetime(cluster, actors) -> None:
+    wait_for_resource("GPU", 1)
+    holder = Counter.options(num_gpus=1).remote()
+    actors.append(holder)
+    ids, visible = kray.get(holder.gpus.remote(), timeout=helpers.WAIT_S)
+    assert [int(i) for i in ids] == [0]
+    assert visible == "0"
+    wait_for_resource("GPU", 0)
+    kray.get([holder.incr.remote() for _ in range(5)], timeout=helpers.WAIT_S)
+    assert kray.available_resources().get("GPU", 0.0) == 0
+    kray.kill(holder)
+    wait_for_resource("GPU", 1)
 
 
 def test_actor_without_num_cpus_holds_no_cpu_while_alive(cluster, actors) -> None:
@@ -513,3 +544,4 @@ def test_detached_actor_outlives_its_driver_and_is_found_by_another(monkeypatch)
                 pass
         raise AssertionError(f"processes left after `stop`: {helpers.describe(left)}") from None
     assert not helpers.alive(_cluster_processes(port, [])), "a process naming the cluster's port is left"
+    shutil.rmtree(temp_dir, ignore_errors=True)

@@ -162,6 +162,10 @@ def _connect(gcs_address: str, namespace: str) -> _Driver:
             "Check that the cluster is running (`kray status`) and that the address is right."
         ) from None
     alive = [n for n in nodes if n.alive]
+    deadline = time.monotonic() + 10.0
+    while not alive and time.monotonic() < deadline:
+        time.sleep(0.05)  # a head that just started registers its raylet within moments
+        alive = [n for n in client.request(gcs_address, lambda rid: messages.GetNodes(rid), timeout=5.0) if n.alive]
     if not alive:
         raise ConnectionError(f"The kray cluster at {gcs_address} has no live node yet; try again shortly.")
     local_ips = {wire.host_of(gcs_address), "127.0.0.1"}

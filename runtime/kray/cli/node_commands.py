@@ -71,6 +71,7 @@ def start(
         num_gpus=num_gpus, resources=custom, object_store_memory=object_store_memory,
         parent_pid=os.getpid() if block else None, write_address_file=True, token=token,
     )
+    _wait_registered(node, token)
     joined = node.gcs_address.removeprefix("tcp://")
     if head:
         click.echo(f"kray runtime started (head node, GCS at {joined}).")
@@ -113,6 +114,32 @@ def _check_joinable(gcs_address: str, token: str) -> None:
         raise click.ClickException(f"No kray head answered at {gcs_address}; is `kray start --head` running there?") from None
     finally:
         wire.set_token(None)
+
+
+def _wait_registered(node: local_cluster.LocalNode, token: str) -> None:
+    """Return once the GCS lists the new node, so that drivers started next find it."""
+    wire.set_token(token)
+    deadline = time.monotonic() + config.START_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            dead = [p for p in node.processes if p.poll() is not None]
+            if dead:
+                node.stop()
+                raise click.ClickException(
+                    f"a kray process exited during start-up (code {dead[0].returncode}); see the logs in "
+                    f"{node.session_dir}/logs"
+                )
+            try:
+                nodes = client.request(node.gcs_address, lambda rid: messages.GetNodes(rid), timeout=2.0)
+            except client.NoReply:
+                continue
+            if any(n.node_id == node.node.node_id and n.alive for n in nodes):
+                return
+            time.sleep(0.02)
+    finally:
+        wire.set_token(None)
+    node.stop()
+    raise click.ClickException(f"the node did not register with the GCS within {config.START_TIMEOUT_S:g}s")
 
 
 def _block(node: local_cluster.LocalNode) -> None:
