@@ -32,6 +32,7 @@ class LocalNode:
     gcs_address: str
     session_name: str
     session_dir: str
+    dashboard_url: str
     shm_root: str
     processes: list[subprocess.Popen]
 
@@ -100,13 +101,17 @@ def start_node(
     raylet_port: int | None = None, num_cpus: float | None = None, num_gpus: float | None = None,
     resources: dict[str, float] | None = None, object_store_memory: int | None = None,
     parent_pid: int | None = None, session_name: str | None = None, write_address_file: bool = False,
-    token: str | None = None,
+    token: str | None = None, dashboard_host: str = "127.0.0.1", dashboard_port: int | None = None,
 ) -> LocalNode:
     """Start a GCS (when gcs_address is None, i.e. a head) and a raylet; returns without waiting.
 
     The processes come up in parallel with the caller: zmq queues requests until they listen.
     """
     is_head = gcs_address is None
+    dashboard_url = ""
+    if is_head:
+        dashboard_port = dashboard_port or wire.free_port(dashboard_host)
+        dashboard_url = f"{'127.0.0.1' if dashboard_host == '0.0.0.0' else dashboard_host}:{dashboard_port}"
     session_name = session_name or time.strftime("session_%Y-%m-%d_%H-%M-%S_") + f"{os.getpid()}_{os.urandom(2).hex()}"
     session_dir = os.path.join(config.TEMP_ROOT, session_name)
     os.makedirs(os.path.join(session_dir, "logs"), exist_ok=True)
@@ -126,7 +131,8 @@ def start_node(
         gcs_address = wire.tcp(ip, gcs_port)
         processes.append(
             _spawn(
-                ["-m", "kray.gcs", "--host", ip, "--port", str(gcs_port), "--parent-pid", str(parent_pid or 0)],
+                ["-m", "kray.gcs", "--host", ip, "--port", str(gcs_port), "--parent-pid", str(parent_pid or 0),
+                 "--dashboard-host", dashboard_host, "--dashboard-port", str(dashboard_port or wire.free_port(dashboard_host))],
                 os.path.join(session_dir, "logs", "gcs"), env,
             )
         )
@@ -151,9 +157,9 @@ def start_node(
             os.path.join(session_dir, "logs", "raylet"), env,
         )
     )
-    local = LocalNode(node, gcs_address, session_name, session_dir, shm_root, processes)
+    local = LocalNode(node, gcs_address, session_name, session_dir, dashboard_url, shm_root, processes)
     if write_address_file:
-        write_address(gcs_address, session_dir, [p.pid for p in processes], token)
+        write_address(gcs_address, session_dir, [p.pid for p in processes], token, dashboard_url)
     return local
 
 
@@ -178,13 +184,16 @@ def _spawn(args: list[str], log_prefix: str, env: dict[str, str]) -> subprocess.
         err.close()
 
 
-def write_address(gcs_address: str, session_dir: str, pids: list[int], token: str | None = None) -> None:
+def write_address(
+    gcs_address: str, session_dir: str, pids: list[int], token: str | None = None, dashboard_url: str = ""
+) -> None:
     """Record this machine's cluster (readable by its owner only: it holds the cluster token)."""
     os.makedirs(config.TEMP_ROOT, exist_ok=True)
     tmp = ADDRESS_FILE + f".{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"gcs_address": gcs_address, "session_dir": session_dir, "pids": pids, "token": token}, f)
+        json.dump({"gcs_address": gcs_address, "session_dir": session_dir, "pids": pids, "token": token,
+                   "dashboard_url": dashboard_url}, f)
     os.replace(tmp, ADDRESS_FILE)
 
 

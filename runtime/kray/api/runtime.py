@@ -230,7 +230,7 @@ def _context(driver: _Driver) -> RayContext:
         session_dir=driver.local.session_dir if driver.local else "",
         namespace=driver.namespace,
         job_id=ids.job_id_hex(core.job_id),
-        webui_url="",
+        webui_url=driver.local.dashboard_url if driver.local else "",
     )
 
 

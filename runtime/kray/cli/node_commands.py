@@ -70,11 +70,12 @@ def start(
         ip=ip, gcs_address=gcs_address, gcs_port=port if head else None, num_cpus=num_cpus,
         num_gpus=num_gpus, resources=custom, object_store_memory=object_store_memory,
         parent_pid=os.getpid() if block else None, write_address_file=True, token=token,
+        dashboard_host=dashboard_host, dashboard_port=dashboard_port,
     )
     _wait_registered(node, token)
     joined = node.gcs_address.removeprefix("tcp://")
     if head:
-        click.echo(f"kray runtime started (head node, GCS at {joined}).")
+        click.echo(f"kray runtime started (head node, GCS at {joined}, HTTP API at http://{node.dashboard_url}).")
         click.echo("To add another node to this cluster, run:")
         click.echo(f"    KRAY_CLUSTER_TOKEN={token} kray start --address='{joined}'")
         click.echo("To connect to this cluster from Python:")

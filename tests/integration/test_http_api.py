@@ -1,0 +1,50 @@
+"""The head's HTTP API: pending resource demand (what the autoscaler reads) and nodes, as JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+import kray
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_demand_lists_the_shapes_that_wait_and_drops_them_once_placed(cluster_factory) -> None:
+    cluster_factory(num_cpus=1)
+    base = "http://" + kray.init(ignore_reinit_error=True).dashboard_url
+
+    @kray.remote(num_cpus=3, resources={"shape": 1})
+    def never_fits() -> int:
+        return 1
+
+    pending = never_fits.remote()
+    deadline = time.monotonic() + 30
+    demand: list = []
+    while time.monotonic() < deadline:
+        demand = _get(base + "/api/cluster/demand")["demand"]
+        if demand:
+            break
+        time.sleep(0.1)
+    assert demand == [{"CPU": 3.0, "shape": 1.0}]
+    kray.cancel(pending)
+    with pytest.raises(kray.exceptions.TaskCancelledError):
+        kray.get(pending, timeout=30)
+
+    nodes = _get(base + "/api/nodes")["nodes"]
+    assert len(nodes) == 1 and nodes[0]["alive"] and nodes[0]["resources_total"]["CPU"] == 1.0
+
+
+def test_unknown_endpoint_is_a_404_with_a_message(cluster_factory) -> None:
+    cluster_factory(num_cpus=1)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        _get("http://" + kray.init(ignore_reinit_error=True).dashboard_url + "/api/nope")
+    assert info.value.code == 404
+    assert "no such endpoint" in info.value.read().decode()
