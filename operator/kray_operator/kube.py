@@ -15,6 +15,7 @@ import socket
 import threading
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -116,7 +117,7 @@ def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         response = fn(*args, _request_timeout=REQUEST_TIMEOUT_S, _preload_content=False, **kwargs)
     except ApiException as e:
         raise _wrap(e, what) from e
-    except OSError as e:  # urllib3 connection errors derive from OSError
+    except (urllib3.exceptions.HTTPError, OSError) as e:  # refused, timed out, reset
         raise KubeError(f"{what}: API server unreachable ({e})") from e
     data = response.data
     return json.loads(data) if data else None

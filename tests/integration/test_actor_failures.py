@@ -7,13 +7,13 @@ One cluster for the module (4 CPUs); every test kills the actors it made.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
-
-import psutil
-import pytest
+from typing import Any
 
 import kray
+import psutil
+import pytest
 from kray import exceptions
 
 from . import helpers, tasklib
@@ -28,10 +28,7 @@ def actors() -> Iterator[list[Any]]:
     made: list[Any] = []
     yield made
     for handle in made:
-        try:
-            kray.kill(handle)
-        except Exception:  # already dead
-            pass
+        kray.kill(handle)  # harmless when the actor is already dead
 
 
 class InitError(Exception):
@@ -101,10 +98,15 @@ def _gone(pid: int) -> bool:
         return True
 
 
+def _pid_other_than(actor: Any, old_pid: int) -> int | None:
+    pid = _pid_or_none(actor)
+    return pid if pid not in (None, old_pid) else None
+
+
 def _new_pid(actor: Any, old_pid: int) -> int:
     """Wait until calls reach a restarted instance of the actor; return its pid."""
     return helpers.wait_until(
-        lambda: (lambda pid: pid if pid not in (None, old_pid) else None)(_pid_or_none(actor)),
+        lambda: _pid_other_than(actor, old_pid),
         what="the actor to be restarted in a new process",
     )
 

@@ -94,10 +94,10 @@ class ActorClass:
             max_concurrency=opts.get("max_concurrency") or (1000 if is_async else 1), is_async=is_async,
             concurrency_groups=dict(opts.get("concurrency_groups") or {}), methods=methods,
             get_if_exists=bool(opts.get("get_if_exists")), owner_node_id=core.node_id,
-            strategy=scheduling_strategies.as_wire(opts.get("scheduling_strategy")),
         )
         request = res.task_request(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"),
                                    opts.get("resources"), default_cpus=0.0)
+        request, actor_options.strategy = scheduling_strategies.apply(opts, request)
         frames, contained, top = task_args.pack(args, kwargs, f"{self.__name__}.__init__")
         actor_id = os.urandom(16)
         spec = messages.TaskSpec(

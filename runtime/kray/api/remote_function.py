@@ -46,11 +46,12 @@ class RemoteFunction:
         opts = self._options
         num_returns = opts.get("num_returns", 1)
         request = res.task_request(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"), opts.get("resources"))
+        request, strategy = scheduling_strategies.apply(opts, request)
         function_id, blob = self._shared.get()
         out = core.submitter.submit(
             function_id, blob, opts.get("name") or self._name, args, kwargs, num_returns, request,
             opts.get("max_retries", 3), opts.get("retry_exceptions", False),
-            strategy=scheduling_strategies.as_wire(opts.get("scheduling_strategy")),
+            strategy=strategy,
         )
         if num_returns == 1:
             return out[0]

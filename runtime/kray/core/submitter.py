@@ -279,7 +279,7 @@ class Submitter:
             self._pump(queue)
             return
         if isinstance(msg, messages.LeaseInfeasible):
-            if not queue.warned:
+            if not queue.warned and not any("_group_" in name for name in queue.resources):
                 queue.warned = True
                 print(f"Warning: {msg.text}", file=sys.stderr, flush=True)
             return

@@ -12,7 +12,7 @@ from typing import Any
 import zmq
 
 from kray import config
-from kray.gcs import actors
+from kray.gcs import actors, placement_groups
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages, wire
 
@@ -35,6 +35,9 @@ class Gcs:
         self.pending: dict[bytes, list[dict[str, float]]] = {}
         self.last_seen: dict[bytes, float] = {}
         self.node_subscribers: dict[bytes | None, loop_mod.Peer] = {}
+        self.placement_groups = placement_groups.PlacementGroupManager(
+            self.loop, self.nodes, lambda node_id: self.available.get(node_id, {})
+        )
         on = self.loop.on
         on(messages.RegisterNode, self._on_register_node)
         on(messages.UnregisterNode, self._on_unregister_node)
@@ -52,6 +55,7 @@ class Gcs:
         self.nodes[node.node_id] = node
         self.last_seen[node.node_id] = time.monotonic()
         self.available[node.node_id] = dict(node.resources)
+        self.placement_groups.node_added()
         log.info("node %s registered at %s", node.node_id.hex(), node.raylet_address)
         peer.reply(msg.req_id, True)
 
@@ -67,6 +71,8 @@ class Gcs:
         self.last_seen[msg.node_id] = time.monotonic()
         self.available[msg.node_id] = msg.available
         self.pending[msg.node_id] = msg.pending
+        if msg.total:
+            node.resources = msg.total  # placement-group bundles add resources to a node
         peer.send(messages.ClusterView([
             (n.node_id, n.raylet_address, n.resources, self.available.get(n.node_id, {}), n.alive)
             for n in self.nodes.values()
@@ -88,7 +94,11 @@ class Gcs:
 
     def demand(self) -> list[dict[str, float]]:
         """Resource shapes that wait for resources anywhere in the cluster (for the autoscaler)."""
-        return [shape for shapes in self.pending.values() for shape in shapes]
+        shapes = [shape for pending in self.pending.values() for shape in pending]
+        # A task waiting for a placement group's bundle is not demand of its own: the group's
+        # bundles are (once, while the group is pending).
+        shapes = [s for s in shapes if not any("_group_" in name for name in s)]
+        return shapes + self.placement_groups.demand()
 
     def _on_register_job(self, msg: messages.RegisterJob, payload: list, peer: loop_mod.Peer) -> None:
         job_id = len(self.jobs) + 1

@@ -197,6 +197,7 @@ class NodeHeartbeat:
     node_id: bytes
     available: dict[str, float]
     pending: list[dict[str, float]]
+    total: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @message(18)
@@ -410,6 +411,67 @@ class ListActors:
 @message(56)
 class JobFinished:
     job_id: int
+
+
+# ---------------------------------------------------------------- placement groups
+
+
+@dataclasses.dataclass(slots=True)
+class PlacementGroupInfo:
+    pg_id: bytes
+    bundles: list[dict[str, float]]
+    strategy: str
+    name: str = ""
+    namespace: str = ""
+    state: str = "PENDING"  # PENDING, CREATED, REMOVED
+    nodes: list[bytes] = dataclasses.field(default_factory=list)
+    job_id: int = 0
+    detached: bool = False
+
+
+@message(60)
+class CreatePlacementGroup:
+    req_id: int
+    info: PlacementGroupInfo
+
+
+@message(61)
+class WaitPlacementGroup:
+    """Answered (Reply value: the info) once the group is created, or with an error once removed."""
+
+    req_id: int
+    pg_id: bytes
+
+
+@message(62)
+class RemovePlacementGroup:
+    req_id: int
+    pg_id: bytes
+
+
+@message(63)
+class GetPlacementGroup:
+    req_id: int
+    pg_id: bytes = b""
+    name: str = ""
+    namespace: str = ""
+    all: bool = False
+
+
+@message(64)
+class ReserveBundle:
+    """GCS -> raylet: set aside a bundle's resources (Reply value: True, or False if they are not free)."""
+
+    req_id: int
+    pg_hex: str
+    index: int
+    resources: dict[str, float]
+
+
+@message(65)
+class ReturnBundle:
+    pg_hex: str
+    index: int
 
 
 # ---------------------------------------------------------------- core workers

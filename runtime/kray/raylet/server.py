@@ -21,7 +21,7 @@ from kray.protocol import messages, wire
 from kray.raylet import worker_pool
 from kray import config
 from kray.object_store import shm
-from kray.scheduling import policy
+from kray.scheduling import placement, policy
 from kray.scheduling import resources as res
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class Raylet:
         self.prestart = prestart
         self.log_subscribers: dict[int, list[loop_mod.Peer]] = {}
         self.cluster: list[policy.NodeView] = []
+        self.bundles: dict[tuple[str, int], dict[str, float]] = {}
         self._spread_index = 0
         on = self.loop.on
         on(messages.RegisterWorker, self._on_register_worker)
@@ -79,6 +80,8 @@ class Raylet:
         on(messages.SubscribeLogs, self._on_subscribe_logs)
         on(messages.ClusterView, self._on_cluster_view)
         on(messages.ReadObject, self._on_read_object)
+        on(messages.ReserveBundle, self._on_reserve_bundle)
+        on(messages.ReturnBundle, self._on_return_bundle)
         self.loop.call_every(config.HEARTBEAT_PERIOD_S, self._heartbeat)
         self.loop.call_every(5.0, self._trim_workers)
         self.loop.call_every(1.0, lambda: self.store.drain_pool(older_than=2.0))
@@ -95,13 +98,46 @@ class Raylet:
     def _heartbeat(self) -> None:
         pending = [dict(r.msg.resources) for r in self.pending]
         free = {k: max(0.0, v) for k, v in self.available.items()}
-        self.loop.connect(self.gcs_address).send(messages.NodeHeartbeat(self.node.node_id, free, pending))
+        self.loop.connect(self.gcs_address).send(
+            messages.NodeHeartbeat(self.node.node_id, free, pending, dict(self.total))
+        )
 
     def _on_cluster_view(self, msg: messages.ClusterView, payload: list, peer: loop_mod.Peer) -> None:
         before = {(n.node_id, n.alive) for n in self.cluster}
         self.cluster = [policy.NodeView(*fields) for fields in msg.nodes]
         if self.pending and ({(n.node_id, n.alive) for n in self.cluster} != before or len(self.cluster) > 1):
             self._schedule()
+
+    def _on_reserve_bundle(self, msg: messages.ReserveBundle, payload: list, peer: loop_mod.Peer) -> None:
+        """Set a placement-group bundle aside: its resources become group resources on this node."""
+        key = (msg.pg_hex, msg.index)
+        if key in self.bundles:
+            peer.reply(msg.req_id, True)
+            return
+        if not res.fits(self.available, msg.resources):
+            peer.reply(msg.req_id, False)
+            return
+        res.subtract(self.available, msg.resources)
+        added = placement.bundle_resources(msg.resources, msg.pg_hex, msg.index)
+        res.add(self.total, added)
+        res.add(self.available, added)
+        self.bundles[key] = dict(msg.resources)
+        peer.reply(msg.req_id, True)
+        self._schedule()
+
+    def _on_return_bundle(self, msg: messages.ReturnBundle, payload: list, peer: loop_mod.Peer) -> None:
+        bundle = self.bundles.pop((msg.pg_hex, msg.index), None)
+        if bundle is None:
+            return
+        added = placement.bundle_resources(bundle, msg.pg_hex, msg.index)
+        res.subtract(self.total, added)
+        res.subtract(self.available, added)
+        for name in added:
+            if self.total.get(name, 0.0) <= 1e-9:
+                self.total.pop(name, None)
+                self.available.pop(name, None)
+        res.add(self.available, bundle)
+        self._schedule()
 
     def _local_view(self) -> policy.NodeView:
         return policy.NodeView(self.node.node_id, self.node.raylet_address, self.total, self.available)
@@ -264,7 +300,8 @@ class Raylet:
         returned = dict(worker.resources)
         if worker.blocked:
             returned.pop("CPU", None)  # already lent back while it was blocked
-        res.add(self.available, returned)
+        # Resources of a placement group removed meanwhile are not given back to the node.
+        res.add(self.available, {k: v for k, v in returned.items() if k in self.total})
         worker.resources = {}
         for index, share in worker.gpus.items():
             self.gpu_free[index] = self.gpu_free.get(index, 0.0) + share

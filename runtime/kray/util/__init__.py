@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ActorPool", "Queue", "list_actors", "NodeAffinitySchedulingStrategy"]
+__all__ = [
+    "ActorPool", "Queue", "list_actors", "NodeAffinitySchedulingStrategy", "placement_group",
+    "remove_placement_group", "get_placement_group", "placement_group_table", "PlacementGroup",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,6 +27,15 @@ def __getattr__(name: str) -> Any:
         from kray.util.state import list_actors
 
         return list_actors
+    if name in ("placement_group", "remove_placement_group", "get_placement_group", "placement_group_table",
+                "get_current_placement_group", "PlacementGroup"):
+        import importlib
+
+        module = importlib.import_module("kray.util.placement_group")
+        # The submodule shares its name with the function; as in Ray, kray.util.placement_group is
+        # the function once asked for.
+        globals()["placement_group"] = module.placement_group
+        return getattr(module, name)
     if name == "NodeAffinitySchedulingStrategy":
         from kray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

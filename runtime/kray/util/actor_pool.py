@@ -5,7 +5,8 @@ Runs in the caller's process only; talks to the cluster through the public API (
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
 
 import kray
 

@@ -25,6 +25,42 @@ class NodeAffinitySchedulingStrategy:
         return f"NodeAffinitySchedulingStrategy(node_id={self.node_id!r}, soft={self.soft})"
 
 
+class PlacementGroupSchedulingStrategy:
+    """Run inside a placement group's bundle (any bundle when the index is -1)."""
+
+    def __init__(self, placement_group: Any, placement_group_bundle_index: int = -1,
+                 placement_group_capture_child_tasks: bool | None = None) -> None:
+        if placement_group is None:
+            raise ValueError("PlacementGroupSchedulingStrategy needs a placement group.")
+        count = getattr(placement_group, "bundle_count", None)
+        if not isinstance(placement_group_bundle_index, int) or placement_group_bundle_index < -1 or (
+            count is not None and placement_group_bundle_index >= count
+        ):
+            raise ValueError(
+                f"placement_group_bundle_index {placement_group_bundle_index} is out of range for a group of "
+                f"{count} bundle(s)."
+            )
+        self.placement_group = placement_group
+        self.placement_group_bundle_index = placement_group_bundle_index
+        self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
+
+
+def apply(options: dict[str, Any], request: dict[str, float]) -> tuple[dict[str, float], tuple]:
+    """The resource request and wire strategy for these options (placement groups rename resources)."""
+    strategy = options.get("scheduling_strategy")
+    pg, index = None, -1
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        pg, index = strategy.placement_group, strategy.placement_group_bundle_index
+        strategy = None
+    elif options.get("placement_group") not in (None, "default"):
+        pg, index = options["placement_group"], options.get("placement_group_bundle_index", -1)
+    if pg is not None:
+        from kray.scheduling import placement
+
+        return placement.task_request_in_group(request, pg.id.hex(), index), ("DEFAULT",)
+    return request, as_wire(strategy)
+
+
 def as_wire(strategy: Any) -> tuple:
     """("DEFAULT",), ("SPREAD",) or ("NODE_AFFINITY", node_id bytes, soft)."""
     if strategy is None or strategy == "DEFAULT":
@@ -33,6 +69,8 @@ def as_wire(strategy: Any) -> tuple:
         return ("SPREAD",)
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
         return ("NODE_AFFINITY", bytes.fromhex(strategy.node_id), bool(strategy.soft))
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        return ("DEFAULT",)  # expressed through renamed resources, see apply()
     raise ValueError(
         f"Unsupported scheduling_strategy {strategy!r}: use 'DEFAULT', 'SPREAD' or "
         "kray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node_id, soft)."

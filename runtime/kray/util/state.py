@@ -6,13 +6,14 @@ GCS request), then filters, sorts and trims it here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence, Union
+from typing import Any
 
 DEFAULT_LIMIT = 100
 DEFAULT_RPC_TIMEOUT = 30
 
-SupportedFilterType = Union[str, bool, int, float]
+SupportedFilterType = str | bool | int | float
 Filter = tuple[str, str, SupportedFilterType]
 
 

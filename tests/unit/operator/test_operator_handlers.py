@@ -10,6 +10,7 @@ import types
 from typing import Any
 
 import pytest
+import urllib3
 from kray_operator import __main__ as cli
 from kray_operator import kube
 from kray_operator.builders import names
@@ -205,6 +206,15 @@ def test_api_exceptions_become_the_operators_errors(status: int, body: str, erro
     assert type(caught.value) is error and caught.value.status == status
     assert isinstance(caught.value.__cause__, ApiException)
     assert str(caught.value).startswith(f"doing it: {status}")
+
+
+def test_an_unreachable_api_server_is_a_kube_error() -> None:
+    def call(**_: Any) -> None:
+        raise urllib3.exceptions.MaxRetryError(None, "/api", "connection refused")  # type: ignore[arg-type]
+
+    with pytest.raises(kube.KubeError, match="unreachable") as caught:
+        kube._call("listing Pods", call)
+    assert isinstance(caught.value.__cause__, urllib3.exceptions.MaxRetryError)
 
 
 def test_a_failed_json_patch_test_is_a_conflict(monkeypatch: pytest.MonkeyPatch) -> None:
