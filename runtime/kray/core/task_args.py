@@ -7,10 +7,14 @@ serialize names the offending argument.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, Callable
 
 from kray import serialization
 from kray.core import refs
+
+
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
 
 
 class ArgMarker:
@@ -29,6 +33,9 @@ def pack(
     args: tuple, kwargs: dict, function_name: str
 ) -> tuple[list[Any], list[Any], list[refs.ObjectRef]]:
     """Serialize (args, kwargs); returns (frames, contained refs, top-level refs)."""
+    if not kwargs and all(type(a) in _SCALARS for a in args):
+        # Plain values only (the common case of small calls): the C pickler, no ref scanning.
+        return [pickle.dumps((list(args), {}), protocol=5)], [], []
     top: list[refs.ObjectRef] = []
     ObjectRef = refs.ObjectRef
 

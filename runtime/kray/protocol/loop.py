@@ -12,6 +12,7 @@ import collections
 import heapq
 import itertools
 import logging
+import math
 import os
 import time
 from typing import Any, Callable
@@ -168,9 +169,10 @@ class Loop:
     def run(self) -> None:
         self.running = True
         while self.running:
-            timeout = 1000.0
+            timeout = 1000
             if self._timers:
-                timeout = max(0.0, (self._timers[0][0] - time.monotonic()) * 1000.0)
+                # zmq polls in whole milliseconds: round up, or a timer due in 0.3 ms spins the loop.
+                timeout = max(0, math.ceil((self._timers[0][0] - time.monotonic()) * 1000.0))
             for sock, _ in self.poller.poll(timeout):
                 reader = self._readers.get(sock)
                 if reader is not None:
