@@ -73,6 +73,9 @@ def _reconcile(cluster: models.RayCluster, body: dict[str, Any]) -> None:
     selector = {names.CLUSTER_LABEL: name, names.IS_NODE_LABEL: "yes"}
     views = observed.from_manifests(kube.list_pods(namespace, selector))
     plan = scaling.plan(cluster.spec, views)
+    if not plan.idle:
+        log.info("RayCluster %s/%s: Pods %s; creating head=%s workers=%s; deleting %s", namespace, name,
+                 sorted(v.name for v in views if v.alive), plan.create_head, plan.to_create, plan.to_delete)
     failures = _apply(cluster, body, plan)
     if not failures:
         _clear_workers_to_delete(cluster, body, plan)

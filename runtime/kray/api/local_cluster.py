@@ -102,6 +102,7 @@ def start_node(
     resources: dict[str, float] | None = None, object_store_memory: int | None = None,
     parent_pid: int | None = None, session_name: str | None = None, write_address_file: bool = False,
     token: str | None = None, dashboard_host: str = "127.0.0.1", dashboard_port: int | None = None,
+    memory: int | None = None,
 ) -> LocalNode:
     """Start a GCS (when gcs_address is None, i.e. a head) and a raylet; returns without waiting.
 
@@ -139,6 +140,8 @@ def start_node(
     assert gcs_address is not None
     raylet_port = raylet_port or wire.free_port(ip)
     total = default_resources(num_cpus, num_gpus, resources, store_bytes, ip, is_head)
+    if memory:
+        total["memory"] = float(memory)
     node = messages.NodeInfo(
         node_id=node_id, ip=ip, raylet_address=wire.tcp(ip, raylet_port), log_address="",
         resources=total, shm_dir=shm_dir, spill_dir=spill_dir, is_head=is_head,

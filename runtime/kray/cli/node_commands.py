@@ -61,6 +61,8 @@ def start(
         custom = json.loads(resources) if resources else None
     except ValueError as e:
         raise click.BadParameter(f"--resources must be a JSON object: {e}") from None
+    if custom is not None and not isinstance(custom, dict):
+        raise click.BadParameter('--resources must be a JSON object, e.g. \'{"gizmo": 2}\'.')
     ip = _node_ip(node_ip_address, address)
     gcs_address = None if head else f"tcp://{address if ':' in address else address + ':6379'}"  # type: ignore[operator]
     token = _token_for(gcs_address)
@@ -68,7 +70,7 @@ def start(
         _check_joinable(gcs_address, token)
     node = local_cluster.start_node(
         ip=ip, gcs_address=gcs_address, gcs_port=port if head else None, num_cpus=num_cpus,
-        num_gpus=num_gpus, resources=custom, object_store_memory=object_store_memory,
+        num_gpus=num_gpus, resources=custom, memory=memory, object_store_memory=object_store_memory,
         parent_pid=os.getpid() if block else None, write_address_file=True, token=token,
         dashboard_host=dashboard_host, dashboard_port=dashboard_port,
     )
@@ -106,13 +108,22 @@ def _token_for(gcs_address: str | None) -> str:
 
 
 def _check_joinable(gcs_address: str, token: str) -> None:
+    """Wait (up to KRAY_START_TIMEOUT_S) for the head to answer: in a pod, the head may start later."""
     wire.set_token(token)
+    deadline = time.monotonic() + config.START_TIMEOUT_S
     try:
-        client.request(gcs_address, lambda rid: messages.GetNodes(rid), timeout=10.0)
-    except client.TokenRefused as e:
-        raise click.ClickException(str(e)) from None
-    except client.NoReply:
-        raise click.ClickException(f"No kray head answered at {gcs_address}; is `kray start --head` running there?") from None
+        while True:
+            try:
+                client.request(gcs_address, lambda rid: messages.GetNodes(rid), timeout=2.0)
+                return
+            except client.TokenRefused as e:
+                raise click.ClickException(str(e)) from None
+            except client.NoReply:
+                if time.monotonic() > deadline:
+                    raise click.ClickException(
+                        f"No kray head answered at {gcs_address} within {config.START_TIMEOUT_S:g}s; is "
+                        "`kray start --head` running there?"
+                    ) from None
     finally:
         wire.set_token(None)
 
