@@ -8,6 +8,7 @@ One cluster for the module (4 CPUs, 1 GPU (declared, none needed), 2 units of a 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -464,20 +465,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _cluster_processes(port: int, roots: list[int]) -> list[psutil.Process]:
-    """Processes of the `kray start` cluster: the CLI's children and anything naming its GCS port."""
-    found: dict[int, psutil.Process] = {}
-    for pid in roots:
-        try:
-            root = psutil.Process(pid)
-            found[pid] = root
-            found.update((p.pid, p) for p in root.children(recursive=True))
-        except psutil.NoSuchProcess:
-            pass
+def _cluster_processes(port: int, extra: list[int]) -> list[psutil.Process]:
+    """Processes of the `kray start` cluster: those naming its GCS port, `extra`, and their descendants."""
+    names_port = re.compile(rf"[:= ]{port}\b")
+    roots: list[psutil.Process] = []
     for proc in psutil.process_iter():
         try:
-            if f":{port}" in " ".join(proc.cmdline()):
-                found[proc.pid] = proc
+            if proc.pid in extra or names_port.search(" ".join(proc.cmdline())):
+                roots.append(proc)
+        except psutil.Error:
+            pass
+    found: dict[int, psutil.Process] = {}
+    for root in roots:
+        found[root.pid] = root
+        try:
+            found.update((p.pid, p) for p in root.children(recursive=True))
         except psutil.Error:
             pass
     found.pop(os.getpid(), None)
@@ -505,39 +507,41 @@ def test_detached_actor_outlives_its_driver_and_is_found_by_another(monkeypatch)
         check=False, capture_output=True, text=True, timeout=120,
     )
     assert start.returncode == 0, f"`start --head` failed:\n{start.stdout}\n{start.stderr}"
-    watched = _cluster_processes(port, [])
-    detached_pid = ephemeral_pid = None
+    pids: dict[str, int] = {}
+    watched: list[psutil.Process] = []
     try:
         with helpers.DriverProcess(CREATOR, workdir, "creator") as creator:
-            detached_pid = int(creator.wait_for(r"DETACHED PID (\d+)", timeout=120).group(1))
-            ephemeral_pid = int(creator.wait_for(r"EPHEMERAL PID (\d+)").group(1))
+            pids["detached"] = int(creator.wait_for(r"DETACHED PID (\d+)", timeout=120).group(1))
+            pids["ephemeral"] = int(creator.wait_for(r"EPHEMERAL PID (\d+)").group(1))
             creator.wait_for("CREATOR DONE")
             assert creator.finish() == 0, creator.output()
-        assert _running(detached_pid), "the detached actor died with its driver"
+        assert _running(pids["detached"]), "the detached actor died with its driver"
         with helpers.DriverProcess(FINDER, workdir, "finder") as finder:
             found = finder.wait_for(r"FOUND (\d+) PID (\d+)", timeout=120)
             assert found.group(1) == "42", "the detached actor lost its state"
-            assert int(found.group(2)) == detached_pid, "the second driver reached another process"
+            assert int(found.group(2)) == pids["detached"], "the second driver reached another process"
             finder.wait_for("EPHEMERAL (GONE|STILL THERE)", timeout=120)
             finder.wait_for("FINDER DONE")
             assert finder.finish() == 0, finder.output()
             assert "EPHEMERAL GONE" in finder.output(), "a non-detached named actor outlived its driver"
-        helpers.wait_until(lambda: not _running(ephemeral_pid), what="the non-detached actor to exit")
+        helpers.wait_until(lambda: not _running(pids["ephemeral"]), what="the non-detached actor to exit")
         # Still alive after the second driver disconnected too.
-        assert _running(detached_pid), "the detached actor died when the second driver disconnected"
-        watched = _cluster_processes(port, [detached_pid])
+        assert _running(pids["detached"]), "the detached actor died when the second driver disconnected"
     finally:
+        watched = _cluster_processes(port, list(pids.values()))
         stop = subprocess.run([*CLI, "stop"], check=False, capture_output=True, text=True, timeout=120)
+        try:
+            helpers.wait_until(lambda: not helpers.alive(watched), what="the cluster's processes to exit")
+        except AssertionError:
+            left = helpers.alive(watched)
+            for proc in left:  # ours: started by this test's `start`
+                try:
+                    proc.send_signal(signal.SIGKILL)
+                except psutil.Error:
+                    pass
+            raise AssertionError(f"processes left after `stop`: {helpers.describe(left)}") from None
+        finally:
+            shutil.rmtree(temp_dir, ignore_errors=True)
     assert stop.returncode == 0, f"`stop` failed:\n{stop.stdout}\n{stop.stderr}"
-    try:
-        helpers.wait_until(lambda: not helpers.alive(watched), what="the cluster's processes to exit after stop")
-    except AssertionError:
-        left = helpers.alive(watched)
-        for proc in left:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except psutil.Error:
-                pass
-        raise AssertionError(f"processes left after `stop`: {helpers.describe(left)}") from None
+    assert len(watched) >= 3, f"expected the GCS, the raylet and the detached actor, found {helpers.describe(watched)}"
     assert not helpers.alive(_cluster_processes(port, [])), "a process naming the cluster's port is left"
-    shutil.rmtree(temp_dir, ignore_errors=True)

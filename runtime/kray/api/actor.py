@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from kray import exceptions, serialization
 from kray.api import runtime
-from kray.core import task_args
+from kray.core import refs, task_args
 from kray.protocol import messages
 from kray.scheduling import resources as res
 from kray.util import scheduling_strategies
@@ -123,6 +123,8 @@ class ActorClass:
         handle = ActorHandle(info.actor_id, info.options)
         if info.actor_id == actor_id:
             core.loop.call_soon_threadsafe(_keep_until_created, core, actor_id, pins)
+            if not actor_options.detached and not actor_options.name:
+                handle._core = core  # the original handle: the actor ends when it is dropped
         return handle
 
 
@@ -209,6 +211,18 @@ class ActorHandle:
         self._methods = options.methods
         self._max_task_retries = options.max_task_retries
         self._options = options
+        self._core: Any = None  # set on the creator's original handle
+
+    def __del__(self) -> None:
+        # As in Ray, an actor that nobody can call any more exits: its creator dropped the original
+        # handle and no copy of it ever left this process (copies elsewhere keep it alive).
+        core = self.__dict__.get("_core")
+        if core is None or self._actor_id in core.escaped_actors or core is not refs.get_core():
+            return
+        try:
+            core.loop.call_soon_threadsafe(core.submitter.actors.release, self._actor_id)
+        except Exception:
+            pass
 
     def __getattr__(self, name: str) -> ActorMethod:
         methods = self.__dict__.get("_methods", {})
@@ -217,6 +231,9 @@ class ActorHandle:
         return ActorMethod(self, name, methods[name])
 
     def __reduce__(self) -> tuple[Any, ...]:
+        core = self.__dict__.get("_core")
+        if core is not None:
+            core.escaped_actors.add(self._actor_id)
         return (ActorHandle, (self._actor_id, self._options))
 
     def __repr__(self) -> str:

@@ -20,7 +20,7 @@ ALIVE, DEAD, RESTARTING = "ALIVE", "DEAD", "RESTARTING"
 
 
 class ActorQueue:
-    __slots__ = ("actor_id", "info", "queue", "in_flight", "subscribed", "pins")
+    __slots__ = ("actor_id", "info", "queue", "in_flight", "subscribed", "pins", "released")
 
     def __init__(self, actor_id: bytes) -> None:
         self.actor_id = actor_id
@@ -29,6 +29,7 @@ class ActorQueue:
         self.in_flight: dict[bytes, Any] = {}
         self.subscribed = False
         self.pins: list[Any] = []  # creation arguments, kept until the actor is created
+        self.released = False  # the creator dropped its handle: end the actor once its calls are done
 
 
 class ActorSubmitter:
@@ -86,6 +87,18 @@ class ActorSubmitter:
         state = self.actors.get(record.spec.actor_id)
         if state is not None:
             state.in_flight.pop(record.spec.task_id, None)
+            self._end_if_released(state)
+
+    def release(self, actor_id: bytes) -> None:
+        """The last handle in the creating process is gone (and none left it): end the actor."""
+        state = self.queue_for(actor_id)
+        state.released = True
+        self._end_if_released(state)
+
+    def _end_if_released(self, state: ActorQueue) -> None:
+        if state.released and not state.in_flight and not state.queue:
+            state.released = False
+            self.loop.connect(self.core.gcs_address).send(messages.KillActor(0, state.actor_id, True))
 
     def _on_update(self, msg: messages.ActorUpdate, payload: list, peer: Any) -> None:
         info = msg.info

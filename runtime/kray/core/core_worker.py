@@ -51,6 +51,7 @@ class CoreWorker:
         self.assigned_resources: dict[str, float] = {}
         self.gpu_ids: list[int] = []
         self.actor_id = b""
+        self.escaped_actors: set[bytes] = set()  # actors whose handles were sent to other processes
         self._put_index = itertools.count(1)
         self.nodes: dict[bytes, messages.NodeInfo] = {node.node_id: node}
         self.submitter = submitter.Submitter(self)
@@ -234,12 +235,12 @@ class CoreWorker:
                     to_fetch.append((oid, entry.owner))
         if to_fetch:
             self.loop.call_soon_threadsafe(self._fetch_from_owners, to_fetch)
-        if waiter.event.is_set():
+        if waiter.is_set():
             return
         executor = self.executor
         blocked = executor is not None and executor.block_begin()
         try:
-            ok = waiter.event.wait(timeout)
+            ok = waiter.wait(timeout)
         finally:
             if blocked:
                 executor.block_end()

@@ -8,6 +8,7 @@ waiting for its arguments, a remote `GetObject`) are notified when a value arriv
 
 from __future__ import annotations
 
+import _thread
 import collections
 import threading
 from typing import Any, Callable
@@ -46,18 +47,38 @@ class Entry:
 
 
 class Waiter:
-    """Wakes a thread blocked in get/wait once `needed` objects are ready."""
+    """Wakes a thread blocked in get/wait once `needed` objects are ready.
 
-    __slots__ = ("needed", "event")
+    A bare lock used as a one-shot latch: releasing it is much cheaper than setting an Event.
+    """
+
+    __slots__ = ("needed", "_latch", "_done", "_mutex")
 
     def __init__(self, needed: int) -> None:
         self.needed = needed
-        self.event = threading.Event()
+        self._latch = _thread.allocate_lock()
+        self._latch.acquire()
+        self._done = False
+        self._mutex = _thread.allocate_lock()  # notify() runs on the user's and the I/O thread
 
     def notify(self, object_id: bytes) -> None:
-        self.needed -= 1
-        if self.needed <= 0:
-            self.event.set()
+        with self._mutex:
+            self.needed -= 1
+            if self.needed > 0 or self._done:
+                return
+            self._done = True
+        self._latch.release()
+
+    def is_set(self) -> bool:
+        return self._done
+
+    def wait(self, timeout: float | None) -> bool:
+        if self._done:
+            return True
+        if timeout is None:
+            self._latch.acquire()
+            return True
+        return self._latch.acquire(timeout=max(0.0, timeout)) or self._done
 
 
 class CallbackWaiter:

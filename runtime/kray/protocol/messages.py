@@ -16,6 +16,7 @@ Pure data: dataclasses registered with a fixed type code in `wire`. Who sends wh
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Any
 
 from kray.protocol import wire
@@ -28,6 +29,17 @@ def message(code: int) -> Any:
         return cls
 
     return decorate
+
+
+def _fast_pickle(cls: type) -> type:
+    """Pickle a record as (class, field tuple): several times faster than dataclass state dicts."""
+    getter = operator.attrgetter(*[f.name for f in dataclasses.fields(cls)])
+
+    def __reduce__(self: Any) -> tuple[Any, ...]:
+        return (cls, getter(self))
+
+    cls.__reduce__ = __reduce__  # type: ignore[method-assign]
+    return cls
 
 
 # ---------------------------------------------------------------- generic
@@ -533,3 +545,7 @@ class RemoveBorrower:
 @message(47)
 class Exit:
     reason: str
+
+
+for _record in (NodeInfo, ArgValue, TaskSpec, ReturnValue, ActorOptions, ActorInfo, PlacementGroupInfo):
+    _fast_pickle(_record)
