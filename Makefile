@@ -37,6 +37,9 @@ bench: install
 k8s-env:
 	bash tests/k8s/controlplane/build.sh
 
+images:
+	bash images/build.sh
+
 lint: install
 	$(BIN)/pip install -q ruff
 	$(BIN)/ruff check runtime operator tests

@@ -150,7 +150,7 @@ def mapping_of(address: int) -> str | None:
 
 def base_chain(obj: Any) -> list[str]:
     """Type names along a numpy array's `.base` chain, for assertion messages."""
-    chain = []
+    chain: list[str] = []
     while obj is not None and len(chain) < 10:
         chain.append(type(obj).__name__)
         obj = getattr(obj, "base", None) if hasattr(obj, "base") else getattr(obj, "obj", None)

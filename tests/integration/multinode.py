@@ -185,7 +185,7 @@ class MultiNodeCluster:
 
     def run_cli(self, args: list[str], env: dict[str, str], timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [*kray_cli(), *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            [*kray_cli(), *args], check=False, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
             timeout=timeout, cwd=self.base_dir,
         )
 
@@ -245,9 +245,22 @@ class MultiNodeCluster:
             except (ProcessLookupError, psutil.NoSuchProcess):
                 pass
         node.killed = True
+        # A dead machine runs no `kray stop`; and its recorded pids may soon belong to other processes.
+        node.stopped = True
         helpers.wait_until(lambda: not node.processes(), timeout, f"node {index}'s processes to die")
         for entry in node.shm_entries():
             shutil.rmtree(entry, ignore_errors=True)
+
+    def try_join(self, token: str | None, ip: str) -> subprocess.CompletedProcess:
+        """Run `kray start --address` for a node that is not recorded as part of the cluster (for refusals)."""
+        node = Node(index=-1, ip=ip, temp_dir=self.base_dir / f"refused-{uuid.uuid4().hex[:6]}",
+                    marker=f"{self.cluster_id}:refused:", num_cpus=1, resources={})
+        node.temp_dir.mkdir(parents=True)
+        args = ["start", f"--address={self.address}", f"--node-ip-address={ip}", "--num-cpus=1",
+                f"--object-store-memory={self.object_store_memory}"]
+        env = self.node_env(node, token)
+        env["KRAY_START_TIMEOUT_S"] = "20"
+        return self.run_cli(args, env)
 
     def stop_node(self, index: int) -> subprocess.CompletedProcess:
         """`kray stop` with node `index`'s KRAY_TEMP_DIR (stops that node's processes only)."""

@@ -140,6 +140,10 @@ class AsyncWorker:
     async def echo(self, x: Any) -> Any:
         return x
 
+    async def fail(self, message: str) -> None:
+        await asyncio.sleep(0)
+        raise KeyError(message)
+
 
 @kray.remote(concurrency_groups={"io": 2, "compute": 1})
 class Grouped:
@@ -267,6 +271,16 @@ def test_async_actor_serves_calls_while_one_awaits(actors, tmp_path: Path) -> No
     assert not ready
     gate.touch()
     assert kray.get(waiting, timeout=helpers.WAIT_S) == "opened"
+
+
+def test_async_method_error_raises_and_the_actor_stays_alive(actors) -> None:
+    worker = AsyncWorker.remote()
+    actors.append(worker)
+    with pytest.raises(KeyError) as info:
+        kray.get(worker.fail.remote("no such key 17"), timeout=helpers.WAIT_S)
+    assert isinstance(info.value, kray.exceptions.RayTaskError)
+    assert "no such key 17" in str(info.value)
+    assert kray.get(worker.echo.remote("still here"), timeout=helpers.WAIT_S) == "still here"
 
 
 def test_async_actor_max_concurrency_bounds_the_overlap(actors, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import kray
 import psutil
 import pytest
 
-from . import helpers
+from . import helpers, tasklib
 
 CPUS = 4
 cluster = helpers.module_cluster(num_cpus=CPUS, num_gpus=1, resources={"gizmo": 2})
@@ -172,6 +172,11 @@ def test_calling_a_class_or_method_without_remote_raises_type_error(cluster, act
     assert kray.get(counter.read.remote(), timeout=helpers.WAIT_S) == 0
 
 
+def test_kill_of_something_else_than_an_actor_raises(cluster) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        kray.kill(kray.put(1))
+
+
 def test_calling_a_missing_method_raises_attribute_error(cluster, actors) -> None:
     counter = Counter.remote()
     actors.append(counter)
@@ -187,6 +192,26 @@ def test_calls_from_one_caller_run_in_submission_order(cluster, actors) -> None:
     # Each call saw exactly the calls submitted before it.
     assert kray.get(refs, timeout=600) == list(range(1, n + 1))
     assert kray.get(recorder.all.remote(), timeout=helpers.WAIT_S) == list(range(n))
+
+
+@kray.remote
+def released_by(gate: str, value: int) -> int:
+    tasklib.wait_for_file(gate)
+    return value
+
+
+def test_order_holds_when_an_earlier_calls_argument_is_ready_later(cluster, actors, tmp_path: Path) -> None:
+    recorder = Recorder.remote()
+    actors.append(recorder)
+    kray.get(recorder.all.remote(), timeout=helpers.WAIT_S)
+    gate = tmp_path / "gate"
+    first = recorder.append.remote(released_by.remote(str(gate), -1))  # its argument is not ready yet
+    later = [recorder.append.remote(i) for i in range(3)]
+    ready, _ = kray.wait([later[0]], timeout=0.5)
+    assert not ready, "a later call ran before an earlier one whose argument was pending"
+    gate.touch()
+    assert kray.get([first, *later], timeout=helpers.WAIT_S) == [1, 2, 3, 4]
+    assert kray.get(recorder.all.remote(), timeout=helpers.WAIT_S) == [-1, 0, 1, 2]
 
 
 def test_state_persists_across_calls(cluster, actors) -> None:
@@ -212,6 +237,23 @@ def test_actor_exits_when_its_last_handle_is_dropped(cluster) -> None:
     assert kray.get(copy.incr.remote(), timeout=helpers.WAIT_S) == 1
     del copy
     helpers.wait_until(lambda: not _running(pid), what="the actor to exit once no handle to it was left")
+
+
+def test_actor_exits_when_the_handle_it_lent_a_task_is_back_and_dropped(cluster) -> None:
+    counter = Counter.remote()
+    pid = kray.get(counter.pid.remote(), timeout=helpers.WAIT_S)
+    assert kray.get(use_counter.remote(counter, 2), timeout=helpers.WAIT_S) == 2
+    # The task that borrowed the handle has finished: dropping the driver's handle ends the actor, as in Ray.
+    del counter
+    helpers.wait_until(lambda: not _running(pid), what="the actor to exit once no handle to it was left")
+
+
+def test_named_actor_exits_when_its_last_handle_is_dropped(cluster) -> None:
+    named = Counter.options(name="test-dropped-named").remote()
+    pid = kray.get(named.pid.remote(), timeout=helpers.WAIT_S)
+    del named
+    # As in Ray: a name does not keep a non-detached actor alive (lifetime="detached" does).
+    helpers.wait_until(lambda: not _running(pid), what="the named actor to exit once no handle to it was left")
 
 
 def test_each_actor_has_a_dedicated_process(cluster, actors) -> None:

@@ -99,9 +99,8 @@ def test_init_arguments_are_honoured(cluster_factory) -> None:
     assert total["object_store_memory"] == pytest.approx(300 * MiB, rel=0.05)
     assert total.get("memory", 0) > 0
     assert kray.get_runtime_context().namespace == "team-a"
-    available = helpers.wait_until(
-        lambda: (a := kray.available_resources()).get("CPU") == 3 and a, what="all 3 CPUs to be available"
-    )
+    helpers.wait_until(lambda: kray.available_resources().get("CPU") == 3, what="all 3 CPUs to be available")
+    available = kray.available_resources()
     assert available["GPU"] == 2
     assert available["widget"] == 5
 

@@ -119,6 +119,13 @@ def test_scaling_follows_replicas_clamped_to_min_and_max(kray_operator: Operator
              and clusters.status(NAME).get("observedGeneration") == generation, WAIT_S,
              "desiredWorkerReplicas 3 for the latest generation", kray_operator)
     stays(lambda: clusters.counts(NAME) == (1, 3), 2.0, "1 head and 3 workers (clamped)")
+    for replicas in (1, 3, 0, 2):  # changes undone before a pass ends: only the last one counts
+        clusters.set_replicas(NAME, replicas)
+    generation = clusters.get(NAME)["metadata"]["generation"]
+    # Passes on the middle states may still run: wait for one that saw the last generation to finish.
+    wait_for(lambda: clusters.status(NAME).get("observedGeneration") == generation
+             and clusters.counts(NAME) == (1, 2), WAIT_S, "the last generation reconciled", kray_operator)
+    stays(lambda: clusters.counts(NAME) == (1, 2), 2.0, "1 head and 2 workers")
 
 
 def test_workers_to_delete_removes_exactly_those_pods_and_is_cleared(

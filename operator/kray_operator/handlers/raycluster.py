@@ -1,5 +1,5 @@
-"""kopf handlers of RayCluster: create/resume/update reconcile and report, and events of its Pods and head
-Service (a worker deleted or failed, a Pod became ready) that trigger a pass of the owning cluster.
+"""kopf handlers of RayCluster: create/resume/update reconcile and report; every event of a RayCluster,
+its Pods and its head Service (a worker deleted or failed, a Pod became ready) triggers a pass too.
 
 No timer or daemon on purpose: kopf puts a finalizer on objects with those, and a RayCluster must stay
 deletable while the operator is down (its children go by owner references). Resume covers restarts.
@@ -63,7 +63,16 @@ def child_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> N
         _passes.request((ns, cluster), lambda: _sync_quietly(ns, cluster))
 
 
-@kopf.on.delete(models.GROUP, models.VERSION, PLURAL, optional=True)
-def forget(namespace: str | None, name: str | None, **_: Any) -> None:
-    """The cluster is gone (its children go by garbage collection); drop its bookkeeping."""
-    _passes.forget((namespace or "", name or ""))
+@kopf.on.event(models.GROUP, models.VERSION, PLURAL)
+def cluster_event(namespace: str | None, name: str | None, type: str | None, **_: Any) -> None:
+    """Any change of the RayCluster: a pass on its latest state (level-triggered).
+
+    The create/update handlers alone are not enough: kopf compares the spec with the last one it
+    handled, so a change that is undone while a pass runs (replicas 1 -> 3 -> 1) never reaches them,
+    though the pass may have acted on the middle state.
+    """
+    key = (namespace or "", name or "")
+    if type == "DELETED":
+        _passes.forget(key)  # its children go by garbage collection
+    elif all(key):
+        _passes.request(key, lambda: _sync_quietly(*key))

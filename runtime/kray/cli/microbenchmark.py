@@ -18,6 +18,7 @@ import click
 import psutil
 
 import kray
+from kray.cli import microbenchmark_actors
 
 PER_SECOND = "per second"
 
@@ -183,7 +184,10 @@ def idle_cluster_rss(bench: Bench) -> None:
 
 
 def object_rows(bench: Bench) -> None:
-    import numpy as np
+    try:
+        import numpy as np
+    except ImportError as e:
+        raise click.ClickException("kray microbenchmark needs numpy: pip install numpy") from e
 
     value = kray.put(0)
     bench.timeit("single client get calls (Plasma Store)", lambda: kray.get(value))
@@ -229,10 +233,9 @@ def task_rows(bench: Bench) -> None:
 
 
 def actor_rows(bench: Bench) -> None:
-    """Ray's actor rows ("1:1 actor calls sync", "1:1 actor calls async", "n:n actor calls async", ...).
-
-    They join here when kray has actors, in Ray's order, after the task rows.
-    """
+    """Ray's actor rows, in Ray's order, after the task rows (see microbenchmark_actors)."""
+    if any(bench.wants(name) for name in microbenchmark_actors.ACTOR_ROWS):
+        microbenchmark_actors.actor_rows(bench)
 
 
 def print_table(results: list[Result], echo: Callable[[str], None] = click.echo) -> None:
@@ -251,7 +254,7 @@ def run(pattern: str = "", duration: float = 3.0) -> list[Result]:
     """Run the microbenchmark rows that match `pattern`; returns the results after printing them."""
     bench = Bench(pattern, duration)
     startup_latency(bench)  # before this process starts its own cluster, so the two do not compete
-    if any(bench.wants(name) for name in CLUSTER_ROWS):
+    if any(bench.wants(name) for name in (*CLUSTER_ROWS, *microbenchmark_actors.ACTOR_ROWS)):
         kray.init()
         try:
             idle_cluster_rss(bench)

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Builds kray's container images: kray:latest (runtime) and kray-operator:latest (operator on top).
+# Called by `make images`; run from anywhere. Needs docker (with a running daemon) or podman.
+#
+# Environment (all optional):
+#   KRAY_CONTAINER_ENGINE  docker | podman (default: docker if its daemon answers, else podman;
+#                          docker first because kind, used by `make e2e-kind`, loads images from it)
+#   KRAY_BASE_IMAGE        base of the runtime image (default: python:3.11-slim when it can be pulled,
+#                          else localhost/kray-base:bookworm, built with mmdebstrap if it is missing)
+#   KRAY_IMAGE_TAG         tag of both images (default: latest)
+#   KRAY_BUILD_CA          CA bundle that pip trusts during the build only (default: the host's
+#                          /etc/ssl/certs/ca-certificates.crt when present); never copied into an image
+#   KRAY_CACHE_DIR         cache outside the clone (default: ~/.cache/kray); the base rootfs tarball
+#                          lives in $KRAY_CACHE_DIR/images
+set -euo pipefail
+shopt -s inherit_errexit  # errors inside $(...) stop the script too
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tag="${KRAY_IMAGE_TAG:-latest}"
+cache="${KRAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kray}/images"
+local_base="localhost/kray-base:bookworm"
+registry_base="docker.io/library/python:3.11-slim"  # fully qualified: podman may not resolve short names
+
+log() { echo "images: $*" >&2; }
+die() { echo "images: error: $*" >&2; exit 1; }
+
+# --- the container engine ------------------------------------------------------------------------
+engine_works() {
+    case "$1" in
+        docker) command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1 ;;
+        podman) command -v podman >/dev/null 2>&1 && timeout 20 podman info >/dev/null 2>&1 ;;
+        *) return 1 ;;
+    esac
+}
+
+pick_engine() {
+    if [[ -n "${KRAY_CONTAINER_ENGINE:-}" ]]; then
+        engine_works "$KRAY_CONTAINER_ENGINE" || {
+            echo "images: KRAY_CONTAINER_ENGINE=$KRAY_CONTAINER_ENGINE does not work here" \
+                 "(is it installed, and its daemon running?)" >&2
+            exit 2
+        }
+        echo "$KRAY_CONTAINER_ENGINE"
+        return
+    fi
+    local candidate
+    for candidate in docker podman; do
+        if engine_works "$candidate"; then echo "$candidate"; return; fi
+    done
+    cat >&2 <<'EOF'
+images: no working container engine: install podman (e.g. `apt-get install podman buildah runc
+images: uidmap fuse-overlayfs slirp4netns`) or Docker with a running daemon, then run `make images` again.
+EOF
+    exit 2
+}
+
+# podman on a machine without systemd (a container, a CI VM) needs the project's containers.conf:
+# runc, cgroupfs, file events and ulimits that fit (see the comments in images/containers.conf).
+configure_podman() {
+    if [[ -z "${CONTAINERS_CONF:-}" && ! -d /run/systemd/system ]]; then
+        export CONTAINERS_CONF="$repo/images/containers.conf"
+        log "no systemd here: using CONTAINERS_CONF=$CONTAINERS_CONF"
+    fi
+}
+
+image_exists() {
+    if [[ "$engine" == podman ]]; then
+        podman image exists "$1"
+    else
+        docker image inspect "$1" >/dev/null 2>&1
+    fi
+}
+
+# --- the base image --------------------------------------------------------------------------------
+# A Debian bookworm root filesystem with python3 (3.11) from Debian's packages, for machines that
+# reach Debian's mirror but no container registry. The tarball is cached outside the clone.
+build_local_base() {
+    local tarball="$cache/kray-base-bookworm.tar"
+    if [[ ! -s "$tarball" ]]; then
+        command -v mmdebstrap >/dev/null 2>&1 \
+            || die "no registry to pull $registry_base from and no mmdebstrap to build $local_base;" \
+                   "install mmdebstrap (apt-get install mmdebstrap) or set KRAY_BASE_IMAGE"
+        mkdir -p "$cache"
+        log "building the base rootfs with mmdebstrap into $tarball (about a minute)"
+        local started=$SECONDS
+        mmdebstrap --variant=apt --include=python3,python3-venv,ca-certificates,passwd \
+            --dpkgopt='path-exclude=/usr/share/man/*' \
+            --dpkgopt='path-exclude=/usr/share/locale/*' \
+            --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+            --dpkgopt='path-exclude=/usr/share/doc/*' \
+            --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+            --dpkgopt='path-exclude=/usr/share/info/*' \
+            bookworm "$cache/partial.tar" >&2  # the .tar suffix picks mmdebstrap's output format
+        mv "$cache/partial.tar" "$tarball"
+        log "base rootfs built in $((SECONDS - started)) s"
+    else
+        log "reusing the cached base rootfs $tarball"
+    fi
+    "$engine" import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'CMD ["/usr/bin/python3"]' \
+        "$tarball" "$local_base" >/dev/null
+    log "imported $local_base"
+}
+
+pick_base() {
+    if [[ -n "${KRAY_BASE_IMAGE:-}" ]]; then echo "$KRAY_BASE_IMAGE"; return; fi
+    if image_exists "$registry_base" || timeout 120 "$engine" pull -q "$registry_base" >/dev/null 2>&1; then
+        echo "$registry_base"; return
+    fi
+    log "cannot pull $registry_base (no registry?): using $local_base"
+    image_exists "$local_base" || build_local_base
+    echo "$local_base"
+}
+
+# --- building ----------------------------------------------------------------------------------------
+# The CA reaches pip as a build secret (podman/buildah and Docker BuildKit both mount it at
+# /run/secrets/hostca for the RUN steps that ask for it); it is in no layer of the images.
+ca_args=()
+ca="${KRAY_BUILD_CA-/etc/ssl/certs/ca-certificates.crt}"
+if [[ -n "$ca" && -s "$ca" ]]; then
+    ca_args=(--secret "id=hostca,src=$ca")
+fi
+
+build() {  # build NAME DOCKERFILE BUILD-ARG...
+    local name="$1" dockerfile="$2"; shift 2
+    local args=() a started=$SECONDS
+    for a in "$@"; do args+=(--build-arg "$a"); done
+    log "building $name from $dockerfile"
+    "$engine" build -f "$repo/$dockerfile" -t "$name" "${args[@]}" "${ca_args[@]}" "$repo"
+    log "built $name in $((SECONDS - started)) s"
+}
+
+engine="$(pick_engine)"
+[[ "$engine" == podman ]] && configure_podman
+[[ "$engine" == docker ]] && export DOCKER_BUILDKIT=1  # RUN --mount=type=secret needs BuildKit
+log "engine: $engine"
+
+base="$(pick_base)"
+build "kray:$tag" images/runtime.Dockerfile "BASE=$base"
+build "kray-operator:$tag" images/operator.Dockerfile "RUNTIME_IMAGE=kray:$tag"
+"$engine" images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '(^|/)kray(-operator)?:' >&2 || true

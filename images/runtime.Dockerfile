@@ -1,0 +1,35 @@
+# kray's runtime image: Python with kray installed (the `kray` CLI, the head and worker processes).
+# Build from the repository root (images/build.sh, or `make images`):
+#   docker build -f images/runtime.Dockerfile -t kray:latest .
+# Without a registry, pass a local base: --build-arg BASE=localhost/kray-base:bookworm.
+# Behind a TLS-intercepting proxy, give pip the proxy's CA for the build only:
+#   --secret id=hostca,src=/etc/ssl/certs/ca-certificates.crt   (never COPY a CA into the image)
+
+ARG BASE=python:3.11-slim
+
+# --- build stage: a virtual environment with kray and its dependencies (wheels only, no compilers)
+FROM ${BASE} AS build
+RUN python3 -m venv /opt/kray/venv
+COPY pyproject.toml README.md /src/
+COPY runtime /src/runtime
+COPY operator /src/operator
+RUN --mount=type=secret,id=hostca \
+    if [ -s /run/secrets/hostca ]; then export PIP_CERT=/run/secrets/hostca; fi \
+    && /opt/kray/venv/bin/pip install --no-cache-dir --disable-pip-version-check /src \
+    && /opt/kray/venv/bin/python -c "import kray, zmq, cloudpickle, psutil, click"
+
+# --- final stage: the base, a non-root user and the virtual environment; no sources, no caches
+FROM ${BASE}
+ENV PATH=/opt/kray/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    VIRTUAL_ENV=/opt/kray/venv \
+    LANG=C.UTF-8 \
+    PYTHONUNBUFFERED=1
+RUN groupadd --gid 1000 kray \
+    && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/kray --shell /bin/bash kray
+COPY --from=build /opt/kray/venv /opt/kray/venv
+# Numeric, so that Kubernetes' runAsNonRoot can verify it.
+USER 1000:1000
+WORKDIR /home/kray
+# GCS, dashboard and job API, client, metrics (Ray's ports).
+EXPOSE 6379 8265 10001 8080
+CMD ["kray", "--help"]
