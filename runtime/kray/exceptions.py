@@ -128,6 +128,9 @@ class ActorError(RayError):
     """Base for actor failures."""
 
 
+RayActorError = ActorError  # Ray's name for the base of actor failures
+
+
 class ActorDiedError(ActorError):
     """The actor is dead: killed, crashed past max_restarts, or its creation failed."""
 
@@ -193,6 +196,7 @@ __all__ = [
     "OutOfMemoryError",
     "OwnerDiedError",
     "PendingCallsLimitExceeded",
+    "RayActorError",
     "RayError",
     "RaySystemError",
     "RayTaskError",

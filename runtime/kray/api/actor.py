@@ -123,7 +123,7 @@ class ActorClass:
         handle = ActorHandle(info.actor_id, info.options)
         if info.actor_id == actor_id:
             core.loop.call_soon_threadsafe(_keep_until_created, core, actor_id, pins)
-            if not actor_options.detached and not actor_options.name:
+            if not actor_options.detached:
                 handle._core = core  # the original handle: the actor ends when it is dropped
         return handle
 
@@ -232,7 +232,8 @@ class ActorHandle:
 
     def __reduce__(self) -> tuple[Any, ...]:
         core = self.__dict__.get("_core")
-        if core is not None:
+        if core is not None and not serialization.record_contained_ref(_Lent(core, self._actor_id)):
+            # Pickled out of band: nobody can tell when that copy is dropped, so the actor stays.
             core.escaped_actors.add(self._actor_id)
         return (ActorHandle, (self._actor_id, self._options))
 
@@ -244,6 +245,24 @@ class ActorHandle:
 
     def __hash__(self) -> int:
         return hash(self._actor_id)
+
+
+class _Lent:
+    """A copy of the creator's handle inside a task's arguments or a stored object: it keeps the
+    actor alive until that task finishes (or that object is freed)."""
+
+    __slots__ = ("core", "actor_id")
+
+    def __init__(self, core: Any, actor_id: bytes) -> None:
+        self.core = core
+        self.actor_id = actor_id
+        core.loop.call_soon_threadsafe(core.submitter.actors.lend, actor_id, 1)
+
+    def __del__(self) -> None:
+        try:
+            self.core.loop.call_soon_threadsafe(self.core.submitter.actors.lend, self.actor_id, -1)
+        except Exception:
+            pass
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:

@@ -20,7 +20,7 @@ ALIVE, DEAD, RESTARTING = "ALIVE", "DEAD", "RESTARTING"
 
 
 class ActorQueue:
-    __slots__ = ("actor_id", "info", "queue", "in_flight", "subscribed", "pins", "released")
+    __slots__ = ("actor_id", "info", "queue", "in_flight", "subscribed", "pins", "released", "lent")
 
     def __init__(self, actor_id: bytes) -> None:
         self.actor_id = actor_id
@@ -30,6 +30,7 @@ class ActorQueue:
         self.subscribed = False
         self.pins: list[Any] = []  # creation arguments, kept until the actor is created
         self.released = False  # the creator dropped its handle: end the actor once its calls are done
+        self.lent = 0  # copies of the handle inside pending tasks' arguments or stored objects
 
 
 class ActorSubmitter:
@@ -95,8 +96,13 @@ class ActorSubmitter:
         state.released = True
         self._end_if_released(state)
 
+    def lend(self, actor_id: bytes, delta: int) -> None:
+        state = self.queue_for(actor_id)
+        state.lent += delta
+        self._end_if_released(state)
+
     def _end_if_released(self, state: ActorQueue) -> None:
-        if state.released and not state.in_flight and not state.queue:
+        if state.released and not state.lent and not state.in_flight and not state.queue:
             state.released = False
             self.loop.connect(self.core.gcs_address).send(messages.KillActor(0, state.actor_id, True))
 

@@ -246,6 +246,7 @@ class Executor:
         core = self.core
         for index, value in enumerate(values):
             frames, contained = serialization.serialize(value, f"return value of {spec.name}")
+            contained = [r for r in contained if isinstance(r, refs.ObjectRef)]
             size = sum(len(f) if isinstance(f, bytes) else memoryview(f).nbytes for f in frames)
             if size > config.INLINE_THRESHOLD:
                 hex_id = ids.return_object_id(spec.task_id, index + 1).hex()
