@@ -174,7 +174,7 @@ def test_suspend_deletes_every_pod_and_resume_recreates_them(kray_operator: Oper
     assert condition(clusters.status(NAME), "RayClusterSuspended")["status"] == "False"
 
 
-def test_deleted_and_failed_pods_are_replaced(kray_operator: OperatorProcess, clusters: Clusters,
+def test_deleted_and_failed_children_are_replaced(kray_operator: OperatorProcess, clusters: Clusters,
                                    k8s_namespace: str) -> None:
     clusters.create(sample(k8s_namespace))
     _wait_counts(clusters, kray_operator, 1, 1)
@@ -189,6 +189,16 @@ def test_deleted_and_failed_pods_are_replaced(kray_operator: OperatorProcess, cl
     clusters.core.patch_namespaced_pod_status(failed, k8s_namespace, {"status": {"phase": "Failed"}})
     wait_for(lambda: clusters.counts(NAME) == (1, 1) and failed not in clusters.pod_names(NAME), WAIT_S,
              "the failed worker deleted and replaced", kray_operator)
+
+    service = f"{NAME}-head-svc"
+    old_uid = clusters.core.read_namespaced_service(service, k8s_namespace).metadata.uid
+    clusters.core.delete_namespaced_service(service, k8s_namespace)
+
+    def recreated() -> bool:
+        found = [s for s in clusters.core.list_namespaced_service(k8s_namespace).items if s.metadata.name == service]
+        return bool(found) and found[0].metadata.uid != old_uid
+
+    wait_for(recreated, WAIT_S, "the head Service recreated", kray_operator)
 
 
 def test_a_spec_the_models_reject_fails_once_and_recovers_when_fixed(

@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Any
 
+import psutil
+
 from kray import config, ids
 from kray.api import local_cluster
 from kray.core import core_worker, refs
@@ -168,13 +170,34 @@ def _connect(gcs_address: str, namespace: str) -> _Driver:
         alive = [n for n in client.request(gcs_address, lambda rid: messages.GetNodes(rid), timeout=5.0) if n.alive]
     if not alive:
         raise ConnectionError(f"The kray cluster at {gcs_address} has no live node yet; try again shortly.")
-    local_ips = {wire.host_of(gcs_address), "127.0.0.1"}
-    node = next((n for n in alive if n.ip in local_ips), None) or next((n for n in alive if n.is_head), alive[0])
+    node = _local_node(alive, wire.host_of(gcs_address))
     core = core_worker.CoreWorker(
         node=node, gcs_address=gcs_address, job_id=0, worker_id=ids.random_id(), is_driver=True,
         namespace=namespace,
     )
     return _Driver(core, None, namespace)
+
+
+def _local_node(alive: list[messages.NodeInfo], gcs_host: str) -> messages.NodeInfo:
+    """The node of the cluster that runs on this machine: a driver uses its raylet and object store."""
+    mine = {addr.address for addrs in psutil.net_if_addrs().values() for addr in addrs}
+    preferred = [os.environ.get("KRAY_NODE_IP", ""), gcs_host]
+
+    def local(node: messages.NodeInfo) -> bool:
+        return node.ip in mine or node.ip.startswith("127.")
+
+    for ip in preferred:
+        node = next((n for n in alive if n.ip == ip and local(n)), None)
+        if node is not None:
+            return node
+    node = next((n for n in alive if local(n)), None)
+    if node is None:
+        raise ConnectionError(
+            "This machine is not a node of the kray cluster (its nodes are "
+            f"{', '.join(n.ip for n in alive)}). A driver runs on a node: join this machine with "
+            "`kray start --address=HEAD:PORT`, or run the program on one of the nodes (or submit it as a job)."
+        )
+    return node
 
 
 def _finish_connect(driver: _Driver, log_to_driver: bool) -> None:

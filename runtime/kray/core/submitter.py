@@ -253,7 +253,7 @@ class Submitter:
             elif not lease.in_flight and not queue.pending and lease.idle_timer is None:
                 lease.idle_timer = self.loop.call_later(config.IDLE_LEASE_SECONDS, self._return_lease, lease)
 
-    def _request_lease(self, queue: KeyQueue, raylet: str | None = None, spilled: bool = False) -> None:
+    def _request_lease(self, queue: KeyQueue, raylet: str | None = None, spilled: int = 0) -> None:
         label = queue.pending[0].spec.name if queue.pending else ""
         target = raylet or self.core.raylet_address
 
@@ -263,16 +263,16 @@ class Submitter:
             )
 
         req_id = self.loop.request(
-            target, make, lambda msg, _p: self._on_lease_reply(queue, msg, target), timeout=10**9
+            target, make, lambda msg, _p: self._on_lease_reply(queue, msg, target, spilled), timeout=10**9
         )
         queue.requests[req_id] = target
 
-    def _on_lease_reply(self, queue: KeyQueue, msg: Any, raylet: str) -> None:
+    def _on_lease_reply(self, queue: KeyQueue, msg: Any, raylet: str, spills: int = 0) -> None:
         if isinstance(msg, messages.LeaseSpillback):
             queue.requests.pop(msg.req_id, None)
             self.core.learn_node(msg.node_id, msg.raylet_address)
             if queue.pending:
-                self._request_lease(queue, msg.raylet_address, spilled=True)
+                self._request_lease(queue, msg.raylet_address, spilled=spills + 1)
             return
         if isinstance(msg, messages.LeaseQueued):
             queue.saturated = True

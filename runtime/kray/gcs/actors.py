@@ -50,7 +50,6 @@ class ActorManager:
         on(messages.SubscribeActor, self._on_subscribe)
         on(messages.KillActor, self._on_kill)
         on(messages.ListActors, lambda m, p, peer: peer.reply(m.req_id, [r.info for r in self.actors.values()]))
-        on(messages.JobFinished, self._on_job_finished)
         on(messages.TaskDone, self._on_creation_done)
         on(messages.WorkerDied, self._on_worker_died)
 
@@ -114,7 +113,7 @@ class ActorManager:
             return fitting[0]
         return next((n for n in alive if n.node_id == owner_node), alive[0] if alive else None)
 
-    def _schedule(self, record: ActorRecord, raylet: str = "", spilled: bool = False) -> None:
+    def _schedule(self, record: ActorRecord, raylet: str = "", spilled: int = 0) -> None:
         if not raylet:
             node = self._pick_node(record)
             if node is None:
@@ -130,15 +129,17 @@ class ActorManager:
                 req_id, spec.job_id, spec.resources, self.address, opts.class_name, opts.strategy, spilled
             )
 
-        record.request_id = self.loop.request(raylet, make, lambda m, p: self._on_lease(record, m), timeout=10**9)
+        record.request_id = self.loop.request(
+            raylet, make, lambda m, p: self._on_lease(record, m, spilled), timeout=10**9
+        )
 
-    def _on_lease(self, record: ActorRecord, msg: Any) -> None:
+    def _on_lease(self, record: ActorRecord, msg: Any, spilled: int = 0) -> None:
         if isinstance(msg, (messages.LeaseQueued, messages.LeaseInfeasible)):
             return
         record.request_id = None
         if isinstance(msg, messages.LeaseSpillback):
             if record.info.state != DEAD:
-                self._schedule(record, msg.raylet_address, spilled=True)
+                self._schedule(record, msg.raylet_address, spilled=spilled + 1)
             return
         if not isinstance(msg, messages.LeaseGranted):
             log.error("lease for actor %s failed: %s", record.info.actor_id.hex(), getattr(msg, "value", msg))
@@ -236,9 +237,9 @@ class ActorManager:
                 self.loop.forget(record.request_id)
             self._mark_dead(record, "The actor was killed by kray.kill() before it was created.")
 
-    def _on_job_finished(self, msg: messages.JobFinished, payload: list, peer: loop_mod.Peer) -> None:
+    def end_job(self, job_id: int) -> None:
         for record in list(self.actors.values()):
-            if record.info.job_id == msg.job_id and not record.info.options.detached:
+            if record.info.job_id == job_id and not record.info.options.detached:
                 self._kill(record, no_restart=True)
 
     def _mark_dead(self, record: ActorRecord, cause: str) -> None:

@@ -46,6 +46,7 @@ class Gcs:
         on(messages.KvPut, self._on_kv_put)
         on(messages.KvGet, lambda m, p, peer: peer.reply(m.req_id, self.kv.get(m.key)))
         on(messages.NodeHeartbeat, self._on_heartbeat)
+        on(messages.JobFinished, self._on_job_finished)
         on(messages.SubscribeNodes, lambda m, p, peer: self.node_subscribers.__setitem__(peer.identity, peer))
         self.loop.call_every(0.5, self._check_heartbeats)
 
@@ -63,6 +64,13 @@ class Gcs:
         node = self.nodes.get(msg.node_id)
         if node is not None and node.alive:
             self._node_died(node, "the node shut down")
+
+    def _on_job_finished(self, msg: messages.JobFinished, payload: list, peer: loop_mod.Peer) -> None:
+        """A driver ended: its actors end (unless detached) and every raylet drops the job's work."""
+        self.actors.end_job(msg.job_id)
+        for node in self.nodes.values():
+            if node.alive:
+                self.loop.connect(node.raylet_address).send(msg)
 
     def _on_heartbeat(self, msg: messages.NodeHeartbeat, payload: list, peer: loop_mod.Peer) -> None:
         node = self.nodes.get(msg.node_id)

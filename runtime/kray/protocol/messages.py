@@ -247,7 +247,7 @@ class RequestLease:
     owner: str
     label: str  # a task name, for infeasibility warnings
     strategy: tuple = ("DEFAULT",)  # ("DEFAULT",), ("SPREAD",) or ("NODE_AFFINITY", node_id, soft)
-    spilled: bool = False  # sent here by another raylet's decision
+    spilled: int = 0  # how many raylets already sent this request on
 
 
 @message(22)

@@ -7,6 +7,7 @@ worker pool and touches the node's object directories through the object store.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -28,11 +29,12 @@ log = logging.getLogger(__name__)
 
 
 class LeaseRequest:
-    __slots__ = ("msg", "peer", "queued_sent", "infeasible_sent", "since")
+    __slots__ = ("msg", "peer", "queued_sent", "infeasible_sent", "since", "hops")
 
     def __init__(self, msg: messages.RequestLease, peer: loop_mod.Peer) -> None:
         self.msg = msg
         self.peer = peer
+        self.hops = msg.spilled
         self.queued_sent = False
         self.infeasible_sent = False
         self.since = time.monotonic()
@@ -82,6 +84,7 @@ class Raylet:
         on(messages.ReadObject, self._on_read_object)
         on(messages.ReserveBundle, self._on_reserve_bundle)
         on(messages.ReturnBundle, self._on_return_bundle)
+        on(messages.JobFinished, self._on_job_finished)
         self.loop.call_every(config.HEARTBEAT_PERIOD_S, self._heartbeat)
         self.loop.call_every(5.0, self._trim_workers)
         self.loop.call_every(1.0, lambda: self.store.drain_pool(older_than=2.0))
@@ -103,10 +106,18 @@ class Raylet:
         )
 
     def _on_cluster_view(self, msg: messages.ClusterView, payload: list, peer: loop_mod.Peer) -> None:
-        before = {(n.node_id, n.alive) for n in self.cluster}
         self.cluster = [policy.NodeView(*fields) for fields in msg.nodes]
-        if self.pending and ({(n.node_id, n.alive) for n in self.cluster} != before or len(self.cluster) > 1):
+        if self.pending:
+            for req in self.pending:
+                req.hops = 0  # fresh numbers: a queued request may move to a node that is free now
             self._schedule()
+
+    def _on_job_finished(self, msg: messages.JobFinished, payload: list, peer: loop_mod.Peer) -> None:
+        """The job's driver is gone: nobody will use or return its leases, so end that work here."""
+        self.pending = [r for r in self.pending if r.msg.job_id != msg.job_id or r.msg.owner == self.gcs_address]
+        for worker in list(self.leases.values()):
+            if worker.lease_job == msg.job_id:
+                self.pool.kill(worker)  # its death frees the lease; task workers hold job state
 
     def _on_reserve_bundle(self, msg: messages.ReserveBundle, payload: list, peer: loop_mod.Peer) -> None:
         """Set a placement-group bundle aside: its resources become group resources on this node."""
@@ -138,6 +149,14 @@ class Raylet:
                 self.available.pop(name, None)
         res.add(self.available, bundle)
         self._schedule()
+
+    def _debit(self, node: policy.NodeView, request: dict[str, float]) -> None:
+        """Until the next heartbeat, count what was just sent to `node` as taken there."""
+        available = dict(node.available)
+        res.subtract(available, request)
+        self.cluster = [
+            dataclasses.replace(n, available=available) if n.node_id == node.node_id else n for n in self.cluster
+        ]
 
     def _local_view(self) -> policy.NodeView:
         return policy.NodeView(self.node.node_id, self.node.raylet_address, self.total, self.available)
@@ -207,11 +226,15 @@ class Raylet:
         for req in self.pending:
             request = req.msg.resources
             strategy = tuple(req.msg.strategy)
-            decision = policy.decide(local, request, self.cluster, strategy, req.msg.spilled, self._spread_index)
+            decision = policy.decide(local, request, self.cluster, strategy, req.hops, self._spread_index)
             if strategy[0] == policy.SPREAD:
                 self._spread_index += 1
+            log.debug("lease %s %s spilled=%s -> %s %s (view: %s)", req.msg.label, request, req.msg.spilled,
+                      decision.action, decision.node.raylet_address if decision.node else "",
+                      [(n.raylet_address, n.available.get("CPU")) for n in self.cluster])
             if decision.action == policy.SPILL and decision.node is not None:
                 req.peer.send(messages.LeaseSpillback(req.msg.req_id, decision.node.raylet_address, decision.node.node_id))
+                self._debit(decision.node, request)
                 continue
             if decision.action != policy.GRANT:
                 still.append(req)
@@ -245,6 +268,7 @@ class Raylet:
         worker.resources = dict(req.msg.resources)
         worker.owner_peer = req.peer
         worker.gpus = self._take_gpus(req.msg.resources.get("GPU", 0.0))
+        worker.lease_job = req.msg.job_id if req.msg.owner != self.gcs_address else 0
         self.leases[lease_id] = worker
         req.peer.send(
             messages.LeaseGranted(

@@ -27,7 +27,7 @@ STARTING, IDLE, LEASED, DEAD = "starting", "idle", "leased", "dead"
 class Worker:
     __slots__ = (
         "worker_id", "proc", "pid", "address", "state", "lease_id", "resources", "owner_peer",
-        "blocked", "idle_since", "streams", "job", "name", "gpus",
+        "blocked", "idle_since", "streams", "job", "name", "gpus", "lease_job",
     )
 
     def __init__(self, worker_id: bytes, proc: subprocess.Popen) -> None:
@@ -45,6 +45,7 @@ class Worker:
         self.job = -1
         self.name = ""
         self.gpus: dict[int, float] = {}  # GPU index -> share of it held by the current lease
+        self.lease_job = 0
 
 
 class WorkerPool:

@@ -35,11 +35,16 @@ class Decision:
     node: NodeView | None = None
 
 
+# A request spilled this many times stays where it is: views of other nodes' load are a heartbeat
+# old, and two raylets must not pass a request back and forth.
+MAX_SPILLS = 3
+
+
 def decide(
     local: NodeView, request: Mapping[str, float], cluster: Sequence[NodeView], strategy: tuple = (DEFAULT,),
-    spilled: bool = False, spread_index: int = 0,
+    spilled: int = 0, spread_index: int = 0,
 ) -> Decision:
-    """Decide where a request goes. `spilled`: it was already sent here by another raylet."""
+    """Decide where a request goes. `spilled`: how many raylets already sent it on."""
     nodes = [n for n in cluster if n.alive and n.node_id != local.node_id]
     kind = strategy[0] if strategy else DEFAULT
     if kind == "NODE_AFFINITY":
@@ -52,11 +57,12 @@ def decide(
         if not soft:
             return Decision(INFEASIBLE)
         kind = DEFAULT
-    if spilled:
-        # Sent here on purpose: run here, or wait here, unless this node can never run it.
-        if res.feasible(local.total, request):
-            return _local_or_queue(local, request)
-        spilled = False
+    if spilled and res.fits(local.available, request):
+        return Decision(GRANT)  # sent here because it fits: run it
+    if spilled >= MAX_SPILLS and res.feasible(local.total, request):
+        return _local_or_queue(local, request)
+    if spilled and kind == SPREAD:
+        kind = DEFAULT  # the spread choice was made by the first raylet
     if kind == SPREAD:
         candidates = sorted([local, *nodes], key=lambda n: n.node_id)
         free = [n for n in candidates if res.fits(n.available, request)]

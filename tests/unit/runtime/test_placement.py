@@ -63,7 +63,8 @@ def test_lease_decision_local_spill_queue_infeasible() -> None:
 
 def test_spilled_requests_stay_and_affinity_pins() -> None:
     local, other = node("a", 1, free=0), node("b", 1)
-    assert policy.decide(local, {"CPU": 1}, [local, other], spilled=True).action == policy.QUEUE
+    assert policy.decide(local, {"CPU": 1}, [local, other], spilled=policy.MAX_SPILLS).action == policy.QUEUE
+    assert policy.decide(local, {"CPU": 1}, [local, other], spilled=1).action == policy.SPILL
     pinned = policy.decide(node("a", 1), {"CPU": 1}, [node("a", 1), other], ("NODE_AFFINITY", b"b", False))
     assert pinned.action == policy.SPILL and pinned.node == other
     gone = ("NODE_AFFINITY", b"zz", False)
