@@ -271,6 +271,12 @@ class Submitter:
         if isinstance(msg, messages.LeaseSpillback):
             queue.requests.pop(msg.req_id, None)
             self.core.learn_node(msg.node_id, msg.raylet_address)
+            node = self.core.nodes.get(msg.node_id)
+            if node is not None and not node.alive:
+                # The raylet's view predates the node's death (views refresh with heartbeats, the
+                # death notice may come first): ask again once its view has caught up.
+                self.loop.call_later(config.HEARTBEAT_PERIOD_S, self._pump, queue)
+                return
             if queue.pending:
                 self._request_lease(queue, msg.raylet_address, spilled=spills + 1)
             return

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class LeaseRequest:
-    __slots__ = ("msg", "peer", "queued_sent", "infeasible_sent", "since", "hops")
+    __slots__ = ("msg", "peer", "queued_sent", "infeasible_sent", "since", "hops", "spread_slot", "stays")
 
     def __init__(self, msg: messages.RequestLease, peer: loop_mod.Peer) -> None:
         self.msg = msg
@@ -38,6 +38,8 @@ class LeaseRequest:
         self.queued_sent = False
         self.infeasible_sent = False
         self.since = time.monotonic()
+        self.spread_slot = -1  # its turn in the SPREAD rotation, fixed on arrival
+        self.stays = False  # a SPREAD request this node took: it waits here for a worker or resources
 
 
 class Raylet:
@@ -223,12 +225,24 @@ class Raylet:
         busy = False
         still: list[LeaseRequest] = []
         local = self._local_view()
+        # Free here once the requests that wait for a worker get one: SPREAD must not count those as free.
+        unclaimed = dict(self.available)
         for req in self.pending:
             request = req.msg.resources
             strategy = tuple(req.msg.strategy)
-            decision = policy.decide(local, request, self.cluster, strategy, req.hops, self._spread_index)
             if strategy[0] == policy.SPREAD:
-                self._spread_index += 1
+                if req.spread_slot < 0:
+                    req.spread_slot = self._spread_index
+                    self._spread_index += 1
+                if req.stays:
+                    decision = policy.local_or_queue(local, request)
+                else:
+                    spread_local = dataclasses.replace(local, available=dict(unclaimed))
+                    decision = policy.decide(spread_local, request, self.cluster, strategy, req.hops,
+                                             req.spread_slot)
+                    req.stays = decision.action in (policy.GRANT, policy.QUEUE)
+            else:
+                decision = policy.decide(local, request, self.cluster, strategy, req.hops)
             log.debug("lease %s %s spilled=%s -> %s %s (view: %s)", req.msg.label, request, req.msg.spilled,
                       decision.action, decision.node.raylet_address if decision.node else "",
                       [(n.raylet_address, n.available.get("CPU")) for n in self.cluster])
@@ -252,8 +266,10 @@ class Raylet:
             if worker is None:
                 need_workers += 1
                 still.append(req)
+                res.subtract(unclaimed, request)
                 continue
             self._grant(req, worker)
+            res.subtract(unclaimed, request)
         self.pending = still
         for _ in range(max(0, need_workers - self.pool.starting)):
             self.pool.start_worker()

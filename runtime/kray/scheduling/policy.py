@@ -50,7 +50,7 @@ def decide(
     if kind == "NODE_AFFINITY":
         target_id, soft = strategy[1], strategy[2]
         if target_id == local.node_id:
-            return _local_or_queue(local, request)
+            return local_or_queue(local, request)
         target = next((n for n in nodes if n.node_id == target_id), None)
         if target is not None and res.feasible(target.total, request):
             return Decision(SPILL, target)
@@ -60,7 +60,7 @@ def decide(
     if spilled and res.fits(local.available, request):
         return Decision(GRANT)  # sent here because it fits: run it
     if spilled >= MAX_SPILLS and res.feasible(local.total, request):
-        return _local_or_queue(local, request)
+        return local_or_queue(local, request)
     if spilled and kind == SPREAD:
         kind = DEFAULT  # the spread choice was made by the first raylet
     if kind == SPREAD:
@@ -71,7 +71,7 @@ def decide(
             return Decision(INFEASIBLE)
         choice = pool[spread_index % len(pool)]
         if choice.node_id == local.node_id:
-            return _local_or_queue(local, request)
+            return local_or_queue(local, request)
         return Decision(SPILL, choice)
     if res.fits(local.available, request):
         return Decision(GRANT)
@@ -86,7 +86,8 @@ def decide(
     return Decision(INFEASIBLE)
 
 
-def _local_or_queue(local: NodeView, request: Mapping[str, float]) -> Decision:
+def local_or_queue(local: NodeView, request: Mapping[str, float]) -> Decision:
+    """Run here now if it fits, else wait here if this node could ever fit it."""
     if res.fits(local.available, request):
         return Decision(GRANT)
     if res.feasible(local.total, request):

@@ -71,3 +71,19 @@ def test_spilled_requests_stay_and_affinity_pins() -> None:
     assert policy.decide(node("a", 1), {"CPU": 1}, [node("a", 1)], gone).action == policy.INFEASIBLE
     soft = ("NODE_AFFINITY", b"zz", True)
     assert policy.decide(node("a", 1), {"CPU": 1}, [node("a", 1)], soft).action == policy.GRANT
+
+
+def test_spread_slots_rotate_over_free_nodes_in_node_id_order() -> None:
+    a, b, c = node("a", 1), node("b", 1), node("c", 1)
+    chosen = [policy.decide(a, {"CPU": 1}, [a, b, c], (policy.SPREAD,), 0, slot) for slot in range(3)]
+    assert [d.action for d in chosen] == [policy.GRANT, policy.SPILL, policy.SPILL]
+    assert [d.node.node_id for d in chosen[1:] if d.node] == [b"b", b"c"]
+    # A node with nothing free left drops out of the rotation while others are free.
+    busy_b = node("b", 1, free=0)
+    assert policy.decide(a, {"CPU": 1}, [a, busy_b, c], (policy.SPREAD,), 0, 1).node == c
+
+
+def test_local_or_queue_never_spills() -> None:
+    assert policy.local_or_queue(node("a", 1), {"CPU": 1}).action == policy.GRANT
+    assert policy.local_or_queue(node("a", 1, free=0), {"CPU": 1}).action == policy.QUEUE
+    assert policy.local_or_queue(node("a", 1), {"GPU": 1}).action == policy.INFEASIBLE
