@@ -48,10 +48,10 @@ def wait(
         raise TypeError("wait() expected a list of ObjectRefs, got a single ObjectRef.")
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expected a list of ObjectRefs, got {type(object_refs).__name__}.")
-    for ref in object_refs:
-        if not isinstance(ref, refs.ObjectRef):
-            raise TypeError(f"wait() expected a list of ObjectRefs, got a list holding a {type(ref).__name__}.")
-    if len(set(object_refs)) != len(object_refs):
+    if not all(isinstance(ref, refs.ObjectRef) for ref in object_refs):
+        bad = next(ref for ref in object_refs if not isinstance(ref, refs.ObjectRef))
+        raise TypeError(f"wait() expected a list of ObjectRefs, got a list holding a {type(bad).__name__}.")
+    if len({ref._id for ref in object_refs}) != len(object_refs):
         raise ValueError("Wait requires a list of unique object refs.")
     if not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns}.")

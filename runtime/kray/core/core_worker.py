@@ -207,51 +207,41 @@ class CoreWorker:
         self, object_refs: Sequence[refs.ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[refs.ObjectRef], list[refs.ObjectRef]]:
         self.objects.process_released()
-
-        def is_ready(r: refs.ObjectRef) -> bool:
-            e = self.objects.entries.get(r._id)
-            return e is not None and e.state == object_table.READY
-
-        ready_count = sum(1 for r in object_refs if is_ready(r))
-        if ready_count < num_returns:
-            missing = [r for r in object_refs if not is_ready(r)]
-            self._wait_ready(missing, num_returns - ready_count, timeout, raise_timeout=False)
-        ready, not_ready = [], []
+        entries = self.objects.entries
+        missing = [r for r in object_refs if (e := entries.get(r._id)) is None or e.state != object_table.READY]
+        if len(object_refs) - len(missing) < num_returns:
+            self._wait_ready(missing, num_returns - (len(object_refs) - len(missing)), timeout, raise_timeout=False)
+        ready: list[refs.ObjectRef] = []
+        not_ready: list[refs.ObjectRef] = []
         for r in object_refs:
-            (ready if len(ready) < num_returns and is_ready(r) else not_ready).append(r)
+            e = entries.get(r._id)
+            (ready if len(ready) < num_returns and (e is None or e.state == object_table.READY)
+             else not_ready).append(r)
         return ready, not_ready
 
     def _wait_ready(self, missing: list[refs.ObjectRef], needed: int, timeout: float | None, raise_timeout: bool) -> None:
         waiter = object_table.Waiter(needed)
-        to_fetch = []
-        for ref in missing:
-            oid = ref._id
-            if self.objects.add_waiter(oid, waiter):
-                waiter.notify(oid)
-            else:
-                entry = self.objects.get(oid)
-                if entry is not None and not entry.owned and not entry.fetching:
-                    entry.fetching = True
-                    to_fetch.append((oid, entry.owner))
+        ready, registered, to_fetch = self.objects.add_waiter_many([ref._id for ref in missing], waiter)
+        for _ in range(ready):
+            waiter.notify(b"")
         if to_fetch:
             self.loop.call_soon_threadsafe(self._fetch_from_owners, to_fetch)
-        if waiter.is_set():
-            return
-        executor = self.executor
-        blocked = executor is not None and executor.block_begin()
-        try:
-            ok = waiter.wait(timeout)
-        finally:
-            if blocked:
-                executor.block_end()
+        ok = waiter.is_set()
         if not ok:
-            for ref in missing:
-                self.objects.remove_waiter(ref._id, waiter)
-            if raise_timeout:
-                raise exceptions.GetTimeoutError(
-                    f"Get timed out: {len(missing)} object(s) not ready after {timeout}s, "
-                    f"e.g. {missing[0]!r}."
-                )
+            executor = self.executor
+            blocked = executor is not None and executor.block_begin()
+            try:
+                ok = waiter.wait(timeout)
+            finally:
+                if blocked:
+                    executor.block_end()
+        if registered and (not ok or len(registered) > needed):
+            self.objects.remove_waiter_many(registered, waiter)  # or they pile up on objects still pending
+        if not ok and raise_timeout:
+            raise exceptions.GetTimeoutError(
+                f"Get timed out: {len(missing)} object(s) not ready after {timeout}s, "
+                f"e.g. {missing[0]!r}."
+            )
 
     def _materialize(self, ref: refs.ObjectRef) -> Any:
         entry = self.objects.get(ref._id)

@@ -210,6 +210,41 @@ class ObjectTable:
             entry.waiters.append(waiter)
             return False
 
+    def add_waiter_many(self, object_ids: list[bytes], waiter: Any) -> tuple[int, list[bytes], list[tuple[bytes, str]]]:
+        """Register `waiter` on every object that is not ready yet, under one lock.
+
+        Returns how many were ready (or unknown here) already, the ids it was registered on, and the
+        borrowed ones nobody fetches yet as (id, owner), now marked as being fetched.
+        """
+        ready = 0
+        registered: list[bytes] = []
+        to_fetch: list[tuple[bytes, str]] = []
+        with self.lock:
+            entries = self.entries
+            for object_id in object_ids:
+                entry = entries.get(object_id)
+                if entry is None or entry.state == READY:
+                    ready += 1
+                    continue
+                entry.waiters.append(waiter)
+                registered.append(object_id)
+                if not entry.owned and not entry.fetching:
+                    entry.fetching = True
+                    to_fetch.append((object_id, entry.owner))
+        return ready, registered, to_fetch
+
+    def remove_waiter_many(self, object_ids: list[bytes], waiter: Any) -> None:
+        """Unregister `waiter` from objects that did not become ready while it waited."""
+        with self.lock:
+            entries = self.entries
+            for object_id in object_ids:
+                entry = entries.get(object_id)
+                if entry is not None and entry.state != READY:
+                    try:
+                        entry.waiters.remove(waiter)
+                    except ValueError:
+                        pass
+
     def remove_waiter(self, object_id: bytes, waiter: Any) -> None:
         with self.lock:
             entry = self.entries.get(object_id)
