@@ -65,3 +65,19 @@ def test_contained_refs_are_released_with_their_container() -> None:
     table.released.append(b"c")
     table.process_released()
     assert released == [True]
+
+
+def test_a_waiter_on_many_objects_is_registered_once_and_can_be_taken_back() -> None:
+    table = object_table.ObjectTable(ME)
+    for oid in (b"a", b"b", b"c"):
+        table.new_owned(oid)
+    table.set_value(b"a", object_table.INLINE, [b"x"])
+    table.add_local_ref(b"d", OTHER)  # borrowed and pending: the caller must fetch it
+    waiter = object_table.Waiter(1)
+    ready, registered, to_fetch = table.add_waiter_many([b"a", b"b", b"c", b"d"], waiter)
+    assert ready == 1 and registered == [b"b", b"c", b"d"] and to_fetch == [(b"d", OTHER)]
+    assert table.add_waiter_many([b"d"], object_table.Waiter(1))[2] == [], "a fetch is asked for once"
+    table.set_value(b"b", object_table.INLINE, [b"y"])
+    assert waiter.is_set()
+    table.remove_waiter_many(registered, waiter)
+    assert all(waiter not in table.get(oid).waiters for oid in (b"c", b"d"))
