@@ -1,40 +1,115 @@
 """`python -m kray_operator`: run the kray operator (kopf) with kubectl-like flags.
 
-Parses argv, registers the handlers and blocks in kopf's event loop until SIGINT/SIGTERM.
-Credentials: in-cluster ServiceAccount, else $KUBECONFIG / ~/.kube/config.
+Parses argv, optionally waits to be elected leader (a Lease), registers the handlers and blocks in
+kopf's event loop until SIGINT/SIGTERM. Credentials: in-cluster ServiceAccount, else $KUBECONFIG /
+~/.kube/config. While it waits as a standby, it answers the liveness URL itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.server
+import logging
+import os
+import socket
 import sys
-from collections.abc import Sequence
+import threading
+import urllib.parse
+from collections.abc import Iterator, Sequence
 
 import kopf
 
+from kray_operator import leader
+
+log = logging.getLogger("kray_operator")
+NAMESPACE_ENV = "KRAY_OPERATOR_NAMESPACE"
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line: peering mode, namespaces, liveness endpoint, verbosity."""
+    """The command line: namespaces, leader election, liveness endpoint, verbosity."""
     parser = argparse.ArgumentParser(
         prog="python -m kray_operator",
         description="The kray operator: reconciles RayCluster resources (kray.io/v1) into Pods and Services.",
     )
-    peering = parser.add_mutually_exclusive_group()
-    peering.add_argument("--standalone", action="store_true",
-                         help="run alone, without peering with other operator replicas (the default)")
-    peering.add_argument("--peering", metavar="NAME", default=None,
-                         help="coordinate with other replicas through the KopfPeering object NAME")
+    parser.add_argument("--standalone", action="store_true",
+                        help="accepted for kopf compatibility; kray replicas coordinate with --leader-elect")
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("-A", "--all-namespaces", action="store_true",
                        help="watch RayClusters in every namespace (the default)")
     scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
                        help="watch only this namespace; repeat for more (globs like 'team-*' work)")
+    election = parser.add_argument_group("leader election (for several replicas)")
+    election.add_argument("--leader-elect", action="store_true",
+                          help="reconcile only while holding a Lease; other replicas wait as standbys")
+    election.add_argument("--leader-election-namespace", metavar="NS", default=None,
+                          help=f"namespace of the Lease (default: ${NAMESPACE_ENV}, else 'default')")
+    election.add_argument("--leader-election-id", metavar="NAME", default="kray-operator",
+                          help="name of the Lease (default: kray-operator)")
+    election.add_argument("--lease-duration", type=float, default=15.0, metavar="S",
+                          help="seconds a standby waits after the last renewal before taking over (15)")
+    election.add_argument("--renew-deadline", type=float, default=10.0, metavar="S",
+                          help="seconds the leader may fail to renew before it stops (10)")
+    election.add_argument("--retry-period", type=float, default=2.0, metavar="S",
+                          help="seconds between attempts to take or renew the Lease (2)")
     parser.add_argument("--liveness", metavar="URL", default=None,
                         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     parser.add_argument("--debug", action="store_true", help="log everything, including API traffic")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.leader_elect:
+        try:
+            args.election = election_config(args)
+        except ValueError as e:
+            parser.error(str(e))
+    return args
+
+
+def election_config(args: argparse.Namespace) -> leader.ElectionConfig:
+    """The Lease this replica competes for; its identity is the Pod's hostname plus a pid."""
+    namespace = args.leader_election_namespace or os.environ.get(NAMESPACE_ENV) or "default"
+    return leader.ElectionConfig(
+        namespace=namespace, name=args.leader_election_id, identity=f"{socket.gethostname()}_{os.getpid()}",
+        lease_duration_s=args.lease_duration, renew_deadline_s=args.renew_deadline,
+        retry_period_s=args.retry_period,
+    )
+
+
+class _Healthy(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server naming
+        body = b'{"standby": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        return
+
+
+@contextlib.contextmanager
+def standby_health(url: str | None) -> Iterator[None]:
+    """Answer the liveness URL while this replica waits for the Lease (kopf serves it once it runs)."""
+    if not url:
+        yield
+        return
+    parts = urllib.parse.urlsplit(url)
+    server = http.server.ThreadingHTTPServer((parts.hostname or "0.0.0.0", parts.port or 80), _Healthy)
+    thread = threading.Thread(target=server.serve_forever, name="standby health", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _lost(reason: str) -> None:
+    log.error("leader election: leadership lost (%s); exiting so that no two replicas reconcile", reason)
+    logging.shutdown()
+    os._exit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,13 +118,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose, quiet=args.quiet, debug=args.debug)
     from kray_operator import handlers  # noqa: F401 - importing registers the handlers with kopf
 
-    kopf.run(
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
-        liveness_endpoint=args.liveness,
-    )
+    elector = leader.Elector(args.election, _lost) if args.leader_elect else None
+    if elector is not None:
+        with standby_health(args.liveness):
+            elector.acquire()
+        elector.keep()
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            liveness_endpoint=args.liveness,
+        )
+    finally:
+        if elector is not None:
+            elector.release()
     return 0
 
 

@@ -1,5 +1,5 @@
-"""The operator's one gateway to the Kubernetes API: Pods, Services, Secrets, Events and RayCluster
-objects (read, status patch, spec patch), as plain camelCase dicts.
+"""The operator's one gateway to the Kubernetes API: Pods, Services, Secrets, Events, Leases and
+RayCluster objects (read, status patch, spec patch), as plain camelCase dicts.
 
 Does network I/O through the `kubernetes` client (blocking; call it from kopf's sync handlers, which
 run in threads). Every call has a timeout; ApiExceptions become this module's errors (`raise ... from e`).
@@ -109,6 +109,10 @@ def _core() -> Any:
 
 def _custom() -> Any:
     return client.CustomObjectsApi(api())
+
+
+def _coordination() -> Any:
+    return client.CoordinationV1Api(api())
 
 
 def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -227,6 +231,33 @@ def json_patch_raycluster(namespace: str, name: str, operations: list[dict[str, 
         if any(op.get("op") == "test" for op in operations):
             raise ConflictError(f"{what}: the object changed since it was read ({e})", e.status, e.reason) from e
         raise
+    return result
+
+
+# ---- Leases (leader election)
+
+
+def read_lease(namespace: str, name: str) -> dict[str, Any] | None:
+    """The coordination.k8s.io Lease, or None when it does not exist."""
+    try:
+        result: dict[str, Any] = _call(f"reading Lease {namespace}/{name}",
+                                       _coordination().read_namespaced_lease, name, namespace)
+    except NotFoundError:
+        return None
+    return result
+
+
+def create_lease(namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
+    """Create a Lease; AlreadyExistsError when another replica created it first."""
+    result: dict[str, Any] = _call(f"creating Lease {namespace}/{lease['metadata']['name']}",
+                                   _coordination().create_namespaced_lease, namespace, lease)
+    return result
+
+
+def replace_lease(namespace: str, name: str, lease: dict[str, Any]) -> dict[str, Any]:
+    """Replace a Lease; ConflictError when it changed since it was read (its resourceVersion)."""
+    result: dict[str, Any] = _call(f"updating Lease {namespace}/{name}",
+                                   _coordination().replace_namespaced_lease, name, namespace, lease)
     return result
 
 

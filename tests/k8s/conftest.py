@@ -1,5 +1,6 @@
 """Fixtures of the k8s tier: a real control plane (`control_plane`), the kubelet stand-in
-(`pod_runner`), an API client (`kube_api`) and a throwaway namespace per test (`k8s_namespace`).
+(`pod_runner`), an API client (`kube_api`), a throwaway namespace per test (`k8s_namespace`), and the
+operator watching it (`kray_operator`, with `clusters` to read and edit its RayClusters).
 
 Starts and stops processes, network namespaces and temp dirs (all removed at session end; logs are
 kept when a test failed or KRAY_K8S_KEEP_LOGS is set), and sets KUBECONFIG for the session.
@@ -26,6 +27,7 @@ if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
 from controlplane import launcher
+from operator_support import Clusters, OperatorProcess
 from podrunner import PodRunner
 
 REPO_ROOT = _HERE.parent.parent
@@ -116,3 +118,20 @@ def k8s_namespace(kube_api: client.ApiClient, request: pytest.FixtureRequest) ->
         except ApiException as e:
             if e.status != 404:
                 raise
+
+
+@pytest.fixture
+def kray_operator(control_plane: launcher.ControlPlane, k8s_namespace: str) -> Iterator[OperatorProcess]:
+    """`python -m kray_operator` watching the test's namespace; stopped before the namespace is deleted."""
+    op = OperatorProcess(control_plane.kubeconfig, k8s_namespace,
+                         control_plane.log_dir / f"operator-{k8s_namespace}.log").start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.fixture
+def clusters(kube_api: client.ApiClient, k8s_namespace: str) -> Clusters:
+    """RayCluster, Pod and Event helpers of the test's namespace."""
+    return Clusters(kube_api, k8s_namespace)

@@ -35,10 +35,11 @@ T = TypeVar("T")
 class OperatorProcess:
     """`python -m kray_operator --standalone --namespace=<ns>` against the test control plane."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_path
+        self.extra_args = extra_args
         self.popen: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
 
@@ -50,7 +51,7 @@ class OperatorProcess:
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "kray_operator", "--standalone", f"--namespace={self.namespace}",
-             f"--liveness=http://127.0.0.1:{port}/healthz", "--verbose"],
+             f"--liveness=http://127.0.0.1:{port}/healthz", "--verbose", *self.extra_args],
             env=env, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}/healthz"
 
@@ -78,6 +79,11 @@ class OperatorProcess:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None, "the operator was not started"
+        return self.popen.pid
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the operator's log."""

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import base64
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from controlplane import launcher
 from kubernetes import client
 from operator_support import Clusters, OperatorProcess, condition, sample, stays, wait_for
 from podrunner import PodRunner
@@ -24,22 +22,6 @@ pytestmark = pytest.mark.k8s
 NAME = "raycluster-sample"
 WAIT_S = 30.0
 HEAD_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080}
-
-
-@pytest.fixture
-def kray_operator(control_plane: launcher.ControlPlane, k8s_namespace: str) -> Iterator[OperatorProcess]:
-    """The operator watching the test's namespace; stopped before the namespace is deleted."""
-    op = OperatorProcess(control_plane.kubeconfig, k8s_namespace,
-                         control_plane.log_dir / f"operator-{k8s_namespace}.log").start()
-    try:
-        yield op
-    finally:
-        op.stop()
-
-
-@pytest.fixture
-def clusters(kube_api: client.ApiClient, k8s_namespace: str) -> Clusters:
-    return Clusters(kube_api, k8s_namespace)
 
 
 def _wait_counts(clusters: Clusters, op: OperatorProcess, heads: int, workers: int,

@@ -308,3 +308,42 @@ def test_a_running_pod_sees_a_service_that_appears_later(pod_runner: PodRunner, 
     log = pod_runner.read_log(k8s_namespace, "waiter")
     assert done.status.phase == "Succeeded", log
     assert f"RESOLVED {late.status.pod_ip}" in log
+
+
+def test_exec_runs_in_the_containers_namespaces_with_its_env_and_a_private_tmp(
+        pod_runner: PodRunner, kube_api: client.ApiClient, k8s_namespace: str) -> None:
+    marker = f"/tmp/kray-exec-{k8s_namespace}"
+    _api(client.CoreV1Api, kube_api).create_namespaced_pod(k8s_namespace, _pod(
+        "shell", ["sh", "-c", f"echo written-by-the-container > {marker}; exec sleep 600"],
+        env=[{"name": "GREETING", "value": "hello"}]))
+    pod = pod_runner.wait_for_pod(k8s_namespace, "shell", _phase("Running"), 30, "Running")
+    done = pod_runner.exec(k8s_namespace, "shell", ["sh", "-c", f'echo "$GREETING"; hostname; cat {marker}'],
+                           timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["hello", "shell", "written-by-the-container"]
+    assert not os.path.exists(marker), "a container's /tmp is its own, not the host's"
+    if pod_runner.net.mode == "netns":
+        ip = pod_runner.exec(k8s_namespace, "shell", ["hostname", "-i"], timeout=30)
+        assert pod.status.pod_ip in ip.stdout.split(), ip.stdout
+    failed = pod_runner.exec(k8s_namespace, "shell", ["sh", "-c", "exit 3"], timeout=30)
+    assert failed.returncode == 3
+    with pytest.raises(LookupError, match="no container 'sidecar'"):
+        pod_runner.exec(k8s_namespace, "shell", ["true"], container="sidecar")
+
+
+def test_a_failing_liveness_probe_restarts_the_container(pod_runner: PodRunner, kube_api: client.ApiClient,
+                                                         k8s_namespace: str) -> None:
+    core = _api(client.CoreV1Api, kube_api)
+    core.create_namespaced_pod(k8s_namespace, _pod(
+        "wilting", ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 600"], restart="Always",
+        livenessProbe={"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1,
+                       "failureThreshold": 2}))
+
+    def restarted(pod: Any) -> bool:
+        statuses = pod.status.container_statuses if pod is not None and pod.status else None
+        return bool(statuses) and statuses[0].restart_count >= 1 and statuses[0].state.running is not None
+
+    pod = pod_runner.wait_for_pod(k8s_namespace, "wilting", restarted, 60, "a restart after failed liveness probes")
+    (cs,) = pod.status.container_statuses
+    assert cs.last_state.terminated is not None and cs.last_state.terminated.exit_code != 0
+    assert pod.status.phase == "Running"

@@ -78,9 +78,4 @@ app.kubernetes.io/part-of: kray
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-{{- if and .Values.peering.enabled (not .Values.watch.clusterWide) }}
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
-{{- end }}
 {{- end -}}

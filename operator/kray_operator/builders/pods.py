@@ -1,7 +1,8 @@
 """Head and worker Pod manifests of a RayCluster, from its Pod templates.
 
 The template is kept as written; the operator adds labels, the owner reference, the `kray start`
-command, environment (address, token, pod IP), default ports and a memory-backed /dev/shm.
+command, environment (address, token, pod IP), default ports, `kray health-check` probes and a
+memory-backed /dev/shm.
 Pure: the random name suffix is passed in; no I/O.
 """
 
@@ -29,6 +30,14 @@ ENV_NODE_GROUP = "KRAY_NODE_GROUP"
 ENV_POD_NAME = "KRAY_POD_NAME"
 ENV_NODE_IP = "KRAY_NODE_IP"
 ENV_GEN_START_CMD = "KRAY_GEN_START_CMD"
+
+# Probes of the kray container unless its template has its own: ready once the node is alive in the
+# cluster and its raylet answers; restarted when it stays unhealthy for two minutes.
+HEALTH_CHECK = ["kray", "health-check"]
+READINESS_PROBE = {"exec": {"command": HEALTH_CHECK}, "initialDelaySeconds": 2, "periodSeconds": 5,
+                   "timeoutSeconds": 5, "successThreshold": 1, "failureThreshold": 10}
+LIVENESS_PROBE = {"exec": {"command": HEALTH_CHECK}, "initialDelaySeconds": 30, "periodSeconds": 10,
+                  "timeoutSeconds": 5, "successThreshold": 1, "failureThreshold": 12}
 
 
 def head_pod(cluster: models.RayCluster, suffix: str,
@@ -75,6 +84,8 @@ def _pod(cluster: models.RayCluster, node_type: str, group: str, template: model
 
     _add_env(kray, _kray_env(cluster, node_type, group, address, start))
     _add_ports(kray, _default_ports(node_type, effective))
+    kray.setdefault("readinessProbe", copy.deepcopy(READINESS_PROBE))
+    kray.setdefault("livenessProbe", copy.deepcopy(LIVENESS_PROBE))
     if PLASMA_DIRECTORY_PARAM not in effective:
         _add_shm(spec, kray, kray_model.resources)
 

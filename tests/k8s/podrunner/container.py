@@ -101,6 +101,12 @@ class ContainerProcess:
         return rc if rc is not None else 137
 
 
+def enter_argv(pid: int) -> list[str]:
+    """The prefix that runs a command in the namespaces of container process `pid` (nothing when not
+    root: loopback mode shares the host's)."""
+    return [_tool("nsenter"), "-t", str(pid), "-n", "-m", "-u", "--"] if os.geteuid() == 0 else []
+
+
 def _port(probe_port: Any, container: Any) -> int:
     if isinstance(probe_port, int) or (isinstance(probe_port, str) and probe_port.isdigit()):
         return int(probe_port)
@@ -117,8 +123,7 @@ def probe(spec: Any, container: Any, pid: int, pod_ip: str, env: Mapping[str, st
     exec_action = getattr(spec, "var_exec", None) or getattr(spec, "_exec", None)
     try:
         if exec_action is not None:
-            enter = [_tool("nsenter"), "-t", str(pid), "-n", "-m", "-u", "--"] if os.geteuid() == 0 else []
-            done = subprocess.run([*enter, *exec_action.command], check=False, env=dict(env),
+            done = subprocess.run([*enter_argv(pid), *exec_action.command], check=False, env=dict(env),
                                   capture_output=True, timeout=timeout)
             return done.returncode == 0
         if spec.tcp_socket is not None:
@@ -140,6 +145,27 @@ def probe(spec: Any, container: Any, pid: int, pod_ip: str, env: Mapping[str, st
 
 
 PROBE_PERIOD_CAP_S = 2.0
+
+
+def run_liveness(rec: status.ContainerRecord, container: Any, pod_ip: str, env: Mapping[str, str]) -> bool:
+    """Probes when due; True once failureThreshold probes in a row failed (the container must be killed).
+
+    Honours initialDelaySeconds and failureThreshold; periodSeconds is capped as for readiness.
+    """
+    spec = container.liveness_probe
+    if spec is None or rec.pid is None:
+        return False
+    now = time.monotonic()
+    if rec.next_live_probe_at == 0.0:
+        rec.next_live_probe_at = now + float(spec.initial_delay_seconds or 0)
+    if now < rec.next_live_probe_at:
+        return False
+    rec.next_live_probe_at = now + min(float(spec.period_seconds or 10), PROBE_PERIOD_CAP_S)
+    if probe(spec, container, rec.pid, pod_ip, env):
+        rec.live_failures = 0
+        return False
+    rec.live_failures += 1
+    return rec.live_failures >= (spec.failure_threshold or 3)
 
 
 def run_readiness(rec: status.ContainerRecord, container: Any, pod_ip: str, env: Mapping[str, str]) -> bool:

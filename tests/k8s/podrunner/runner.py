@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -317,6 +318,16 @@ class PodRunner:
             return self.log_path(namespace, name, container).read_text(errors="replace")
         except (OSError, KeyError):
             return ""
+
+    def exec(self, namespace: str, name: str, argv: list[str], *, container: str | None = None,
+             timeout: float = 120.0, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """`kubectl exec`: run `argv` in a running container of pod namespace/name (the first container
+        unless `container` is given) and return its exit code and output."""
+        with self._lock:
+            worker = next((w for w in self._workers.values() if (w.namespace, w.name) == (namespace, name)), None)
+        if worker is None:
+            raise LookupError(f"pod {namespace}/{name} does not run on {self.node_name}")
+        return worker.exec(container, argv, timeout, env)
 
     def sandboxes(self) -> list[str]:
         """Names of the network namespaces of pods running now (netns mode)."""

@@ -51,6 +51,8 @@ class ContainerRecord:
     probe_successes: int = 0
     probe_failures: int = 0
     next_probe_at: float = 0.0
+    live_failures: int = 0
+    next_live_probe_at: float = 0.0
 
     @property
     def running(self) -> bool:
@@ -66,8 +68,8 @@ class ContainerRecord:
         self.pid, self.started_at, self.terminated = pid, now(), None
         self.ready = not self.has_readiness_probe
         self.waiting_reason, self.waiting_message, self.restart_at = "", "", None
-        self.probe_successes = self.probe_failures = 0
-        self.next_probe_at = 0.0
+        self.probe_successes = self.probe_failures = self.live_failures = 0
+        self.next_probe_at = self.next_live_probe_at = 0.0
 
     def mark_exited(self, exit_code: int, reason: str = "") -> None:
         self.terminated = Terminated(exit_code, self.started_at or now(), now(), self.container_id, reason)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,6 +186,13 @@ class PodWorker:
         except podspec.ConfigError as e:
             rec.mark_waiting("CreateContainerConfigError", str(e))
             return False
+        if not any(m.target.rstrip("/") == "/tmp" or m.target.startswith("/tmp/") for m in mounts):
+            # A container's /tmp is its own and starts empty on every run, as an image's writable layer.
+            # Mounted last: the other mounts' sources may live under the host's /tmp.
+            private = self.dir / "tmp" / f"{spec.name}-{rec.restart_count + (rec.terminated is not None)}"
+            private.mkdir(parents=True, exist_ok=True)
+            private.chmod(0o1777)
+            mounts.append(volumes.Mount("/tmp", private, None, False))
         full = container.launch_argv(self.sandbox, argv, self.hostname, mounts, spec.working_dir)
         proc = container.ContainerProcess(full, env, self.log_path(spec.name), argv)
         self.procs[spec.name], self.envs[spec.name] = proc, env
@@ -248,8 +257,12 @@ class PodWorker:
             proc = self.procs.get(spec.name)
             if proc is not None:
                 code = proc.poll()
+                env = self.envs.get(spec.name, {})
+                if code is None and container.run_liveness(rec, spec, self.pod_ip, env):
+                    log.info("pod runner: %s container %s failed its liveness probe; killing it", self.key, spec.name)
+                    code = proc.stop(self._grace())
                 if code is None:
-                    changed |= container.run_readiness(rec, spec, self.pod_ip, self.envs.get(spec.name, {}))
+                    changed |= container.run_readiness(rec, spec, self.pod_ip, env)
                     continue
                 del self.procs[spec.name]
                 rec.mark_exited(code)
@@ -262,6 +275,22 @@ class PodWorker:
                     rec.restart_at = now + 1.0
                 changed = True
         return changed
+
+    def exec(self, container_name: str | None, argv: list[str], timeout: float,
+             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run `argv` in a running container as `kubectl exec` does: in its network, mount and UTS
+        namespaces, with its environment (plus `env`). Raises LookupError when it is not running."""
+        names = [c.name for c in self.pod.spec.containers]
+        name = container_name or names[0]
+        rec = next((r for r in self.main if r.name == name), None)
+        if rec is None:
+            raise LookupError(f"pod {self.key} has no container {name!r} (it has {names})")
+        pid = rec.pid
+        if pid is None or name not in self.procs:
+            raise LookupError(f"container {name!r} of pod {self.key} is not running")
+        full_env = {**self.envs.get(name, {}), **(env or {})}
+        return subprocess.run([*container.enter_argv(pid), *argv], env=full_env, capture_output=True,
+                              text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
 
     # -- reporting and cleanup ----------------------------------------------------------------
 

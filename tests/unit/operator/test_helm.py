@@ -54,7 +54,7 @@ def test_chart_crds_are_exact_copies(name: str) -> None:
     "sets",
     [
         (),
-        ("watch.clusterWide=false", "watch.namespaces={team-a,team-b}", "peering.enabled=true", "logLevel=debug"),
+        ("watch.clusterWide=false", "watch.namespaces={team-a,team-b}", "replicas=2", "logLevel=debug"),
         ("serviceAccount.create=false", "serviceAccount.name=existing", "rbac.create=false"),
     ],
     ids=["cluster-wide", "namespaced", "bring-your-own-sa"],
@@ -72,7 +72,11 @@ def test_operator_deployment(helm: str) -> None:
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"] == ["python", "-m", "kray_operator"]
-    assert container["args"][:3] == ["--liveness=http://0.0.0.0:8080/healthz", "--standalone", "--all-namespaces"]
+    assert container["args"] == [
+        "--liveness=http://0.0.0.0:8080/healthz", "--leader-elect", "--leader-election-namespace=kray-system",
+        "--leader-election-id=rel-kray-operator", "--lease-duration=15", "--renew-deadline=10", "--retry-period=2",
+        "--all-namespaces"]
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
@@ -107,14 +111,28 @@ def test_rbac_is_least_privilege(helm: str) -> None:
 
 def test_namespaced_mode_uses_roles(helm: str) -> None:
     docs = render(helm, OPERATOR_CHART, "watch.clusterWide=false", "watch.namespaces={team-a,team-b}")
+    docs = [d for d in docs if not d["metadata"]["name"].endswith("-leader-election")]
     assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["team-a", "team-b"]
     assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == ["team-a", "team-b"]
     assert [r["metadata"]["name"] for r in by_kind(docs, "ClusterRole")] == ["rel-kray-operator-framework"]
     (deployment,) = by_kind(docs, "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--all-namespaces" not in args
-    default_ns = render(helm, OPERATOR_CHART, "watch.clusterWide=false", namespace="ops")
+    default_ns = render(helm, OPERATOR_CHART, "watch.clusterWide=false", "leaderElection.enabled=false", namespace="ops")
     assert [r["metadata"]["namespace"] for r in by_kind(default_ns, "Role")] == ["ops"]
+
+
+def test_leader_election_role_and_its_absence(helm: str) -> None:
+    docs = render(helm, OPERATOR_CHART, namespace="ops")
+    (role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+    assert role["metadata"]["namespace"] == "ops"
+    assert rules_of(role) == {"coordination.k8s.io/leases": {"get", "create", "update"}}
+    alone = render(helm, OPERATOR_CHART, "leaderElection.enabled=false")
+    (deployment,) = by_kind(alone, "Deployment")
+    assert "--leader-elect" not in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert deployment["spec"]["strategy"]["type"] == "Recreate" and not by_kind(alone, "Role")
+    with pytest.raises(AssertionError, match="replicas > 1 needs leaderElection.enabled"):
+        render(helm, OPERATOR_CHART, "leaderElection.enabled=false", "replicas=2")
 
 
 def test_bad_log_level_fails(helm: str) -> None:

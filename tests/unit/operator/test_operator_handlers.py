@@ -231,9 +231,13 @@ def test_a_failed_json_patch_test_is_a_conflict(monkeypatch: pytest.MonkeyPatch)
 
 def test_the_command_line() -> None:
     args = cli.parse_args([])
-    assert args.peering is None and args.namespace == [] and args.liveness is None
+    assert not args.leader_elect and args.namespace == [] and args.liveness is None
     args = cli.parse_args(["--standalone", "-n", "a", "--namespace=b", "--liveness=http://0.0.0.0:8080/healthz"])
     assert args.namespace == ["a", "b"] and args.liveness.endswith("/healthz")
-    for bad in (["--standalone", "--peering=p"], ["--all-namespaces", "-n", "a"]):
+    args = cli.parse_args(["--leader-elect", "--leader-election-namespace=ops", "--lease-duration=9",
+                           "--renew-deadline=6", "--retry-period=1"])
+    assert (args.election.namespace, args.election.name) == ("ops", "kray-operator")
+    assert args.election.lease_duration_s == 9 and args.election.identity
+    for bad in (["--all-namespaces", "-n", "a"], ["--leader-elect", "--renew-deadline=20"]):
         with pytest.raises(SystemExit):
             cli.parse_args(bad)

@@ -57,6 +57,21 @@ def test_env_token_address_and_pod_ip(cluster: models.RayCluster) -> None:
     assert env["KRAY_GEN_START_CMD"]["value"].startswith("kray start --address=")
 
 
+def test_health_check_probes_unless_the_template_has_its_own(cluster_doc: dict[str, Any]) -> None:
+    cluster = models.RayCluster.model_validate(cluster_doc)
+    for pod in (pods.head_pod(cluster, "a1"), pods.worker_pod(cluster, "small", "a1")):
+        kray = pod["spec"]["containers"][0]
+        assert kray["readinessProbe"]["exec"] == {"command": ["kray", "health-check"]}
+        assert kray["livenessProbe"]["exec"] == {"command": ["kray", "health-check"]}
+        assert kray["livenessProbe"]["initialDelaySeconds"] > kray["readinessProbe"]["initialDelaySeconds"]
+    own = {"tcpSocket": {"port": 6379}, "periodSeconds": 3}
+    cluster_doc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["readinessProbe"] = own
+    head = pods.head_pod(models.RayCluster.model_validate(cluster_doc), "a1")["spec"]["containers"][0]
+    assert head["readinessProbe"] == own and head["livenessProbe"]["exec"]
+    kubernetes_validate.validate(pods.head_pod(models.RayCluster.model_validate(cluster_doc), "a1"), "1.35",
+                                 strict=True)
+
+
 def test_template_env_wins(cluster_doc: dict[str, Any]) -> None:
     kray = cluster_doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     kray["env"] = [{"name": "KRAY_ADDRESS", "value": "mine:1"}, {"name": "OTHER", "value": "x"}]
