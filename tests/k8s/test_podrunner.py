@@ -145,15 +145,15 @@ def test_deleting_a_pod_kills_its_process_and_removes_it(pod_runner: PodRunner, 
     pod = pod_runner.wait_for_pod(k8s_namespace, "doomed", _phase("Running"), 30, "Running")
     pid = int(pod.status.container_statuses[0].container_id.removeprefix("kray://"))
     assert os.path.exists(f"/proc/{pid}")
-    netns_before = set(pod_runner.sandboxes())
+    netns = pod_runner.netns_of(k8s_namespace, "doomed")
     core.delete_namespaced_pod("doomed", k8s_namespace)
     pod_runner.wait_for_pod(k8s_namespace, "doomed", lambda p: p is None, 20, "pod removed")
     assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} outlived its pod"
     if pod_runner.net.mode == "netns":
+        assert netns and netns not in pod_runner.sandboxes()
         listed = subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True,
                                 timeout=10).stdout
-        gone = netns_before - set(pod_runner.sandboxes())
-        assert gone and not any(name in listed for name in gone)
+        assert netns not in listed.split(), f"network namespace {netns} outlived its pod"
 
 
 def test_a_job_runs_to_completion(pod_runner: PodRunner, kube_api: client.ApiClient, k8s_namespace: str) -> None:

@@ -329,6 +329,14 @@ class PodRunner:
             raise LookupError(f"pod {namespace}/{name} does not run on {self.node_name}")
         return worker.exec(container, argv, timeout, env)
 
+    def netns_of(self, namespace: str, name: str) -> str | None:
+        """The network namespace of a running pod (None in loopback mode or when it does not run)."""
+        with self._lock:
+            for w in self._workers.values():
+                if (w.namespace, w.name) == (namespace, name) and w.sandbox is not None:
+                    return w.sandbox.netns or None
+        return None
+
     def sandboxes(self) -> list[str]:
         """Names of the network namespaces of pods running now (netns mode)."""
         with self._lock:
