@@ -57,6 +57,11 @@ REQUEST_TIMEOUT_S = _float("KRAY_REQUEST_TIMEOUT_S", 30.0)
 # A node that sends no heartbeat for this long is declared dead (Ray's default is 30 s).
 NODE_TIMEOUT_S = _float("KRAY_NODE_TIMEOUT_S", 10.0)
 
+# A raylet whose GCS has not answered for this long leaves the cluster (exits), as Ray's raylet does
+# after gcs_rpc_server_reconnect_timeout_s; under `kray start --block` in a pod, the container restarts
+# and the node joins the head again.
+GCS_RECONNECT_TIMEOUT_S = _float("KRAY_GCS_RECONNECT_TIMEOUT_S", 60.0)
+
 # How often raylets report their free resources to the GCS.
 HEARTBEAT_PERIOD_S = _float("KRAY_HEARTBEAT_PERIOD_S", 0.2)
 

@@ -8,6 +8,7 @@ reading them back never copies them through pickle.
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import threading
 from typing import Any, Sequence
@@ -34,9 +35,9 @@ def serialize(value: Any, what: str = "value") -> tuple[list[Any], list[Any]]:
         data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     except Exception as e:
         raise SerializationError(
-            f"Could not serialize the {what} {_describe(value)}: {type(e).__name__}: {e}. "
-            "Pass only values that can be pickled (cloudpickle), or create the object inside the "
-            "task instead of passing it."
+            f"Could not serialize the {what}: {_describe(value)}{_culprit_text(value, 'value')}: "
+            f"{type(e).__name__}: {e}. Pass only values that can be pickled (cloudpickle), or create the "
+            "object inside the task instead of passing it."
         ) from e
     finally:
         stack.pop()
@@ -71,7 +72,8 @@ def dumps_function(fn: Any, name: str) -> bytes:
         return cloudpickle.dumps(fn, protocol=5)
     except Exception as e:
         raise SerializationError(
-            f"Could not serialize the remote function or class {name}: {type(e).__name__}: {e}. "
+            f"Could not serialize the remote function or class {name}{_culprit_text(fn, '')}: "
+            f"{type(e).__name__}: {e}. "
             "It probably captures an object that cannot be pickled (a lock, a socket, an open file); "
             "create such objects inside the function instead."
         ) from e
@@ -82,6 +84,60 @@ def _collector_stack() -> list:
     if stack is None:
         stack = _state.stack = []
     return stack
+
+
+def find_culprit(value: Any, path: str = "", depth: int = 0) -> tuple[str, Any] | None:
+    """The innermost part of `value` that does not pickle, as (path, part); None if none is found.
+
+    Looks inside containers, instances' attributes, the variables functions capture and class
+    attributes, as Ray's inspect_serializability does. Only called once serialization failed.
+    """
+    if depth > 8:
+        return None
+    for child_path, child in _parts(value, path):
+        try:
+            cloudpickle.dumps(child, protocol=5)
+        except Exception:  # noqa: BLE001 - any failure to pickle makes this part the suspect
+            return find_culprit(child, child_path, depth + 1) or (child_path, child)
+    return None
+
+
+def _parts(value: Any, path: str) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [(f"{path}[{k!r}]", v) for k, v in list(value.items())[:1000]]
+    if isinstance(value, (list, tuple)):
+        return [(f"{path}[{i}]", v) for i, v in enumerate(value[:1000])]
+    if isinstance(value, (set, frozenset)):
+        return [(f"{path} item", v) for v in list(value)[:1000]]
+    if inspect.isfunction(value) or inspect.ismethod(value):
+        try:
+            captured = inspect.getclosurevars(value)
+        except (TypeError, ValueError):
+            return []
+        return [(f"{path or value.__qualname__}'s captured variable {k!r}", v)
+                for k, v in {**captured.globals, **captured.nonlocals}.items() if not inspect.ismodule(v)]
+    if isinstance(value, type):
+        return [(f"{path or value.__qualname__}.{k}", v) for k, v in vars(value).items()
+                if not (k.startswith("__") and k.endswith("__"))]
+    attributes = getattr(value, "__dict__", None)
+    if isinstance(attributes, dict):
+        return [(f"{path}.{k}", v) for k, v in attributes.items()]
+    return []
+
+
+def _culprit_text(value: Any, root: str) -> str:
+    stack = _collector_stack()
+    stack.append([])  # ObjectRefs met on the way are not pickled out of band (which would pin them)
+    try:
+        found = find_culprit(value, root)
+    except Exception:  # noqa: BLE001 - the search is a courtesy; the original error is what matters
+        return ""
+    finally:
+        stack.pop()
+    if found is None:
+        return ""
+    where, part = found
+    return f"; the part that cannot be pickled is {where}: {_describe(part)}"
 
 
 def _describe(value: Any) -> str:

@@ -35,6 +35,21 @@ def cluster_factory() -> Iterator[Callable[..., helpers.LocalCluster]]:
         cluster.shutdown()
 
 
+@pytest.fixture
+def connect(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Any], None]]:
+    """Connect this process as a driver to a multinode.MultiNodeCluster (kray.init(address=...) with
+    the cluster's token); the driver is shut down after the test."""
+    import kray
+
+    def attach(target: Any) -> None:
+        monkeypatch.setenv("KRAY_CLUSTER_TOKEN", target.token)
+        monkeypatch.delenv("KRAY_ADDRESS", raising=False)
+        kray.init(address=target.address)
+
+    yield attach
+    kray.shutdown()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_kray_process_left() -> Iterator[None]:
     """After the whole tier, no kray process started by it may still run."""

@@ -98,6 +98,13 @@ class Node:
             return []
         return sorted(helpers.SHM_ROOT.glob(f"{helpers.SHM_PREFIX}{self.session_name}*"))
 
+    def holds(self, object_hex: str) -> bool:
+        """Whether this node's object store has a file (in shared memory or spilled) of that object."""
+        spill_root = Path(self.session_dir, "spill") if self.session_dir else None
+        return any((entry / object_hex).exists() for entry in self.shm_entries()) or bool(
+            spill_root and spill_root.exists() and any(spill_root.glob(f"*/{object_hex}"))
+        )
+
     def processes(self) -> list[psutil.Process]:
         """This node's live kray processes (GCS, raylet, workers), orphaned or not."""
         return marked_processes(self.marker)
@@ -325,3 +332,4 @@ class MultiNodeCluster:
             if lines:
                 out.append(f"--- {path.name} ---\n" + "\n".join(lines))
         return "\n".join(out)
+

@@ -320,6 +320,13 @@ def test_concurrency_groups_have_their_own_limits(cls: Any, actors, tmp_path: Pa
         computed = kray.get([actor.compute.remote(str(compute_dir), 0.2) for _ in range(3)], timeout=helpers.WAIT_S)
         assert computed == ["computed"] * 3
         assert _arrived(str(io_dir)) == 2, "a third io call started while two held the io group"
+        # A call can be sent to another group than its method's: this io call runs in "compute".
+        moved_dir, moved_gate = tmp_path / "moved", tmp_path / "moved-gate"
+        moved_dir.mkdir()
+        moved = actor.io.options(concurrency_group="compute").remote(str(moved_dir), str(moved_gate))
+        helpers.wait_until(lambda: _arrived(str(moved_dir)) == 1, what="the io call sent to the compute group to start")
+        moved_gate.touch()
+        assert kray.get(moved, timeout=helpers.WAIT_S) is True
     finally:
         gate.touch()
     assert kray.get(io_calls, timeout=helpers.WAIT_S) == [True] * 3

@@ -73,6 +73,11 @@ class Fragile:
     def fail(self, message: str, code: int) -> None:
         raise MethodError(message, code)
 
+    def context(self) -> dict[str, Any]:
+        ctx = kray.get_runtime_context()
+        return {"actor_id": ctx.get_actor_id(), "name": ctx.get_actor_name(), "handle": ctx.current_actor,
+                "reconstructed": ctx.was_current_actor_reconstructed, "task_id": ctx.get_task_id()}
+
 
 @kray.remote
 class BrokenInit:
@@ -109,6 +114,28 @@ def _new_pid(actor: Any, old_pid: int) -> int:
         lambda: _pid_other_than(actor, old_pid),
         what="the actor to be restarted in a new process",
     )
+
+
+def test_runtime_context_inside_an_actor_across_a_restart(actors) -> None:
+    actor = Fragile.options(name="contextual", max_restarts=1).remote()
+    actors.append(actor)
+    first = kray.get(actor.context.remote(), timeout=helpers.WAIT_S)
+    assert first["actor_id"] == actor._actor_id.hex() and first["name"] == "contextual"
+    assert first["reconstructed"] is False and first["task_id"]
+    assert first["handle"] == actor  # current_actor is a handle to this very actor
+    pid = kray.get(actor.pid.remote(), timeout=helpers.WAIT_S)
+    with pytest.raises(exceptions.ActorUnavailableError):
+        kray.get(actor.die.remote(), timeout=helpers.WAIT_S)
+    _new_pid(actor, pid)
+    again = kray.get(actor.context.remote(), timeout=helpers.WAIT_S)
+    assert again["reconstructed"] is True and again["actor_id"] == first["actor_id"]
+    unnamed = Fragile.remote()
+    actors.append(unnamed)
+    assert kray.get(unnamed.context.remote(), timeout=helpers.WAIT_S)["name"] == ""
+    driver = kray.get_runtime_context()
+    assert driver.get_actor_id() is None and driver.get_actor_name() is None
+    with pytest.raises(RuntimeError):
+        driver.current_actor
 
 
 # --- kill -----------------------------------------------------------------------------------------

@@ -395,6 +395,8 @@ def test_get_if_exists_returns_the_existing_actor(cluster, actors) -> None:
     second = Counter.options(name="test-get-if-exists", get_if_exists=True).remote(500)
     assert kray.get(second.incr.remote(), timeout=helpers.WAIT_S) == 7
     assert kray.get(first.pid.remote(), timeout=helpers.WAIT_S) == kray.get(second.pid.remote(), timeout=helpers.WAIT_S)
+    with pytest.raises(ValueError, match="name"):
+        Counter.options(get_if_exists=True).remote()
 
 
 def test_namespaces_separate_names(cluster, actors) -> None:

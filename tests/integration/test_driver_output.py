@@ -28,6 +28,15 @@ PRINTER = """
 
     print(f"TASK PID {kray.get(shout.remote('a'))}", flush=True)
     print(f"RENAMED PID {kray.get(shout.options(name='renamed').remote('b'))}", flush=True)
+
+    @kray.remote
+    class Talker:
+        def talk(self):
+            print("hello-from-actor")
+            return os.getpid()
+
+    talker = Talker.remote()
+    print(f"ACTOR PID {kray.get(talker.talk.remote())}", flush=True)
     sys.stdin.read()  # stay up until the test has read the streamed lines
     kray.shutdown()
 """
@@ -40,6 +49,9 @@ def test_worker_output_reaches_the_driver_with_the_task_prefix(tmp_path: Path) -
         driver.wait_for(PREFIX.format(name="shout", pid=pid) + r"oops-from-task a$", "stderr")
         renamed_pid = driver.wait_for(r"^RENAMED PID (\d+)$").group(1)
         driver.wait_for(PREFIX.format(name="renamed", pid=renamed_pid) + r"hello-from-task b$", "stdout")
+        actor_pid = driver.wait_for(r"^ACTOR PID (\d+)$").group(1)
+        # As in Ray, an actor's output carries its class name.
+        driver.wait_for(PREFIX.format(name="Talker", pid=actor_pid) + r"hello-from-actor$", "stdout")
         rc = driver.finish()
     assert rc == 0, driver.output()
 
@@ -76,3 +88,36 @@ def test_infeasible_task_warns_and_stays_pending(tmp_path: Path) -> None:
         rc = driver.finish()
     assert rc == 0, driver.output()
     driver.wait_for(r"^STILL 0 1$")
+
+
+INFEASIBLE_ACTOR = """
+    import sys
+
+    import kray
+    from kray.util.state import list_actors
+
+    kray.init(num_cpus=1)
+
+    @kray.remote(num_cpus=1, resources={"nowhere": 2})
+    class Unplaceable:
+        def ping(self):
+            return 1
+
+    actor = Unplaceable.remote()
+    ready, not_ready = kray.wait([actor.ping.remote()], timeout=1)
+    print(f"WAITED {len(ready)} {len(not_ready)}", flush=True)
+    print("STATES", [a["state"] for a in list_actors()], flush=True)
+    sys.stdin.read()
+    kray.kill(actor)
+    kray.shutdown()
+"""
+
+
+def test_infeasible_actor_warns_and_stays_pending(tmp_path: Path) -> None:
+    with helpers.DriverProcess(INFEASIBLE_ACTOR, tmp_path, "infeasible_actor") as driver:
+        driver.wait_for(r"^WAITED 0 1$", timeout=120)
+        driver.wait_for(r"^STATES \['PENDING_CREATION'\]$")
+        line = driver.wait_for(r"(?i)infeasible|cannot be scheduled", "stderr").string
+        assert "Unplaceable" in line and "nowhere" in line, f"the warning should name the actor and its needs: {line!r}"
+        rc = driver.finish()
+    assert rc == 0, driver.output()

@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 
 import kray
+from kray.util import placement_group, remove_placement_group
 
 
 def _get(url: str) -> dict:
@@ -48,3 +49,32 @@ def test_unknown_endpoint_is_a_404_with_a_message(cluster_factory) -> None:
         _get("http://" + kray.init(ignore_reinit_error=True).dashboard_url + "/api/nope")
     assert info.value.code == 404
     assert "no such endpoint" in info.value.read().decode()
+
+
+def test_demand_includes_actors_and_placement_group_bundles_that_wait(cluster_factory) -> None:
+    cluster_factory(num_cpus=1)
+    base = "http://" + kray.init(ignore_reinit_error=True).dashboard_url
+
+    @kray.remote(num_cpus=2, resources={"actor_shape": 1})
+    class TooBig:
+        def ping(self) -> int:
+            return 1
+
+    actor = TooBig.remote()
+    group = placement_group([{"CPU": 1, "bundle_shape": 2}], strategy="PACK")
+    expected = [{"CPU": 2.0, "actor_shape": 1.0}, {"CPU": 1.0, "bundle_shape": 2.0}]
+    deadline = time.monotonic() + 30
+    demand: list = []
+    while time.monotonic() < deadline:
+        demand = _get(base + "/api/cluster/demand")["demand"]
+        if sorted(map(str, demand)) == sorted(map(str, expected)):
+            break
+        time.sleep(0.1)
+    assert sorted(map(str, demand)) == sorted(map(str, expected)), demand
+    kray.kill(actor)
+    remove_placement_group(group)
+    deadline = time.monotonic() + 30
+    while demand and time.monotonic() < deadline:
+        demand = _get(base + "/api/cluster/demand")["demand"]
+        time.sleep(0.1)
+    assert demand == [], "shapes of a killed actor and a removed group are still reported as demand"

@@ -145,19 +145,6 @@ def start_cluster(tmp_path: Path) -> Iterator[Callable[..., MultiNodeCluster]]:
     assert not errors, "; ".join(errors)
 
 
-@pytest.fixture
-def connect(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[MultiNodeCluster], None]]:
-    """Connect this process as a driver (kray.init(address=...) with the cluster's token); shut down after."""
-
-    def attach(target: MultiNodeCluster) -> None:
-        monkeypatch.setenv("KRAY_CLUSTER_TOKEN", target.token)
-        monkeypatch.delenv("KRAY_ADDRESS", raising=False)
-        kray.init(address=target.address)
-
-    yield attach
-    kray.shutdown()
-
-
 def ips_by_node_id() -> dict[str, str]:
     return {n["NodeID"]: n["NodeManagerAddress"] for n in kray.nodes()}
 
@@ -391,6 +378,9 @@ def test_kray_stop_stops_one_node_and_then_leaves_nothing_running(
     helpers.wait_until(lambda: not stopping.nodes[2].shm_entries(), 60, "node 3's /dev/shm entries to go")
     assert stopping.nodes[0].processes() and stopping.nodes[1].processes(), "`kray stop` on node 3 stopped others"
     wait_dead(third, 60)
+    stopped = next(n for n in kray.nodes() if n["NodeID"] == third)
+    assert stopped["DeathReason"] == 1 and stopped["Resources"] == {}, stopped  # Ray's EXPECTED_TERMINATION
+    assert "shut down" in stopped["DeathReasonMessage"], stopped
     assert kray.get(where.remote(), timeout=120) != third
     kray.shutdown()
     for index in (1, 0):
@@ -433,6 +423,8 @@ def test_task_on_a_killed_node_is_retried_on_another(
     assert len(list(attempts.glob("*.json"))) == 2
     alive = {n["NodeManagerAddress"] for n in kray.nodes() if n["Alive"]}
     assert alive == set(IPS) - {IPS[victim]}, f"noticed dead after {elapsed:.1f}s; alive: {alive}"
+    dead = next(n for n in kray.nodes() if n["NodeID"] == first)
+    assert dead["DeathReason"] == 2 and "heartbeat" in dead["DeathReasonMessage"], dead  # UNEXPECTED_TERMINATION
 
 
 def test_actor_on_a_killed_node_restarts_on_another(

@@ -16,6 +16,11 @@ def assigned() -> dict:
     return kray.get_runtime_context().get_assigned_resources()
 
 
+@kray.remote
+def group_id() -> str | None:
+    return kray.get_runtime_context().get_placement_group_id()
+
+
 def _until(predicate, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -34,6 +39,9 @@ def test_bundles_are_reserved_used_and_returned(cluster_factory) -> None:
 
     inside = kray.get(assigned.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 1)).remote(), timeout=30)
     assert inside == {f"CPU_group_1_{pg.id.hex()}": 1.0, f"bundle_group_1_{pg.id.hex()}": 0.001}
+    assert kray.get(group_id.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg)).remote(),
+                    timeout=30) == pg.id.hex()
+    assert kray.get(group_id.remote(), timeout=30) is None
 
     @kray.remote(num_cpus=1)
     class InGroup:

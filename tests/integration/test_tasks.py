@@ -72,6 +72,10 @@ def context_in_task() -> dict:
         "task": ctx.get_task_id(),
         "node": ctx.get_node_id(),
         "resources": ctx.get_assigned_resources(),
+        "accelerators": ctx.get_accelerator_ids(),
+        "actor": (ctx.get_actor_id(), ctx.get_actor_name()),
+        "group": ctx.get_placement_group_id(),
+        "gcs": ctx.gcs_address,
     }
 
 
@@ -369,6 +373,9 @@ def test_unserializable_argument_gives_an_error_naming_the_object() -> None:
     with pytest.raises((TypeError, exceptions.RayError)) as info:
         kray.get(echo.remote(lock), timeout=helpers.WAIT_S)
     assert "lock" in str(info.value).lower(), str(info.value)
+    with pytest.raises((TypeError, exceptions.RayError)) as info_nested:
+        echo.remote([1, {"deep": lock}])
+    assert "value[1]['deep']" in str(info_nested.value) and "lock" in str(info_nested.value), str(info_nested.value)
     with pytest.raises((TypeError, exceptions.RayError)) as info_put:
         kray.put({"inside": lock})
     assert "lock" in str(info_put.value).lower(), str(info_put.value)
@@ -391,6 +398,8 @@ def test_runtime_context_in_the_driver_and_in_tasks() -> None:
         assert seen["node"] == node
         assert isinstance(seen["task"], str) and seen["task"]
         assert seen["resources"] == {"CPU": 1.0}
+        assert seen["accelerators"] == {"GPU": []} and seen["actor"] == (None, None) and seen["group"] is None
+        assert seen["gcs"] == driver.gcs_address and ":" in seen["gcs"]
     assert first["task"] != second["task"]
     assert node == kray.nodes()[0]["NodeID"]
 
@@ -402,9 +411,15 @@ def test_nodes_has_rays_shape() -> None:
     nodes = kray.nodes()
     assert isinstance(nodes, list) and len(nodes) == 1
     node = nodes[0]
-    for key in ("NodeID", "Alive", "NodeManagerAddress", "NodeManagerPort", "Resources"):
+    rays_keys = (
+        "NodeID", "Alive", "NodeManagerAddress", "NodeManagerHostname", "NodeManagerPort", "ObjectManagerPort",
+        "ObjectStoreSocketName", "RayletSocketName", "MetricsExportPort", "NodeName", "RuntimeEnvAgentPort",
+        "DeathReason", "DeathReasonMessage", "alive", "Resources", "Labels",
+    )
+    for key in rays_keys:
         assert key in node, f"kray.nodes()[0] lacks {key!r}: {sorted(node)}"
-    assert node["Alive"] is True
+    assert node["Alive"] is True and node["alive"] is True
+    assert node["DeathReason"] == 0 and node["DeathReasonMessage"] == ""
     assert isinstance(node["NodeID"], str) and node["NodeID"]
     ipaddress.ip_address(node["NodeManagerAddress"])
     assert isinstance(node["NodeManagerPort"], int)

@@ -141,6 +141,8 @@ def _validate(options: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("lifetime must be None, 'detached' or 'non_detached'.")
     if lifetime == "detached" and not options.get("name"):
         raise ValueError("A detached actor must have a name (pass name=...).")
+    if options.get("get_if_exists") and not options.get("name"):
+        raise ValueError("The actor name must be specified to use `get_if_exists` (pass name=...).")
     for key in ("max_restarts", "max_task_retries"):
         value = options.get(key)
         if value is not None and (not isinstance(value, int) or value < -1):

@@ -60,6 +60,61 @@ class RuntimeContext:
     def get_node_ip_address(self) -> str:
         return self._core.node.ip
 
+    def get_node_labels(self) -> dict[str, str]:
+        return dict(self._core.node.labels)
+
+    @property
+    def gcs_address(self) -> str:
+        """HOST:PORT of the cluster's GCS."""
+        return self._core.gcs_address.removeprefix("tcp://")
+
+    def get_actor_name(self) -> str | None:
+        """The current actor's name ("" if it has none); None outside an actor."""
+        options = self._actor_options()
+        return None if options is None else options.name
+
+    @property
+    def was_current_actor_reconstructed(self) -> bool:
+        """Whether the current actor was restarted after its process died (max_restarts)."""
+        executor = self._core.executor
+        if self._actor_options() is None:
+            raise RuntimeError("was_current_actor_reconstructed is only available inside an actor.")
+        return executor.actor_attempt > 0
+
+    @property
+    def current_actor(self) -> Any:
+        """A handle to the current actor (inside an actor's methods and __init__)."""
+        options = self._actor_options()
+        if options is None:
+            raise RuntimeError("current_actor is only available inside an actor.")
+        from kray.api import actor
+
+        return actor.ActorHandle(self._core.actor_id, options)
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        """The accelerator ids assigned to the current task or actor, by resource name."""
+        return {"GPU": [str(i) for i in self._core.gpu_ids]}
+
+    def get_placement_group_id(self) -> str | None:
+        """The id (hex) of the placement group the current task or actor runs in, if any."""
+        for name in self.get_assigned_resources():
+            if name.startswith("bundle_group_"):
+                return name.rsplit("_", 1)[1]
+        return None
+
+    def get_runtime_env_string(self) -> str:
+        return "{}"  # runtime_env is not supported yet
+
+    @property
+    def runtime_env(self) -> dict[str, Any]:
+        return {}
+
+    def _actor_options(self) -> Any:
+        executor = self._core.executor
+        if self._core.is_driver or executor is None or not self._core.actor_id:
+            return None
+        return executor.actor_options
+
     def get(self) -> dict[str, Any]:
         return {"job_id": self.get_job_id(), "node_id": self.get_node_id(), "task_id": self.get_task_id(),
                 "namespace": self.namespace}
@@ -83,7 +138,8 @@ def _node_infos() -> list[messages.NodeInfo]:
 
 
 def nodes() -> list[dict[str, Any]]:
-    """Every node of the cluster, in Ray's dict shape."""
+    """Every node of the cluster, dead ones included, in Ray's dict shape (a dead node has no Resources
+    and says why it died in DeathReason, 1 expected or 2 unexpected, and DeathReasonMessage)."""
     out = []
     for node in _node_infos():
         port = int(node.raylet_address.rsplit(":", 1)[1])
@@ -99,6 +155,9 @@ def nodes() -> list[dict[str, Any]]:
             "RayletSocketName": node.raylet_address,
             "MetricsExportPort": 0,
             "NodeName": node.ip,
+            "RuntimeEnvAgentPort": 0,
+            "DeathReason": 0 if node.alive else node.death_reason,
+            "DeathReasonMessage": "" if node.alive else node.death_message,
             "Resources": dict(node.resources) if node.alive else {},
             "Labels": dict(node.labels),
             "IsHead": node.is_head,

@@ -162,7 +162,7 @@ def start_node(
     )
     local = LocalNode(node, gcs_address, session_name, session_dir, dashboard_url, shm_root, processes)
     if write_address_file:
-        write_address(gcs_address, session_dir, [p.pid for p in processes], token, dashboard_url)
+        write_address(gcs_address, session_dir, [p.pid for p in processes], token, dashboard_url, ip)
     return local
 
 
@@ -188,16 +188,38 @@ def _spawn(args: list[str], log_prefix: str, env: dict[str, str]) -> subprocess.
 
 
 def write_address(
-    gcs_address: str, session_dir: str, pids: list[int], token: str | None = None, dashboard_url: str = ""
+    gcs_address: str, session_dir: str, pids: list[int], token: str | None = None, dashboard_url: str = "",
+    node_ip: str = "",
 ) -> None:
-    """Record this machine's cluster (readable by its owner only: it holds the cluster token)."""
+    """Record this machine's cluster (readable by its owner only: it holds the cluster token).
+
+    A second node of the same cluster started on this machine adds its processes to the record, so
+    that `kray stop` stops them all; drivers keep using the first node (`node_ip`).
+    """
     os.makedirs(config.TEMP_ROOT, exist_ok=True)
+    record = {"gcs_address": gcs_address, "session_dir": session_dir, "pids": pids, "token": token,
+              "dashboard_url": dashboard_url, "node_ip": node_ip}
+    current = read_address()
+    if current and current.get("gcs_address") == gcs_address and _any_alive(current.get("pids", [])):
+        record = dict(current, pids=[*current.get("pids", []), *pids])
+        record["token"] = record.get("token") or token
     tmp = ADDRESS_FILE + f".{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"gcs_address": gcs_address, "session_dir": session_dir, "pids": pids, "token": token,
-                   "dashboard_url": dashboard_url}, f)
+        json.dump(record, f)
     os.replace(tmp, ADDRESS_FILE)
+
+
+def _any_alive(pids: list[int]) -> bool:
+    return any(psutil.pid_exists(int(pid)) for pid in pids)
+
+
+def read_live_address() -> dict[str, Any] | None:
+    """The record of this machine's cluster, or None when there is none or its processes are gone."""
+    found = read_address()
+    if found and found.get("pids") and not _any_alive(found["pids"]):
+        return None  # left behind by a cluster that was killed
+    return found
 
 
 def new_token() -> str:

@@ -43,7 +43,12 @@ def wait(
     object_refs: Sequence[refs.ObjectRef], *, num_returns: int = 1, timeout: float | None = None,
     fetch_local: bool = True,
 ) -> tuple[list[refs.ObjectRef], list[refs.ObjectRef]]:
-    """Return (ready, not_ready) once `num_returns` refs are ready or `timeout` seconds passed."""
+    """Return (ready, not_ready) once `num_returns` refs are ready or `timeout` seconds passed.
+
+    Both lists keep the order of `object_refs`. With fetch_local=True (the default) an object counts
+    as ready once a copy is on this node (it is fetched from the node that holds it); with False, as
+    soon as it exists anywhere in the cluster.
+    """
     if isinstance(object_refs, refs.ObjectRef):
         raise TypeError("wait() expected a list of ObjectRefs, got a single ObjectRef.")
     if not isinstance(object_refs, (list, tuple)):
@@ -58,7 +63,7 @@ def wait(
     if num_returns > len(object_refs):
         raise ValueError("num_returns cannot be greater than the number of objects provided to kray.wait.")
     core = runtime.current_core()
-    return core.wait(list(object_refs), num_returns, _timeout(timeout))
+    return core.wait(list(object_refs), num_returns, _timeout(timeout), fetch_local=bool(fetch_local))
 
 
 def cancel(object_ref: refs.ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

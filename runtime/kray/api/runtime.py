@@ -98,7 +98,7 @@ def init(
                     "When connecting to an existing cluster, num_cpus, num_gpus, resources and "
                     "object_store_memory must not be provided; they are set when the cluster's nodes start."
                 )
-            _driver = _connect(_resolve_address(address), namespace)
+            _driver = _connect(*_resolve_address(address), namespace)
         try:
             _finish_connect(_driver, log_to_driver)
         except BaseException:
@@ -126,9 +126,10 @@ def _start_local(
     return _Driver(core, local, namespace)
 
 
-def _resolve_address(address: str) -> str:
-    """The GCS endpoint for `address`; also sets this process's cluster token."""
-    found = local_cluster.read_address()
+def _resolve_address(address: str) -> tuple[str, str]:
+    """The GCS endpoint for `address` and the IP of this machine's node of that cluster (if known);
+    also sets this process's cluster token."""
+    found = local_cluster.read_live_address()
     if address == "auto":
         if not found:
             raise ConnectionError(
@@ -137,11 +138,13 @@ def _resolve_address(address: str) -> str:
                 "kray.init() with no address to start a local cluster."
             )
         wire.set_token(config.cluster_token() or found.get("token"))
-        return str(found["gcs_address"])
+        return str(found["gcs_address"]), str(found.get("node_ip") or "")
     endpoint = _endpoint(address)
-    same = found is not None and found.get("gcs_address") == endpoint
-    wire.set_token(config.cluster_token() or (found.get("token") if same and found else None))
-    return endpoint
+    if found is None or found.get("gcs_address") != endpoint:
+        wire.set_token(config.cluster_token())
+        return endpoint, ""
+    wire.set_token(config.cluster_token() or found.get("token"))
+    return endpoint, str(found.get("node_ip") or "")
 
 
 def _endpoint(address: str) -> str:
@@ -153,7 +156,7 @@ def _endpoint(address: str) -> str:
     return f"tcp://{address}"
 
 
-def _connect(gcs_address: str, namespace: str) -> _Driver:
+def _connect(gcs_address: str, node_ip: str, namespace: str) -> _Driver:
     try:
         nodes = client.request(gcs_address, lambda rid: messages.GetNodes(rid), timeout=5.0)
     except client.TokenRefused as e:
@@ -170,7 +173,7 @@ def _connect(gcs_address: str, namespace: str) -> _Driver:
         alive = [n for n in client.request(gcs_address, lambda rid: messages.GetNodes(rid), timeout=5.0) if n.alive]
     if not alive:
         raise ConnectionError(f"The kray cluster at {gcs_address} has no live node yet; try again shortly.")
-    node = _local_node(alive, wire.host_of(gcs_address))
+    node = _local_node(alive, [os.environ.get("KRAY_NODE_IP", ""), node_ip, wire.host_of(gcs_address)])
     core = core_worker.CoreWorker(
         node=node, gcs_address=gcs_address, job_id=0, worker_id=ids.random_id(), is_driver=True,
         namespace=namespace,
@@ -178,10 +181,13 @@ def _connect(gcs_address: str, namespace: str) -> _Driver:
     return _Driver(core, None, namespace)
 
 
-def _local_node(alive: list[messages.NodeInfo], gcs_host: str) -> messages.NodeInfo:
-    """The node of the cluster that runs on this machine: a driver uses its raylet and object store."""
+def _local_node(alive: list[messages.NodeInfo], preferred: list[str]) -> messages.NodeInfo:
+    """The node of the cluster that runs on this machine: a driver uses its raylet and object store.
+
+    `preferred`: IPs to try first, in order (KRAY_NODE_IP, the node `kray start` recorded here, the
+    GCS's host).
+    """
     mine = {addr.address for addrs in psutil.net_if_addrs().values() for addr in addrs}
-    preferred = [os.environ.get("KRAY_NODE_IP", ""), gcs_host]
 
     def local(node: messages.NodeInfo) -> bool:
         return node.ip in mine or node.ip.startswith("127.")

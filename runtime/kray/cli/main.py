@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from kray.cli import microbenchmark, node_commands
+from kray.cli import health_check, microbenchmark, node_commands
 
 
 @click.group()
@@ -17,6 +17,7 @@ main.add_command(node_commands.start)
 main.add_command(node_commands.stop)
 main.add_command(node_commands.status)
 main.add_command(microbenchmark.command)
+main.add_command(health_check.command)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 import time
 
 import click
+import psutil
 
 from kray import config
 from kray.api import local_cluster
@@ -174,25 +175,38 @@ def _block(node: local_cluster.LocalNode) -> None:
 
 @click.command()
 @click.option("--force", is_flag=True, help="Send SIGKILL instead of SIGTERM.")
-def stop(force: bool) -> None:
-    """Stop the kray processes started on this machine by `kray start`."""
+@click.option("--grace-period", default=10, show_default=True, type=int,
+              help="Seconds to wait for the processes to exit before killing them with SIGKILL.")
+def stop(force: bool, grace_period: int) -> None:
+    """Stop the kray processes started on this machine by `kray start`, and wait until they exited."""
     found = local_cluster.read_address()
     if not found:
         click.echo("No kray cluster started by `kray start` was found on this machine.")
         return
     sig = signal.SIGKILL if force else signal.SIGTERM
-    stopped = 0
+    procs = []
     for pid in found.get("pids", []):
         try:
-            os.kill(int(pid), sig)
-            stopped += 1
-        except ProcessLookupError:
+            proc = psutil.Process(int(pid))
+            if "kray" not in " ".join(proc.cmdline()):
+                continue  # that pid now belongs to some other program
+            proc.send_signal(sig)
+            procs.append(proc)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             pass
+    _, alive = psutil.wait_procs(procs, timeout=max(0, grace_period))
+    for proc in alive:  # as Ray's `ray stop`: what ignores SIGTERM for the grace period is killed
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
     try:
         os.unlink(local_cluster.ADDRESS_FILE)
     except FileNotFoundError:
         pass
-    click.echo(f"Stopped {stopped} kray process(es).")
+    killed = f" ({len(alive)} killed after {grace_period}s)" if alive else ""
+    click.echo(f"Stopped {len(procs)} kray process(es){killed}.")
 
 
 @click.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sys
 from typing import Any
 
 from kray import exceptions
@@ -20,7 +21,7 @@ ALIVE, DEAD, RESTARTING = "ALIVE", "DEAD", "RESTARTING"
 
 
 class ActorQueue:
-    __slots__ = ("actor_id", "info", "queue", "in_flight", "subscribed", "pins", "released", "lent")
+    __slots__ = ("actor_id", "info", "queue", "in_flight", "subscribed", "pins", "released", "lent", "warned")
 
     def __init__(self, actor_id: bytes) -> None:
         self.actor_id = actor_id
@@ -31,6 +32,7 @@ class ActorQueue:
         self.pins: list[Any] = []  # creation arguments, kept until the actor is created
         self.released = False  # the creator dropped its handle: end the actor once its calls are done
         self.lent = 0  # copies of the handle inside pending tasks' arguments or stored objects
+        self.warned = False  # the infeasibility warning was printed
 
 
 class ActorSubmitter:
@@ -113,6 +115,9 @@ class ActorSubmitter:
             return
         previous = state.info
         state.info = info
+        if info.pending_reason and not state.warned and info.job_id == self.core.job_id:
+            state.warned = True  # as for tasks, the creator's driver hears once that it cannot be placed
+            print(f"Warning: {info.pending_reason}", file=sys.stderr, flush=True)
         if info.state == ALIVE:
             state.pins = []
             if previous is not None and previous.address and previous.address != info.address:

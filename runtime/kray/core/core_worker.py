@@ -12,6 +12,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from typing import Any, Callable, Sequence
 
 import zmq
@@ -55,6 +56,7 @@ class CoreWorker:
         self._put_index = itertools.count(1)
         self.nodes: dict[bytes, messages.NodeInfo] = {node.node_id: node}
         self.submitter = submitter.Submitter(self)
+        self.fetcher = fetch.LocalFetcher(self)
         self.executor: Any = None  # set in worker processes
         self.loop.on(messages.GetObject, self._on_get_object)
         self.loop.on(messages.AddBorrower, lambda m, p, peer: self.objects.add_borrowers(m.object_ids))
@@ -204,8 +206,10 @@ class CoreWorker:
         return [self._materialize(r) for r in object_refs]
 
     def wait(
-        self, object_refs: Sequence[refs.ObjectRef], num_returns: int, timeout: float | None
+        self, object_refs: Sequence[refs.ObjectRef], num_returns: int, timeout: float | None,
+        fetch_local: bool = True,
     ) -> tuple[list[refs.ObjectRef], list[refs.ObjectRef]]:
+        deadline = None if timeout is None else time.monotonic() + timeout
         self.objects.process_released()
         entries = self.objects.entries
         missing = [r for r in object_refs if (e := entries.get(r._id)) is None or e.state != object_table.READY]
@@ -217,7 +221,36 @@ class CoreWorker:
             e = entries.get(r._id)
             (ready if len(ready) < num_returns and (e is None or e.state == object_table.READY)
              else not_ready).append(r)
+        if fetch_local:
+            late = self._fetch_ready_locally(ready, deadline)
+            if late:
+                # As in Ray, an object that is not on this node by the deadline is not ready yet.
+                waiting = late | {r._id for r in not_ready}
+                ready = [r for r in ready if r._id not in late]
+                not_ready = [r for r in object_refs if r._id in waiting]
         return ready, not_ready
+
+    def _fetch_ready_locally(self, ready: list[refs.ObjectRef], deadline: float | None) -> set[bytes]:
+        """Copy ready objects that live on other nodes to this node (wait's fetch_local=True), in
+        parallel; returns the ids of those not here by the deadline (their fetch goes on).
+
+        A fetch that fails is left for `get` to report: the object counts as ready.
+        """
+        pulls = []
+        for ref in ready:
+            entry = self.objects.get(ref._id)
+            if entry is None or entry.kind != object_table.SHM or entry.node_id in (b"", self.node_id):
+                continue
+            hex_id = ref.hex()
+            if any(os.path.exists(p) for p in shm.object_paths(self.node.shm_dir, self.node.spill_dir, hex_id)):
+                continue
+            pulls.append((ref._id, self.fetcher.ensure_local(entry.node_id, hex_id, entry.owner)))
+        late: set[bytes] = set()
+        for object_id, done in pulls:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not done.wait(left):
+                late.add(object_id)
+        return late
 
     def _wait_ready(self, missing: list[refs.ObjectRef], needed: int, timeout: float | None, raise_timeout: bool) -> None:
         waiter = object_table.Waiter(needed)
@@ -269,12 +302,18 @@ class CoreWorker:
             if node_id == self.node_id:
                 raise exceptions.ObjectLostError(hex_id, "its shared-memory file is gone") from None
         fetch.pull(self, node_id, hex_id)
-        if owner:
-            self.send(owner, messages.AddObjectLocation(bytes.fromhex(hex_id), self.node_id))
+        self.note_copy(bytes.fromhex(hex_id), owner)
         try:
             return shm.map_object(local)
         except shm.ObjectNotFound:
             raise exceptions.ObjectLostError(hex_id, "its copy vanished right after it was fetched") from None
+
+    def note_copy(self, object_id: bytes, owner: str) -> None:
+        """Tell the object's owner that this node now has a copy (freed with the object)."""
+        if owner == self.address:
+            self.objects.add_copy(object_id, self.node_id)  # at once: the ref may be dropped next
+        elif owner:
+            self.send(owner, messages.AddObjectLocation(object_id, self.node_id))
 
     # ------------------------------------------------------------ borrowing across processes
 

@@ -1,17 +1,24 @@
-"""Pulling an object file from another node into this node's store, in chunks.
+"""Pulling an object file from another node into this node's store, in chunks; and background
+pulls for `wait(fetch_local=True)`.
 
-Runs on the calling user thread; talks to the remote raylet through the core worker's I/O thread
-and writes the copy into this node's shared-memory directory (never holding the whole object in
-Python memory), then reports it sealed to the local raylet.
+`pull` runs on the calling thread (LocalFetcher's, on daemon threads of its own); talks to the
+remote raylet through the core worker's I/O thread and writes the copy into this node's
+shared-memory directory (never holding the whole object in Python memory), then reports it sealed
+to the local raylet.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
+import threading
 from typing import Any
 
 from kray import exceptions
 from kray.protocol import messages
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 8 << 20
 
@@ -49,3 +56,47 @@ def pull(core: Any, node_id: bytes, hex_id: str) -> None:
     os.close(fd)
     os.rename(tmp, final)
     core.send(core.raylet_address, messages.ObjectSealed(hex_id, size or 0))
+
+
+class LocalFetcher:
+    """Background copies of remote objects to this node, one at a time per object, a few at once.
+
+    Used by `wait(fetch_local=True)`: its callers wait on the returned event (with their deadline)
+    while the copy goes on, so that a later `wait` or `get` finds the object here. Starts daemon
+    threads on first use.
+    """
+
+    THREADS = 4
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.lock = threading.Lock()
+        self.in_progress: dict[str, threading.Event] = {}
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads = 0
+
+    def ensure_local(self, node_id: bytes, hex_id: str, owner: str) -> threading.Event:
+        """Start copying `hex_id` from `node_id` unless a copy is under way; set once it ends."""
+        with self.lock:
+            done = self.in_progress.get(hex_id)
+            if done is not None:
+                return done
+            done = self.in_progress[hex_id] = threading.Event()
+            if self.threads < self.THREADS:
+                self.threads += 1
+                threading.Thread(target=self._run, name="kray-fetch", daemon=True).start()
+        self.jobs.put((node_id, hex_id, owner, done))
+        return done
+
+    def _run(self) -> None:
+        while True:
+            node_id, hex_id, owner, done = self.jobs.get()
+            try:
+                pull(self.core, node_id, hex_id)
+                self.core.note_copy(bytes.fromhex(hex_id), owner)
+            except Exception as e:  # noqa: BLE001 - a failed copy is reported by `get`, which fetches again
+                log.debug("background fetch of %s failed: %s", hex_id, e)
+            finally:
+                with self.lock:
+                    self.in_progress.pop(hex_id, None)
+                done.set()

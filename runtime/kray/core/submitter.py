@@ -88,7 +88,8 @@ class Submitter:
         self.objects: object_table.ObjectTable = core.objects
         self.tasks: dict[bytes, TaskRecord] = {}
         self.queues: dict[tuple, KeyQueue] = {}
-        self.leases: dict[int, Lease] = {}
+        # By worker id: lease ids are numbered per raylet, so two nodes' leases can share one.
+        self.leases: dict[bytes, Lease] = {}
         self.functions: dict[bytes, bytes] = {}  # function id -> pickled function
         self.depth = max(1, config.MAX_TASKS_IN_FLIGHT_PER_WORKER)
         self.actors = actor_submitter.ActorSubmitter(core, self)
@@ -215,7 +216,7 @@ class Submitter:
         # per worker, so that every free CPU in the cluster gets one.
         deep = queue.saturated and not spread and queue.task_seconds < SHORT_TASK_SECONDS
         depth = self.depth if deep else 1
-        batches: dict[int, list[TaskRecord]] = {}
+        batches: dict[bytes, list[TaskRecord]] = {}
         while queue.pending and queue.leases:
             usable = [le for le in queue.leases if not (spread and le.used)]
             if not usable:
@@ -230,9 +231,9 @@ class Submitter:
             if lease.idle_timer is not None:
                 self.loop.cancel_timer(lease.idle_timer)
                 lease.idle_timer = None
-            batches.setdefault(lease.lease_id, []).append(record)
-        for lease_id, records in batches.items():
-            lease = self.leases[lease_id]
+            batches.setdefault(lease.worker_id, []).append(record)
+        for worker_id, records in batches.items():
+            lease = self.leases[worker_id]
             specs = []
             for record in records:
                 spec = record.spec
@@ -243,7 +244,7 @@ class Submitter:
                 else:
                     spec.function_blob = None
                 specs.append(spec)
-            self.loop.connect(lease.address).send(messages.PushTasks(lease_id, specs))
+            self.loop.connect(lease.address).send(messages.PushTasks(lease.lease_id, specs))
         wanted = min(len(queue.pending), 8) if spread else min(len(queue.pending), 1)
         while len(queue.requests) < wanted:
             self._request_lease(queue)
@@ -296,7 +297,7 @@ class Submitter:
                 self.loop.call_later(0.5, self._pump, queue)
             return
         lease = Lease(msg, queue, raylet)
-        self.leases[lease.lease_id] = lease
+        self.leases[lease.worker_id] = lease
         queue.leases.append(lease)
         self._pump(queue)
 
@@ -307,7 +308,7 @@ class Submitter:
         queue = lease.queue
         if lease in queue.leases:
             queue.leases.remove(lease)
-        self.leases.pop(lease.lease_id, None)
+        self.leases.pop(lease.worker_id, None)
         if not queue.leases and not queue.pending:
             queue.saturated = False
         self.loop.connect(lease.raylet).send(messages.ReturnLease(lease.lease_id, kill))
@@ -392,9 +393,10 @@ class Submitter:
             self.actors.pump(record.spec.actor_id)
 
     def _on_worker_died(self, msg: messages.WorkerDied, payload: list, peer: Any) -> None:
-        lease = self.leases.pop(msg.lease_id, None)
-        if lease is None:
+        lease = self.leases.get(msg.worker_id)
+        if lease is None or lease.lease_id != msg.lease_id:
             return
+        del self.leases[msg.worker_id]
         queue = lease.queue
         if lease in queue.leases:
             queue.leases.remove(lease)

@@ -61,12 +61,7 @@ def _raise_for_culprit(args: tuple, kwargs: dict, function_name: str) -> None:
         (f"keyword argument {k!r}", v) for k, v in kwargs.items()
     ]
     for label, value in named:
-        try:
-            serialization.serialize(value)
-        except serialization.SerializationError as e:
-            raise serialization.SerializationError(
-                f"Could not serialize {label} of {function_name}: {e}"
-            ) from e.__cause__
+        serialization.serialize(value, f"{label} of {function_name}")  # raises, naming the culprit
 
 
 def unpack(

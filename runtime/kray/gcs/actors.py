@@ -134,7 +134,12 @@ class ActorManager:
         )
 
     def _on_lease(self, record: ActorRecord, msg: Any, spilled: int = 0) -> None:
-        if isinstance(msg, (messages.LeaseQueued, messages.LeaseInfeasible)):
+        if isinstance(msg, messages.LeaseInfeasible):
+            if record.info.pending_reason != msg.text:
+                record.info.pending_reason = msg.text  # the creator's driver warns, as for tasks
+                self._publish(record)
+            return
+        if isinstance(msg, messages.LeaseQueued):
             return
         record.request_id = None
         if isinstance(msg, messages.LeaseSpillback):
@@ -178,6 +183,7 @@ class ActorManager:
         if record.killing:
             return
         record.info.state = ALIVE
+        record.info.pending_reason = ""
         self._publish(record)
 
     # ------------------------------------------------------------ death, restarts, kills

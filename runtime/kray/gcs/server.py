@@ -18,6 +18,9 @@ from kray.protocol import messages, wire
 
 log = logging.getLogger(__name__)
 
+# Ray's NodeDeathInfo.Reason values, as kray.nodes() reports them under "DeathReason".
+EXPECTED_TERMINATION, UNEXPECTED_TERMINATION = 1, 2
+
 
 class Gcs:
     def __init__(self, host: str, port: int) -> None:
@@ -59,11 +62,12 @@ class Gcs:
         self.placement_groups.node_added()
         log.info("node %s registered at %s", node.node_id.hex(), node.raylet_address)
         peer.reply(msg.req_id, True)
+        self._broadcast_view()
 
     def _on_unregister_node(self, msg: messages.UnregisterNode, payload: list, peer: loop_mod.Peer) -> None:
         node = self.nodes.get(msg.node_id)
         if node is not None and node.alive:
-            self._node_died(node, "the node shut down")
+            self._node_died(node, "the node shut down", expected=True)
 
     def _on_job_finished(self, msg: messages.JobFinished, payload: list, peer: loop_mod.Peer) -> None:
         """A driver ended: its actors end (unless detached) and every raylet drops the job's work."""
@@ -75,16 +79,31 @@ class Gcs:
     def _on_heartbeat(self, msg: messages.NodeHeartbeat, payload: list, peer: loop_mod.Peer) -> None:
         node = self.nodes.get(msg.node_id)
         if node is None or not node.alive:
-            return  # a node declared dead must register again
+            # A node declared dead stays dead, and a GCS that restarted never knew the node: either
+            # way it must leave, and join again as a new node (a pod's container restart does that).
+            reason = ("it was declared dead" if node is not None
+                      else "this GCS does not know it (the head restarted?)")
+            peer.send(messages.NodeRejected(msg.node_id, f"node {msg.node_id.hex()} is not in the cluster: {reason}"))
+            return
         self.last_seen[msg.node_id] = time.monotonic()
         self.available[msg.node_id] = msg.available
         self.pending[msg.node_id] = msg.pending
         if msg.total:
             node.resources = msg.total  # placement-group bundles add resources to a node
-        peer.send(messages.ClusterView([
+        peer.send(self._view())
+
+    def _view(self) -> messages.ClusterView:
+        return messages.ClusterView([
             (n.node_id, n.raylet_address, n.resources, self.available.get(n.node_id, {}), n.alive)
             for n in self.nodes.values()
-        ]))
+        ])
+
+    def _broadcast_view(self) -> None:
+        """Tell every raylet at once that a node joined or died (heartbeat answers would, a beat later)."""
+        view = self._view()
+        for node in self.nodes.values():
+            if node.alive:
+                self.loop.connect(node.raylet_address).send(view)
 
     def _check_heartbeats(self) -> None:
         now = time.monotonic()
@@ -92,13 +111,16 @@ class Gcs:
             if node.alive and now - self.last_seen.get(node.node_id, now) > config.NODE_TIMEOUT_S:
                 self._node_died(node, f"no heartbeat for {config.NODE_TIMEOUT_S:g}s")
 
-    def _node_died(self, node: messages.NodeInfo, reason: str) -> None:
+    def _node_died(self, node: messages.NodeInfo, reason: str, expected: bool = False) -> None:
         log.warning("node %s (%s) is dead: %s", node.node_id.hex(), node.ip, reason)
         node.alive = False
+        node.death_reason = EXPECTED_TERMINATION if expected else UNEXPECTED_TERMINATION
+        node.death_message = reason
         self.pending.pop(node.node_id, None)
         for peer in self.node_subscribers.values():
             peer.send(messages.NodeDied(node.node_id, reason))
         self.actors.node_died(node.node_id, reason)
+        self._broadcast_view()
 
     def demand(self) -> list[dict[str, float]]:
         """Resource shapes that wait for resources anywhere in the cluster (for the autoscaler)."""

@@ -69,6 +69,9 @@ class NodeInfo:
     hostname: str = ""
     object_store_memory: int = 0
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Why a dead node died, as Ray's NodeDeathInfo: 1 expected termination (it shut down), 2 unexpected.
+    death_reason: int = 0
+    death_message: str = ""
 
 
 @dataclasses.dataclass(slots=True)
@@ -143,6 +146,7 @@ class ActorInfo:
     pid: int = 0
     num_restarts: int = 0
     death_cause: str = ""
+    pending_reason: str = ""  # why an actor waiting to be (re)created cannot be placed, e.g. infeasible
 
 
 @dataclasses.dataclass(slots=True)
@@ -220,6 +224,15 @@ class ClusterView:
 @message(19)
 class SubscribeNodes:
     pass
+
+
+@message(58)
+class NodeRejected:
+    """GCS -> raylet, in answer to a heartbeat: this node is not (or no longer) part of the cluster,
+    e.g. it was declared dead, or the head restarted and its GCS never knew the node."""
+
+    node_id: bytes
+    reason: str
 
 
 @message(57)

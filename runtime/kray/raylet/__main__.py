@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import socket
+import sys
 
 import zmq
 
@@ -52,13 +53,16 @@ def main() -> None:
     raylet.start()
     try:
         raylet.loop.run()
-        goodbye = raylet.loop.connect(args.gcs)
-        goodbye.send(messages.UnregisterNode(node.node_id))
-        goodbye.sock.setsockopt(zmq.LINGER, 500)  # let the goodbye leave before the socket closes
+        if not raylet.exit_reason:
+            goodbye = raylet.loop.connect(args.gcs)
+            goodbye.send(messages.UnregisterNode(node.node_id))
+            goodbye.sock.setsockopt(zmq.LINGER, 500)  # let the goodbye leave before the socket closes
     finally:
         raylet.pool.kill_all()
         raylet.store.destroy()
         raylet.loop.close()
+    if raylet.exit_reason:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

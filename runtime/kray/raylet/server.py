@@ -87,6 +87,9 @@ class Raylet:
         on(messages.ReserveBundle, self._on_reserve_bundle)
         on(messages.ReturnBundle, self._on_return_bundle)
         on(messages.JobFinished, self._on_job_finished)
+        on(messages.NodeRejected, self._on_rejected)
+        self.exit_reason = ""  # set when the node must leave the cluster; the process then exits non-zero
+        self._last_gcs_answer = time.monotonic()
         self.loop.call_every(config.HEARTBEAT_PERIOD_S, self._heartbeat)
         self.loop.call_every(5.0, self._trim_workers)
         self.loop.call_every(1.0, lambda: self.store.drain_pool(older_than=2.0))
@@ -101,13 +104,28 @@ class Raylet:
             log.error("the GCS refused this node: %s", msg.value)
 
     def _heartbeat(self) -> None:
+        silent = time.monotonic() - self._last_gcs_answer
+        if silent > config.GCS_RECONNECT_TIMEOUT_S:
+            self._leave(f"the GCS at {self.gcs_address} has not answered for {silent:.0f}s")
+            return
         pending = [dict(r.msg.resources) for r in self.pending]
         free = {k: max(0.0, v) for k, v in self.available.items()}
         self.loop.connect(self.gcs_address).send(
             messages.NodeHeartbeat(self.node.node_id, free, pending, dict(self.total))
         )
 
+    def _on_rejected(self, msg: messages.NodeRejected, payload: list, peer: loop_mod.Peer) -> None:
+        self._leave(msg.reason)
+
+    def _leave(self, reason: str) -> None:
+        """Stop this raylet (its workers die with it): the node is no longer part of a cluster."""
+        if not self.exit_reason:
+            log.error("leaving the cluster: %s", reason)
+            self.exit_reason = reason
+            self.loop.stop()
+
     def _on_cluster_view(self, msg: messages.ClusterView, payload: list, peer: loop_mod.Peer) -> None:
+        self._last_gcs_answer = time.monotonic()
         self.cluster = [policy.NodeView(*fields) for fields in msg.nodes]
         if self.pending:
             for req in self.pending:

@@ -39,6 +39,8 @@ class Executor:
         self._original_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
         self.actor: actor_runtime.ActorRuntime | None = None
         self.actor_class = ""
+        self.actor_options: messages.ActorOptions | None = None  # set once this worker hosts an actor
+        self.actor_attempt = 0  # how many times the hosted actor was restarted before this creation
         core.executor = self
         core.loop.on(messages.PushTasks, self._on_push)
         core.loop.on(messages.CancelTask, self._on_cancel)
@@ -96,6 +98,8 @@ class Executor:
         assert options is not None
         self.core.actor_id = spec.actor_id
         self.actor_class = options.class_name
+        self.actor_options = options
+        self.actor_attempt = spec.attempt
         try:
             cls = self._function(spec)
             self._enter(spec)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kray import serialization
-from kray.core import refs
+from kray.core import refs, task_args
 
 
 def test_numpy_buffers_travel_out_of_band_and_come_back_equal() -> None:
@@ -41,6 +41,29 @@ def test_unserializable_value_error_names_the_object() -> None:
     lock = threading.Lock()
     with pytest.raises(serialization.SerializationError, match="lock"):
         serialization.serialize({"held": lock}, "argument")
+
+
+class _Holder:
+    def __init__(self, held: object) -> None:
+        self.inner = {"x": [1, held]}
+
+
+def test_the_error_points_at_the_part_that_cannot_be_pickled() -> None:
+    lock = threading.Lock()
+    with pytest.raises(serialization.SerializationError) as info:
+        task_args.pack((1, {"k": (2, _Holder(lock))}), {}, "my_task")
+    text = str(info.value)
+    assert "argument 1 of my_task" in text, text
+    assert "value['k'][1].inner['x'][1]" in text and "_thread.lock" in text, text
+
+    with pytest.raises(serialization.SerializationError, match=r"keyword argument 'kw' of my_task.*value\[0\]"):
+        task_args.pack((), {"kw": [lock]}, "my_task")
+
+    def captures() -> object:
+        return lock
+
+    with pytest.raises(serialization.SerializationError, match="captured variable 'lock'"):
+        serialization.dumps_function(captures, "captures")
 
 
 def test_lambdas_and_local_classes_serialize_by_value() -> None:
