@@ -299,3 +299,18 @@ def test_address_auto_with_only_a_stale_address_file_says_no_cluster_runs(
         line = driver.wait_for(r"^(REFUSED|CONNECTED)", timeout=120).string
         assert driver.finish() == 0, driver.output()
     assert line.startswith("REFUSED") and "Could not find any running kray cluster" in line, line
+
+
+def test_health_check_says_whether_a_node_is_alive_in_its_cluster(cluster: MultiNodeCluster) -> None:
+    env = cluster.node_env(cluster.nodes[1], cluster.token)
+    healthy = cluster.run_cli(["health-check", f"--address={cluster.address}", "--node-ip-address=127.0.0.2"], env)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "127.0.0.2 is alive" in healthy.stdout
+    stranger = cluster.run_cli(["health-check", f"--address={cluster.address}", "--node-ip-address=127.0.0.9"], env)
+    assert stranger.returncode == 1 and "no live node at 127.0.0.9" in stranger.stderr
+    env["KRAY_CLUSTER_TOKEN"] = "not-the-token"
+    refused = cluster.run_cli(["health-check", f"--address={cluster.address}"], env)
+    assert refused.returncode == 1 and "unhealthy" in refused.stderr and "token" in refused.stderr
+    silent = cluster.run_cli(["health-check", f"--address=127.0.0.1:{multinode.free_port()}", "--timeout=1"],
+                             cluster.node_env(cluster.nodes[1], cluster.token))
+    assert silent.returncode == 1 and "did not answer" in silent.stderr
