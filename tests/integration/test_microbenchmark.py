@@ -1,0 +1,25 @@
+"""`kray microbenchmark` runs Ray's loops on a real local cluster and prints rows with Ray's names.
+
+Only that it runs and reports sane numbers is checked (rates are measured by `make bench`, never
+asserted in tests). Starts a local cluster in a subprocess.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+ROWS = ("single client get calls (Plasma Store)", "multi client tasks async", "1:1 actor calls sync")
+
+
+def test_the_microbenchmark_prints_rays_rows() -> None:
+    for row in ROWS:
+        done = subprocess.run(
+            [sys.executable, "-c", "from kray.cli.main import main; main()", "microbenchmark", "--duration=0.5",
+             f"--filter={row}"], capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        match = re.search(rf"^{re.escape(row)} per second ([\d.]+) \+- ([\d.]+)$", done.stdout, re.MULTILINE)
+        assert match, f"no {row!r} line in:\n{done.stdout}"
+        assert float(match.group(1)) > 0
+        assert row in done.stdout.split("metric", 1)[1], "the final table lists the row"
