@@ -41,7 +41,7 @@ images:
 	bash images/build.sh
 
 lint: install
-	$(BIN)/pip install -q ruff
+	$(BIN)/pip install -q ruff==0.17.6
 	$(BIN)/ruff check runtime operator tests
 
 clean:

@@ -77,7 +77,7 @@ def election_config(args: argparse.Namespace) -> leader.ElectionConfig:
 
 
 class _Healthy(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the http.server naming
+    def do_GET(self) -> None:
         body = b'{"standby": true}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -85,7 +85,7 @@ class _Healthy(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         return
 
 

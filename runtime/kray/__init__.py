@@ -32,4 +32,5 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "wait",
 ]

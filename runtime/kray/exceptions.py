@@ -46,7 +46,7 @@ class RayTaskError(RayError):
     def __reduce__(self) -> tuple[Any, ...]:
         return (RayTaskError, (self.function_name, self.traceback_str, self.cause, self.pid, self.ip))
 
-    def as_instanceof_cause(self) -> "RayTaskError":
+    def as_instanceof_cause(self) -> RayTaskError:
         """Return an error that is an instance of both RayTaskError and the cause's class."""
         cause_cls = type(self.cause) if self.cause is not None else None
         if cause_cls is None or issubclass(cause_cls, RayTaskError) or not _subclassable(cause_cls):

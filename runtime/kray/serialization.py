@@ -11,7 +11,8 @@ from __future__ import annotations
 import inspect
 import pickle
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cloudpickle
 
@@ -143,7 +144,7 @@ def _culprit_text(value: Any, root: str) -> str:
 def _describe(value: Any) -> str:
     try:
         text = repr(value)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to pickle is what is looked for
         text = object.__repr__(value)
     if len(text) > 200:
         text = text[:200] + "..."

@@ -347,7 +347,7 @@ class DriverProcess:
             except psutil.NoSuchProcess:
                 pass
 
-    def __enter__(self) -> DriverProcess:
+    def __enter__(self) -> DriverProcess:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:

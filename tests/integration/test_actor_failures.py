@@ -135,7 +135,7 @@ def test_runtime_context_inside_an_actor_across_a_restart(actors) -> None:
     driver = kray.get_runtime_context()
     assert driver.get_actor_id() is None and driver.get_actor_name() is None
     with pytest.raises(RuntimeError):
-        driver.current_actor
+        _ = driver.current_actor
 
 
 # --- kill -----------------------------------------------------------------------------------------

@@ -11,10 +11,9 @@ import os
 import time
 from pathlib import Path
 
+import kray
 import psutil
 import pytest
-
-import kray
 from kray import exceptions
 
 from . import helpers, tasklib

@@ -19,10 +19,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import kray
 import psutil
 import pytest
-
-import kray
 from kray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from . import helpers, multinode, tasklib

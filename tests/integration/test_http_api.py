@@ -7,9 +7,8 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
-
 import kray
+import pytest
 from kray.util import placement_group, remove_placement_group
 
 

@@ -10,11 +10,10 @@ import re
 from pathlib import Path
 
 import cloudpickle
+import kray
 import numpy as np
 import psutil
 import pytest
-
-import kray
 
 from . import helpers
 from .helpers import MiB

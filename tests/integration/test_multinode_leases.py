@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
 import kray
+import pytest
 from kray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from . import helpers, tasklib

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import kray
 import numpy as np
 import pytest
-
-import kray
 
 from . import helpers
 from .multinode import MultiNodeCluster

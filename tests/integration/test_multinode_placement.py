@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import pytest
-
 import kray
+import pytest
 from kray.util import placement_group, placement_group_table, remove_placement_group
 from kray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+import kray
 import numpy as np
 import psutil
-
-import kray
 
 from . import helpers, tasklib
 from .helpers import GiB, MiB

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 import kray
+import pytest
 from kray.util import placement_group, placement_group_table, remove_placement_group
 from kray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 

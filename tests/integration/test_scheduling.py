@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 import kray
+import pytest
 from kray import exceptions
 
 from . import helpers, tasklib

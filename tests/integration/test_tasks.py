@@ -12,10 +12,9 @@ import threading
 from pathlib import Path
 
 import cloudpickle
+import kray
 import numpy as np
 import pytest
-
-import kray
 from kray import exceptions
 
 from . import helpers, tasklib

@@ -13,7 +13,6 @@ import signal
 from typing import Any
 
 import pytest
-from kubernetes import client
 from operator_support import Clusters, OperatorProcess, condition, sample, stays, wait_for
 from podrunner import PodRunner
 

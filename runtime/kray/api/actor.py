@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kray import exceptions, serialization
 from kray.api import runtime
@@ -70,7 +71,7 @@ class ActorClass:
             f"'{self.__name__}.remote()'."
         )
 
-    def options(self, **options: Any) -> "ActorClass":
+    def options(self, **options: Any) -> ActorClass:
         clone = object.__new__(ActorClass)
         clone.__dict__.update(self.__dict__)
         merged = dict(self._options)
@@ -78,7 +79,7 @@ class ActorClass:
         clone._options = _validate(merged)
         return clone
 
-    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         core = runtime.current_core()
         opts = self._options
         if self._blob is None:
@@ -158,7 +159,7 @@ def _validate(options: dict[str, Any]) -> dict[str, Any]:
 class ActorMethod:
     """`handle.method`: call it with `.remote(...)`."""
 
-    def __init__(self, handle: "ActorHandle", name: str, options: dict[str, Any]) -> None:
+    def __init__(self, handle: ActorHandle, name: str, options: dict[str, Any]) -> None:
         self._handle = handle
         self._name = name
         self._options = options
@@ -169,7 +170,7 @@ class ActorMethod:
             f"'object.{self._name}.remote()'."
         )
 
-    def options(self, **options: Any) -> "ActorMethod":
+    def options(self, **options: Any) -> ActorMethod:
         merged = dict(self._options)
         merged.update(options)
         return ActorMethod(self._handle, self._name, merged)
@@ -223,7 +224,7 @@ class ActorHandle:
             return
         try:
             core.loop.call_soon_threadsafe(core.submitter.actors.release, self._actor_id)
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - __del__ at interpreter exit: the loop may be gone
             pass
 
     def __getattr__(self, name: str) -> ActorMethod:
@@ -253,7 +254,7 @@ class _Lent:
     """A copy of the creator's handle inside a task's arguments or a stored object: it keeps the
     actor alive until that task finishes (or that object is freed)."""
 
-    __slots__ = ("core", "actor_id")
+    __slots__ = ("actor_id", "core")
 
     def __init__(self, core: Any, actor_id: bytes) -> None:
         self.core = core
@@ -263,7 +264,7 @@ class _Lent:
     def __del__(self) -> None:
         try:
             self.core.loop.call_soon_threadsafe(self.core.submitter.actors.lend, self.actor_id, -1)
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - __del__ at interpreter exit: the loop may be gone
             pass
 
 
@@ -282,7 +283,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill an actor at once (running calls fail with ActorDiedError); restart it if no_restart=False."""
     if not isinstance(actor, ActorHandle):
-        raise ValueError(f"kray.kill() only supports actor handles, got {type(actor).__name__}; use kray.cancel() for tasks.")
+        raise ValueError(f"kray.kill() only supports actor handles, got {type(actor).__name__}; use kray.cancel() for tasks.")  # noqa: TRY004 - Ray raises ValueError
     core = runtime.current_core()
     core.call(core.gcs_address, lambda rid: messages.KillActor(rid, actor._actor_id, no_restart))
 

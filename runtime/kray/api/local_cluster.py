@@ -175,8 +175,8 @@ def _child_env() -> dict[str, str]:
 
 
 def _spawn(args: list[str], log_prefix: str, env: dict[str, str]) -> subprocess.Popen:
-    out = open(log_prefix + ".out", "ab")
-    err = open(log_prefix + ".err", "ab")
+    out = open(log_prefix + ".out", "ab")  # noqa: SIM115 - the child keeps its own copies; closed below
+    err = open(log_prefix + ".err", "ab")  # noqa: SIM115
     try:
         return subprocess.Popen(
             [sys.executable, *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err,

@@ -5,7 +5,8 @@ Thin layer; blocking happens in kray.core.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from kray.api import runtime
 from kray.core import refs
@@ -17,12 +18,12 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     if isinstance(object_refs, refs.ObjectRef):
         return core.get_objects([object_refs], _timeout(timeout))[0]
     if not isinstance(object_refs, (list, tuple)):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 - Ray raises ValueError
             f"'object_refs' must either be an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}."
         )
     for ref in object_refs:
         if not isinstance(ref, refs.ObjectRef):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 - Ray raises ValueError
                 f"'object_refs' must either be an ObjectRef or a list of ObjectRefs; the list holds a "
                 f"{type(ref).__name__}."
             )

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kray import serialization
 from kray.api import options as options_mod
@@ -32,7 +33,7 @@ class RemoteFunction:
             f"try '{self._name}.remote()'."
         )
 
-    def options(self, **task_options: Any) -> "RemoteFunction":
+    def options(self, **task_options: Any) -> RemoteFunction:
         """A copy of this remote function with some options overridden, as in Ray."""
         clone = object.__new__(RemoteFunction)
         clone.__dict__.update(self.__dict__)

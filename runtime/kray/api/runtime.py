@@ -46,10 +46,10 @@ class RayContext(dict):
     def dashboard_url(self) -> str:
         return self.get("webui_url", "")
 
-    def __enter__(self) -> "RayContext":
+    def __enter__(self) -> RayContext:  # noqa: PYI034
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         shutdown()
 
 

@@ -21,7 +21,7 @@ ALIVE, DEAD, RESTARTING = "ALIVE", "DEAD", "RESTARTING"
 
 
 class ActorQueue:
-    __slots__ = ("actor_id", "info", "queue", "in_flight", "subscribed", "pins", "released", "lent", "warned")
+    __slots__ = ("actor_id", "in_flight", "info", "lent", "pins", "queue", "released", "subscribed", "warned")
 
     def __init__(self, actor_id: bytes) -> None:
         self.actor_id = actor_id

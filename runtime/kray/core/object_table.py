@@ -11,7 +11,8 @@ from __future__ import annotations
 import _thread
 import collections
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 PENDING = 0
 READY = 1
@@ -24,8 +25,21 @@ ERROR = "error"
 
 class Entry:
     __slots__ = (
-        "owned", "owner", "state", "kind", "frames", "node_id", "size", "local", "borrowers",
-        "waiters", "contained", "fetching", "mapped", "copies", "lineage",
+        "borrowers",
+        "contained",
+        "copies",
+        "fetching",
+        "frames",
+        "kind",
+        "lineage",
+        "local",
+        "mapped",
+        "node_id",
+        "owned",
+        "owner",
+        "size",
+        "state",
+        "waiters",
     )
 
     def __init__(self, owned: bool, owner: str) -> None:
@@ -52,7 +66,7 @@ class Waiter:
     A bare lock used as a one-shot latch: releasing it is much cheaper than setting an Event.
     """
 
-    __slots__ = ("needed", "_latch", "_done", "_mutex")
+    __slots__ = ("_done", "_latch", "_mutex", "needed")
 
     def __init__(self, needed: int) -> None:
         self.needed = needed

@@ -27,7 +27,7 @@ def get_core() -> Any:
 class ObjectRef:
     """A reference to an object in the cluster, returned by `.remote()` and `kray.put`."""
 
-    __slots__ = ("_id", "_owner", "_core", "__weakref__")
+    __slots__ = ("__weakref__", "_core", "_id", "_owner")
 
     def __init__(self, object_id: bytes, owner: str, _register: bool = True) -> None:
         self._id = object_id
@@ -42,7 +42,7 @@ class ObjectRef:
         if core is not None:
             try:
                 core.released.append(self._id)
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - __del__ at interpreter exit
                 pass
 
     def binary(self) -> bytes:
@@ -93,7 +93,7 @@ class ObjectRef:
         def fetch() -> None:
             try:
                 fut.set_result(self._core.get_objects([self], None)[0])
-            except BaseException as e:
+            except BaseException as e:  # noqa: BLE001 - handed to the future's waiter
                 fut.set_exception(e)
 
         threading.Thread(target=fetch, daemon=True).start()

@@ -27,8 +27,19 @@ SHORT_TASK_SECONDS = 0.01
 
 class TaskRecord:
     __slots__ = (
-        "spec", "return_ids", "pins", "deps_left", "retries_left", "lease", "cancelled", "force",
-        "key", "done", "resolved", "seq", "strategy",
+        "cancelled",
+        "deps_left",
+        "done",
+        "force",
+        "key",
+        "lease",
+        "pins",
+        "resolved",
+        "retries_left",
+        "return_ids",
+        "seq",
+        "spec",
+        "strategy",
     )
 
     def __init__(self, spec: messages.TaskSpec, return_ids: list[bytes], pins: list[Any]) -> None:
@@ -48,10 +59,22 @@ class TaskRecord:
 
 
 class Lease:
-    __slots__ = ("lease_id", "worker_id", "address", "node_id", "pid", "in_flight", "functions", "queue",
-                 "idle_timer", "gpu_ids", "raylet", "used")
+    __slots__ = (
+        "address",
+        "functions",
+        "gpu_ids",
+        "idle_timer",
+        "in_flight",
+        "lease_id",
+        "node_id",
+        "pid",
+        "queue",
+        "raylet",
+        "used",
+        "worker_id",
+    )
 
-    def __init__(self, grant: messages.LeaseGranted, queue: "KeyQueue", raylet: str) -> None:
+    def __init__(self, grant: messages.LeaseGranted, queue: KeyQueue, raylet: str) -> None:
         self.raylet = raylet
         self.used = 0
         self.lease_id = grant.lease_id

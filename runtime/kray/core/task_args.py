@@ -8,11 +8,11 @@ serialize names the offending argument.
 from __future__ import annotations
 
 import pickle
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kray import serialization
 from kray.core import refs
-
 
 _SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
 

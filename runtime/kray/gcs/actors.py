@@ -22,7 +22,7 @@ PENDING, ALIVE, RESTARTING, DEAD = "PENDING_CREATION", "ALIVE", "RESTARTING", "D
 
 
 class ActorRecord:
-    __slots__ = ("info", "creation", "lease_id", "raylet", "request_id", "killing", "no_restart", "created_at")
+    __slots__ = ("created_at", "creation", "info", "killing", "lease_id", "no_restart", "raylet", "request_id")
 
     def __init__(self, info: messages.ActorInfo, creation: messages.TaskSpec) -> None:
         self.info = info
@@ -174,7 +174,7 @@ class ActorManager:
             try:
                 error = serialization.deserialize(payload[: ret.nframes])
                 cause = str(error)
-            except Exception as e:  # the error itself could not be rebuilt here
+            except Exception as e:  # noqa: BLE001 - the error itself could not be rebuilt here
                 cause = f"the actor's __init__ raised an error that could not be read: {e!r}"
             self._mark_dead(record, f"The actor {record.info.options.class_name} died because its __init__ "
                             f"raised an exception:\n{cause}")

@@ -37,7 +37,7 @@ def make_handler(gcs: Any) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "kray"
 
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0].rstrip("/")
             if path == "/api/cluster/demand":
                 nodes = list(gcs.nodes.values())

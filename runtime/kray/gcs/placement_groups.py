@@ -7,7 +7,8 @@ Runs on the GCS loop; talks only to raylets (ReserveBundle / ReturnBundle).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages
@@ -19,7 +20,7 @@ PENDING, CREATED, REMOVED = "PENDING", "CREATED", "REMOVED"
 
 
 class GroupRecord:
-    __slots__ = ("info", "waiters", "reserving", "retry_timer")
+    __slots__ = ("info", "reserving", "retry_timer", "waiters")
 
     def __init__(self, info: messages.PlacementGroupInfo) -> None:
         self.info = info

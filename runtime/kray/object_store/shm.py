@@ -20,7 +20,7 @@ import fcntl
 import mmap
 import os
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 _ALIGN = 64
 _HEAD = struct.Struct("<QQ")

@@ -78,9 +78,9 @@ class ObjectStore:
             size = self._in_memory.pop(oid_hex, None)
             if size is not None:
                 self.used -= size
-                if size >= shm.RECYCLE_MIN_BYTES and self._pool_has_room(size):
-                    if shm.recycle(os.path.join(self.shm_dir, oid_hex), size):
-                        continue
+                if (size >= shm.RECYCLE_MIN_BYTES and self._pool_has_room(size)
+                        and shm.recycle(os.path.join(self.shm_dir, oid_hex), size)):
+                    continue
             self._spilled.pop(oid_hex, None)
             for path in shm.object_paths(self.shm_dir, self.spill_dir, oid_hex):
                 try:

@@ -5,7 +5,8 @@ Opens a DEALER socket, sends one request, waits for its reply with a timeout, cl
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 

@@ -15,7 +15,8 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -29,9 +30,9 @@ Handler = Callable[[Any, list, "Peer"], None]
 class Peer:
     """Where a message came from, and how to answer it."""
 
-    __slots__ = ("sock", "identity", "loop")
+    __slots__ = ("identity", "loop", "sock")
 
-    def __init__(self, loop: "Loop", sock: zmq.Socket, identity: bytes | None) -> None:
+    def __init__(self, loop: Loop, sock: zmq.Socket, identity: bytes | None) -> None:
         self.loop = loop
         self.sock = sock
         self.identity = identity

@@ -109,7 +109,7 @@ class TaskSpec:
     gpu_ids: list[int] = dataclasses.field(default_factory=list)  # set by the owner from its lease
     actor_id: bytes = b""  # for an actor's creation task and its method calls
     method: str = ""  # the method to call ("" for the creation task)
-    actor_options: "ActorOptions | None" = None  # only on the creation task
+    actor_options: ActorOptions | None = None  # only on the creation task
     concurrency_group: str = ""
 
 

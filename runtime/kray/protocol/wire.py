@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import socket
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import zmq
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import zmq
 
+from kray import config
+from kray.object_store import shm
 from kray.object_store import store as store_mod
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages, wire
 from kray.raylet import worker_pool
-from kray import config
-from kray.object_store import shm
 from kray.scheduling import placement, policy
 from kray.scheduling import resources as res
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class LeaseRequest:
-    __slots__ = ("msg", "peer", "queued_sent", "infeasible_sent", "since", "hops", "spread_slot", "stays")
+    __slots__ = ("hops", "infeasible_sent", "msg", "peer", "queued_sent", "since", "spread_slot", "stays")
 
     def __init__(self, msg: messages.RequestLease, peer: loop_mod.Peer) -> None:
         self.msg = msg

@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kray.protocol import loop as loop_mod
 
@@ -26,8 +27,21 @@ STARTING, IDLE, LEASED, DEAD = "starting", "idle", "leased", "dead"
 
 class Worker:
     __slots__ = (
-        "worker_id", "proc", "pid", "address", "state", "lease_id", "resources", "owner_peer",
-        "blocked", "idle_since", "streams", "job", "name", "gpus", "lease_job",
+        "address",
+        "blocked",
+        "gpus",
+        "idle_since",
+        "job",
+        "lease_id",
+        "lease_job",
+        "name",
+        "owner_peer",
+        "pid",
+        "proc",
+        "resources",
+        "state",
+        "streams",
+        "worker_id",
     )
 
     def __init__(self, worker_id: bytes, proc: subprocess.Popen) -> None:

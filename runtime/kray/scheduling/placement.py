@@ -6,7 +6,7 @@ nodes' free resources (can it be placed now?); pass the totals to ask whether it
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from kray.scheduling import resources as res
 from kray.scheduling.policy import NodeView

@@ -10,7 +10,7 @@ prefers it, when soft).
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from kray.scheduling import resources as res
 

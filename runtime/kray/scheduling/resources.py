@@ -5,7 +5,7 @@ Pure functions over dicts of name -> amount; no I/O.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 EPSILON = 1e-9
 

@@ -9,8 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "ActorPool", "Queue", "list_actors", "NodeAffinitySchedulingStrategy", "placement_group",
-    "remove_placement_group", "get_placement_group", "placement_group_table", "PlacementGroup",
+    "ActorPool",
+    "NodeAffinitySchedulingStrategy",
+    "PlacementGroup",
+    "Queue",
+    "get_placement_group",
+    "list_actors",
+    "placement_group",
+    "placement_group_table",
+    "remove_placement_group",
 ]
 
 

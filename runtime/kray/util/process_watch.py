@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Callable
+from collections.abc import Callable
 
 from kray.protocol import loop as loop_mod
 

@@ -84,7 +84,7 @@ class ActorRuntime:
                 result = function(*args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result
-            except BaseException as e:  # reported to the caller, the loop goes on
+            except BaseException as e:  # noqa: BLE001 - reported to the caller, the loop goes on
                 self.executor.complete_error(spec, e)
                 return
             self.executor.complete_ok(spec, result)

@@ -106,7 +106,7 @@ class Executor:
             args, kwargs = self._arguments(spec)
             instance = cls(*args, **kwargs)
             self.actor = actor_runtime.ActorRuntime(self, instance, options)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - user code: any error goes back to the caller
             self.complete_error(spec, e)
             return
         self.complete_ok(spec, None)
@@ -137,7 +137,7 @@ class Executor:
             finally:
                 if main:
                     self.running = None
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - user code: any error goes back to the caller
             self.complete_error(spec, e)
             return
         self.complete_ok(spec, result)
@@ -148,7 +148,7 @@ class Executor:
         try:
             function = self.actor.method(spec.method)
             args, kwargs = self._arguments(spec)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - user code: any error goes back to the caller
             self.complete_error(spec, e)
             return None
         return function, args, kwargs
@@ -156,7 +156,7 @@ class Executor:
     def complete_ok(self, spec: messages.TaskSpec, result: Any) -> None:
         try:
             returns, payload = self._pack_returns(spec, result)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - user code: any error goes back to the caller
             self.complete_error(spec, e)
             return
         self._finish(spec, returns, payload, False)

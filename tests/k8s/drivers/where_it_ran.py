@@ -11,9 +11,8 @@ import json
 import sys
 import time
 
-import numpy as np
-
 import kray
+import numpy as np
 from kray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 NODES_TIMEOUT_S = 90.0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 
 import pytest
-
 from kray_operator import leader
 
 NOW = datetime.datetime(2026, 12, 2, 8, 0, 0, 123456, tzinfo=datetime.timezone.utc)

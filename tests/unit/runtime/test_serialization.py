@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 import pytest
-
 from kray import serialization
 from kray.core import refs, task_args
 

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-
 from kray import serialization
 from kray.object_store import shm, store
 
