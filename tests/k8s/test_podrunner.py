@@ -310,18 +310,20 @@ def test_a_running_pod_sees_a_service_that_appears_later(pod_runner: PodRunner, 
     assert f"RESOLVED {late.status.pod_ip}" in log
 
 
-def test_exec_runs_in_the_containers_namespaces_with_its_env_and_a_private_tmp(
+def test_exec_runs_in_the_containers_namespaces_with_its_env_and_a_private_tmpdir(
         pod_runner: PodRunner, kube_api: client.ApiClient, k8s_namespace: str) -> None:
-    marker = f"/tmp/kray-exec-{k8s_namespace}"
+    marker = f"kray-exec-{k8s_namespace}"
     _api(client.CoreV1Api, kube_api).create_namespaced_pod(k8s_namespace, _pod(
-        "shell", ["sh", "-c", f"echo written-by-the-container > {marker}; exec sleep 600"],
+        "shell", ["sh", "-c", f'echo written-by-the-container > "$TMPDIR/{marker}"; exec sleep 600'],
         env=[{"name": "GREETING", "value": "hello"}]))
     pod = pod_runner.wait_for_pod(k8s_namespace, "shell", _phase("Running"), 30, "Running")
-    done = pod_runner.exec(k8s_namespace, "shell", ["sh", "-c", f'echo "$GREETING"; hostname; cat {marker}'],
+    done = pod_runner.exec(k8s_namespace, "shell",
+                           ["sh", "-c", f'echo "$GREETING"; hostname; cat "$TMPDIR/{marker}"; echo "$TMPDIR"'],
                            timeout=30)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["hello", "shell", "written-by-the-container"]
-    assert not os.path.exists(marker), "a container's /tmp is its own, not the host's"
+    greeting, hostname, written, tmpdir = done.stdout.split()
+    assert (greeting, hostname, written) == ("hello", "shell", "written-by-the-container")
+    assert tmpdir != "/tmp" and not os.path.exists(f"/tmp/{marker}"), "a container's temp dir is its own"
     if pod_runner.net.mode == "netns":
         ip = pod_runner.exec(k8s_namespace, "shell", ["hostname", "-i"], timeout=30)
         assert pod.status.pod_ip in ip.stdout.split(), ip.stdout
@@ -335,8 +337,9 @@ def test_a_failing_liveness_probe_restarts_the_container(pod_runner: PodRunner, 
                                                          k8s_namespace: str) -> None:
     core = _api(client.CoreV1Api, kube_api)
     core.create_namespaced_pod(k8s_namespace, _pod(
-        "wilting", ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 600"], restart="Always",
-        livenessProbe={"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1,
+        "wilting", ["sh", "-c", 'touch "$TMPDIR/alive"; sleep 2; rm "$TMPDIR/alive"; exec sleep 600'],
+        restart="Always",
+        livenessProbe={"exec": {"command": ["sh", "-c", 'test -f "$TMPDIR/alive"']}, "periodSeconds": 1,
                        "failureThreshold": 2}))
 
     def restarted(pod: Any) -> bool:

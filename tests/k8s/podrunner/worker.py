@@ -186,13 +186,14 @@ class PodWorker:
         except podspec.ConfigError as e:
             rec.mark_waiting("CreateContainerConfigError", str(e))
             return False
-        if not any(m.target.rstrip("/") == "/tmp" or m.target.startswith("/tmp/") for m in mounts):
-            # A container's /tmp is its own and starts empty on every run, as an image's writable layer.
-            # Mounted last: the other mounts' sources may live under the host's /tmp.
+        if "TMPDIR" not in env:
+            # A container's temporary files are its own and start empty on every run, as in an image's
+            # writable layer. TMPDIR rather than a mount over /tmp: the runner's Python and the repository
+            # may live under the host's /tmp.
             private = self.dir / "tmp" / f"{spec.name}-{rec.restart_count + (rec.terminated is not None)}"
             private.mkdir(parents=True, exist_ok=True)
             private.chmod(0o1777)
-            mounts.append(volumes.Mount("/tmp", private, None, False))
+            env["TMPDIR"] = str(private)
         full = container.launch_argv(self.sandbox, argv, self.hostname, mounts, spec.working_dir)
         proc = container.ContainerProcess(full, env, self.log_path(spec.name), argv)
         self.procs[spec.name], self.envs[spec.name] = proc, env
