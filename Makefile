@@ -40,6 +40,9 @@ k8s-env:
 images:
 	bash images/build.sh
 
+e2e-kind:
+	bash tests/e2e/kind.sh
+
 lint: install
 	$(BIN)/pip install -q ruff==0.17.6
 	$(BIN)/ruff check runtime operator tests
