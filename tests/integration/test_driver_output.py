@@ -20,14 +20,20 @@ PRINTER = """
 
     kray.init(num_cpus=1)
 
+    def say(text):
+        # One write: print() writes the text and the newline separately, and a worker's line that the
+        # driver prints meanwhile would land between them.
+        sys.stdout.write(text + "\\n")
+        sys.stdout.flush()
+
     @kray.remote
     def shout(tag):
         print(f"hello-from-task {tag}")
         print(f"oops-from-task {tag}", file=sys.stderr)
         return os.getpid()
 
-    print(f"TASK PID {kray.get(shout.remote('a'))}", flush=True)
-    print(f"RENAMED PID {kray.get(shout.options(name='renamed').remote('b'))}", flush=True)
+    say(f"TASK PID {kray.get(shout.remote('a'))}")
+    say(f"RENAMED PID {kray.get(shout.options(name='renamed').remote('b'))}")
 
     @kray.remote
     class Talker:
@@ -36,7 +42,7 @@ PRINTER = """
             return os.getpid()
 
     talker = Talker.remote()
-    print(f"ACTOR PID {kray.get(talker.talk.remote())}", flush=True)
+    say(f"ACTOR PID {kray.get(talker.talk.remote())}")
     sys.stdin.read()  # stay up until the test has read the streamed lines
     kray.shutdown()
 """
