@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+MYPY_VERSION := 2.4.1
 
 .PHONY: install demo test test-unit test-integration test-k8s bench k8s-env lint images e2e-kind clean
 
@@ -44,8 +45,9 @@ e2e-kind:
 	bash tests/e2e/kind.sh
 
 lint: install
-	$(BIN)/pip install -q ruff==0.17.6
+	$(BIN)/pip install -q ruff==0.17.6 mypy==$(MYPY_VERSION) types-PyYAML
 	$(BIN)/ruff check runtime operator tests
+	$(BIN)/mypy runtime/kray operator/kray_operator
 
 clean:
 	rm -rf $(VENV) .pytest_cache

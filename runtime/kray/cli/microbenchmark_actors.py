@@ -40,14 +40,14 @@ class Client:
         self.servers = servers if isinstance(servers, list) else [servers]
 
     def small_value_batch(self, n: int) -> None:
-        refs = []
+        refs: list[Any] = []
         for server in self.servers:
             refs.extend(server.small_value.remote() for _ in range(n))
         kray.get(refs)
 
     def small_value_batch_arg(self, n: int) -> None:
         x = kray.put(0)
-        refs = []
+        refs: list[Any] = []
         for server in self.servers:
             refs.extend(server.small_value_arg.remote(x) for _ in range(n))
         kray.get(refs)

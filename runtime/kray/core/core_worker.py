@@ -8,6 +8,7 @@ work to the I/O thread. Reads and writes object files in the node's shared-memor
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import logging
 import os
@@ -331,7 +332,7 @@ class CoreWorker:
                     )
                     self.objects.set_value(oid, object_table.ERROR, serialization.serialize(error)[0])
 
-            self.loop.request(owner, lambda rid, oid=oid: messages.GetObject(rid, oid), on_value, timeout=10**9)
+            self.loop.request(owner, functools.partial(messages.GetObject, object_id=oid), on_value, timeout=10**9)
 
     def _on_get_object(self, msg: messages.GetObject, payload: list, peer: loop_mod.Peer) -> None:
         oid = msg.object_id

@@ -10,6 +10,7 @@ asks for them back.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import pickle
 import sys
@@ -168,22 +169,24 @@ class Submitter:
             self._seq += 1
             record.seq = self._seq
             self.actors.submitted(record)
-        waiting = [r for r in top if self._owned_pending(r.binary())]
+        waiting = [r.binary() for r in top if self._owned_pending(r.binary())]
         if record.spec.args_object is not None and self._owned_pending(record.spec.args_object.object_id):
             waiting.append(record.spec.args_object.object_id)
         record.deps_left = len(waiting)
         if not waiting:
             self._resolve(record, top)
             return
-        for dep in waiting:
-            oid = dep if isinstance(dep, bytes) else dep.binary()
-            waiter = object_table.CallbackWaiter(lambda _oid, r=record, t=top: self._dep_ready(r, t))
+        for oid in waiting:
+            waiter = object_table.CallbackWaiter(functools.partial(self._dep_arrived, record, top))
             if self.objects.add_waiter(oid, waiter):
                 self._dep_ready(record, top)
 
     def _owned_pending(self, oid: bytes) -> bool:
         entry = self.objects.get(oid)
         return entry is not None and entry.owned and entry.state == object_table.PENDING
+
+    def _dep_arrived(self, record: TaskRecord, top: list[refs.ObjectRef], _oid: bytes) -> None:
+        self._dep_ready(record, top)
 
     def _dep_ready(self, record: TaskRecord, top: list[refs.ObjectRef]) -> None:
         record.deps_left -= 1

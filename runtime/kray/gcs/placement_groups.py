@@ -6,6 +6,7 @@ Runs on the GCS loop; talks only to raylets (ReserveBundle / ReturnBundle).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -121,7 +122,7 @@ class PlacementGroupManager:
 
             self.loop.request(
                 node.raylet_address,
-                lambda rid, i=index, b=bundle: messages.ReserveBundle(rid, pg_hex, i, dict(b)),
+                functools.partial(_reserve_bundle, pg_hex=pg_hex, index=index, bundle=dict(bundle)),
                 on_reply, timeout=10.0,
             )
 
@@ -155,3 +156,7 @@ class PlacementGroupManager:
         for record in self.groups.values():
             if record.info.state == PENDING and record.retry_timer is None:
                 self._try_place(record)
+
+
+def _reserve_bundle(req_id: int, *, pg_hex: str, index: int, bundle: dict[str, float]) -> messages.ReserveBundle:
+    return messages.ReserveBundle(req_id, pg_hex, index, bundle)

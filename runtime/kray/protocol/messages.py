@@ -17,16 +17,28 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from kray.protocol import wire
 
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:
+    def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
+        return lambda f: f
 
-def message(code: int) -> Any:
-    def decorate(cls: type) -> type:
-        cls = dataclasses.dataclass(slots=True)(cls)
-        wire.register(code, cls)
-        return cls
+_T = TypeVar("_T", bound=type)
+
+
+@dataclass_transform()
+def message(code: int) -> Callable[[_T], _T]:
+    """Make `cls` a slotted dataclass sent on the wire under type code `code`."""
+
+    def decorate(cls: _T) -> _T:
+        made = cast("_T", dataclasses.dataclass(slots=True)(cls))
+        wire.register(code, made)
+        return made
 
     return decorate
 
@@ -38,7 +50,7 @@ def _fast_pickle(cls: type) -> type:
     def __reduce__(self: Any) -> tuple[Any, ...]:
         return (cls, getter(self))
 
-    cls.__reduce__ = __reduce__  # type: ignore[method-assign]
+    cls.__reduce__ = __reduce__  # type: ignore[method-assign,assignment]
     return cls
 
 

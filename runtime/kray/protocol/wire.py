@@ -96,7 +96,7 @@ def _ensure_authenticator(ctx: zmq.Context) -> None:
 
     auth = ThreadAuthenticator(ctx)
     auth.start()
-    auth.configure_plain(domain="*", passwords={_USER.decode(): _token})
+    auth.configure_plain(domain="*", passwords={_USER.decode(): _token or ""})
     _authenticators[id(ctx)] = auth
 
 

@@ -7,6 +7,7 @@ line can be published to the right driver with a `(task pid=...)` prefix.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -100,7 +101,7 @@ class WorkerPool:
             fd = stream.fileno()
             os.set_blocking(fd, False)
             worker.streams[fd] = bytearray()
-            self.loop.add_fd(fd, lambda fd=fd, w=worker: self._on_output(w, fd))
+            self.loop.add_fd(fd, functools.partial(self._on_output, worker, fd))
         return worker
 
     def registered(self, worker_id: bytes, address: str) -> Worker | None:

@@ -146,6 +146,8 @@ class Executor:
         """Resolve an actor call's method and arguments; on failure report it and return None."""
         self._enter(spec)
         try:
+            if self.actor is None:
+                raise RuntimeError(f"actor call {spec.method!r} reached a worker that holds no actor")
             function = self.actor.method(spec.method)
             args, kwargs = self._arguments(spec)
         except BaseException as e:  # noqa: BLE001 - user code: any error goes back to the caller
@@ -306,7 +308,7 @@ class Executor:
         if self._blocked == 1:
             core.send(core.raylet_address, messages.WorkerBlocked(core.worker_id, True))
             queued: dict[str, list[bytes]] = {}
-            keep = []
+            keep: list[None] = []
             while True:
                 try:
                     spec = self.queue.get_nowait()
