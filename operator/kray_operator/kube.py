@@ -127,6 +127,15 @@ def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     return json.loads(data) if data else None
 
 
+def _read(what: str, fn: Any, *args: Any) -> dict[str, Any] | None:
+    """One read; None when the object does not exist."""
+    try:
+        result: dict[str, Any] = _call(what, fn, *args)
+    except NotFoundError:
+        return None
+    return result
+
+
 # ---- Pods
 
 
@@ -161,12 +170,7 @@ def delete_pod(namespace: str, name: str) -> bool:
 
 def read_service(namespace: str, name: str) -> dict[str, Any] | None:
     """The Service, or None when it does not exist."""
-    try:
-        result: dict[str, Any] = _call(f"reading Service {namespace}/{name}",
-                                       _core().read_namespaced_service, name, namespace)
-    except NotFoundError:
-        return None
-    return result
+    return _read(f"reading Service {namespace}/{name}", _core().read_namespaced_service, name, namespace)
 
 
 def create_service(namespace: str, service: dict[str, Any]) -> dict[str, Any]:
@@ -179,12 +183,7 @@ def create_service(namespace: str, service: dict[str, Any]) -> dict[str, Any]:
 
 def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
     """The Secret, or None when it does not exist."""
-    try:
-        result: dict[str, Any] = _call(f"reading Secret {namespace}/{name}",
-                                       _core().read_namespaced_secret, name, namespace)
-    except NotFoundError:
-        return None
-    return result
+    return _read(f"reading Secret {namespace}/{name}", _core().read_namespaced_secret, name, namespace)
 
 
 def create_secret(namespace: str, secret: dict[str, Any]) -> dict[str, Any]:
@@ -200,13 +199,8 @@ def create_secret(namespace: str, secret: dict[str, Any]) -> dict[str, Any]:
 
 def read_raycluster(namespace: str, name: str) -> dict[str, Any] | None:
     """The RayCluster as stored now, or None when it was deleted."""
-    try:
-        result: dict[str, Any] = _call(
-            f"reading RayCluster {namespace}/{name}", _custom().get_namespaced_custom_object,
-            models.GROUP, models.VERSION, namespace, RAYCLUSTER_PLURAL, name)
-    except NotFoundError:
-        return None
-    return result
+    return _read(f"reading RayCluster {namespace}/{name}", _custom().get_namespaced_custom_object,
+                 models.GROUP, models.VERSION, namespace, RAYCLUSTER_PLURAL, name)
 
 
 def patch_raycluster_status(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -239,12 +233,7 @@ def json_patch_raycluster(namespace: str, name: str, operations: list[dict[str, 
 
 def read_lease(namespace: str, name: str) -> dict[str, Any] | None:
     """The coordination.k8s.io Lease, or None when it does not exist."""
-    try:
-        result: dict[str, Any] = _call(f"reading Lease {namespace}/{name}",
-                                       _coordination().read_namespaced_lease, name, namespace)
-    except NotFoundError:
-        return None
-    return result
+    return _read(f"reading Lease {namespace}/{name}", _coordination().read_namespaced_lease, name, namespace)
 
 
 def create_lease(namespace: str, lease: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ directory stops that node only, as it would on a machine of its own.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -333,3 +335,12 @@ class MultiNodeCluster:
                 out.append(f"--- {path.name} ---\n" + "\n".join(lines))
         return "\n".join(out)
 
+
+@contextlib.contextmanager
+def running(base_dir: Path, **kwargs: Any) -> Iterator[MultiNodeCluster]:
+    """A started MultiNodeCluster(base_dir, **kwargs), torn down (and leak-checked) on exit."""
+    cluster = MultiNodeCluster(base_dir, **kwargs).start()
+    try:
+        yield cluster
+    finally:
+        cluster.teardown()

@@ -186,11 +186,8 @@ def test_kray_stop_stops_every_node_started_on_this_machine(tmp_path: Path) -> N
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNodeCluster]:
-    started = MultiNodeCluster(tmp_path_factory.mktemp("cli"), num_cpus=1, num_nodes=2).start()
-    try:
+    with multinode.running(tmp_path_factory.mktemp("cli"), num_cpus=1, num_nodes=2) as started:
         yield started
-    finally:
-        started.teardown()
 
 
 def test_kray_status_shows_used_resources_and_pending_demand(

@@ -114,13 +114,9 @@ def need(resource: str) -> str:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNodeCluster]:
     """The shared cluster: 1 CPU per node; "gizmo" only on node 2, "widget" only on node 3."""
-    started = MultiNodeCluster(
-        tmp_path_factory.mktemp("multinode"), num_cpus=1, resources=[None, {"gizmo": 2}, {"widget": 1}],
-    ).start()
-    try:
+    with multinode.running(tmp_path_factory.mktemp("multinode"), num_cpus=1,
+                           resources=[None, {"gizmo": 2}, {"widget": 1}]) as started:
         yield started
-    finally:
-        started.teardown()
 
 
 @pytest.fixture

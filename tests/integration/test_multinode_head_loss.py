@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from . import helpers
+from . import helpers, multinode
 from .multinode import MultiNodeCluster
 
 GCS_SILENCE_S = 3.0
@@ -23,12 +23,9 @@ LEAVE_BOUND_S = 60.0
 
 @pytest.fixture
 def two_nodes(tmp_path: Path) -> Iterator[MultiNodeCluster]:
-    started = MultiNodeCluster(tmp_path, num_cpus=1, num_nodes=2, extra_env={
-        "KRAY_GCS_RECONNECT_TIMEOUT_S": f"{GCS_SILENCE_S:g}", "KRAY_NODE_TIMEOUT_S": f"{NODE_TIMEOUT_S:g}"}).start()
-    try:
+    with multinode.running(tmp_path, num_cpus=1, num_nodes=2, extra_env={
+            "KRAY_GCS_RECONNECT_TIMEOUT_S": f"{GCS_SILENCE_S:g}", "KRAY_NODE_TIMEOUT_S": f"{NODE_TIMEOUT_S:g}"}) as started:
         yield started
-    finally:
-        started.teardown()
 
 
 def _raylet(cluster: MultiNodeCluster, index: int) -> psutil.Process:

@@ -14,7 +14,7 @@ import kray
 import pytest
 from kray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from . import helpers, tasklib
+from . import helpers, multinode, tasklib
 from .multinode import MultiNodeCluster
 
 
@@ -27,13 +27,8 @@ def gated_where(gate: str, started: str) -> str:
 
 @pytest.fixture
 def fresh_cluster(tmp_path: Path) -> Iterator[MultiNodeCluster]:
-    started = MultiNodeCluster(tmp_path / "cluster", num_cpus=1, num_nodes=2)
-    (tmp_path / "cluster").mkdir()
-    started.start()
-    try:
+    with multinode.running(tmp_path / "cluster", num_cpus=1, num_nodes=2) as started:
         yield started
-    finally:
-        started.teardown()
 
 
 def test_leases_with_the_same_id_on_two_nodes_keep_their_own_tasks(

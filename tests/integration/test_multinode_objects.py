@@ -12,7 +12,7 @@ import kray
 import numpy as np
 import pytest
 
-from . import helpers
+from . import helpers, multinode
 from .multinode import MultiNodeCluster
 
 N = 200_000  # 1.6 MB of int64: above the inline threshold, so it lives in its node's object store
@@ -31,13 +31,9 @@ def total(array: np.ndarray) -> int:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNodeCluster]:
     """1 CPU per node; "gizmo" only on node 2, "widget" only on node 3; drivers run on the head."""
-    started = MultiNodeCluster(
-        tmp_path_factory.mktemp("multinode-objects"), num_cpus=1, resources=[None, {"gizmo": 1}, {"widget": 1}],
-    ).start()
-    try:
+    with multinode.running(tmp_path_factory.mktemp("multinode-objects"), num_cpus=1,
+                           resources=[None, {"gizmo": 1}, {"widget": 1}]) as started:
         yield started
-    finally:
-        started.teardown()
 
 
 def holding(cluster: MultiNodeCluster, object_hex: str) -> list[int]:

@@ -14,7 +14,7 @@ import pytest
 from kray.util import placement_group, placement_group_table, remove_placement_group
 from kray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from . import helpers
+from . import helpers, multinode
 from .multinode import MultiNodeCluster
 
 CPUS = 2  # per node
@@ -33,11 +33,8 @@ class Locator:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNodeCluster]:
-    started = MultiNodeCluster(tmp_path_factory.mktemp("multinode-pg"), num_cpus=CPUS).start()
-    try:
+    with multinode.running(tmp_path_factory.mktemp("multinode-pg"), num_cpus=CPUS) as started:
         yield started
-    finally:
-        started.teardown()
 
 
 def _bundle_nodes(pg) -> list[str]:

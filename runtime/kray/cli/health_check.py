@@ -11,8 +11,8 @@ import os
 
 import click
 
-from kray import config
 from kray.api import local_cluster
+from kray.cli import node_commands
 from kray.protocol import client, messages, wire
 
 NODE_IP_ENV = "KRAY_NODE_IP"
@@ -55,12 +55,10 @@ def check(gcs_address: str, node_ip: str, timeout: float) -> str:
 def command(address: str | None, node_ip_address: str | None, timeout: float) -> None:
     """Exit 0 if this node is alive in its cluster and answers (for readiness and liveness probes)."""
     found = local_cluster.read_live_address() or {}
-    gcs = f"tcp://{address}" if address else found.get("gcs_address") or (
-        f"tcp://{config.ADDRESS}" if config.ADDRESS else None)
+    gcs, token = node_commands.gcs_and_token(address, found)
     if not gcs:
         raise click.ClickException("no kray cluster runs on this machine and no --address was given")
     node_ip = node_ip_address or os.environ.get(NODE_IP_ENV) or str(found.get("node_ip") or "")
-    token = config.cluster_token() or (found.get("token") if found.get("gcs_address") == gcs else None)
     wire.set_token(token)
     try:
         click.echo(check(gcs, node_ip, timeout))

@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import time
+from typing import Any
 
 import click
 import psutil
@@ -209,17 +210,24 @@ def stop(force: bool, grace_period: int) -> None:
     click.echo(f"Stopped {len(procs)} kray process(es){killed}.")
 
 
+def gcs_and_token(address: str | None, found: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The GCS to talk to (`address`, else the cluster recorded on this machine in `found`, else
+    KRAY_ADDRESS) and the token for it (KRAY_CLUSTER_TOKEN, else the recorded one of that cluster)."""
+    gcs = f"tcp://{address}" if address else found.get("gcs_address") or (
+        f"tcp://{config.ADDRESS}" if config.ADDRESS else None
+    )
+    token = config.cluster_token() or (found.get("token") if gcs and found.get("gcs_address") == gcs else None)
+    return gcs, token
+
+
 @click.command()
 @click.option("--address", default=None, help="HOST:PORT of the GCS (default: this machine's cluster).")
 def status(address: str | None) -> None:
     """Show the cluster's nodes and their used/total resources."""
-    gcs = f"tcp://{address}" if address else (local_cluster.read_address() or {}).get("gcs_address") or (
-        f"tcp://{config.ADDRESS}" if config.ADDRESS else None
-    )
+    gcs, token = gcs_and_token(address, local_cluster.read_address() or {})
     if not gcs:
         raise click.ClickException("No running kray cluster found; pass --address=HOST:PORT.")
-    found = local_cluster.read_address() or {}
-    wire.set_token(config.cluster_token() or (found.get("token") if found.get("gcs_address") == gcs else None))
+    wire.set_token(token)
     try:
         nodes = client.request(gcs, lambda rid: messages.GetNodes(rid), timeout=5.0)
     except (client.NoReply, client.TokenRefused) as e:

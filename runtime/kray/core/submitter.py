@@ -177,7 +177,7 @@ class Submitter:
             self._resolve(record, top)
             return
         for oid in waiting:
-            waiter = object_table.CallbackWaiter(functools.partial(self._dep_arrived, record, top))
+            waiter = object_table.CallbackWaiter(functools.partial(self._dep_ready, record, top))
             if self.objects.add_waiter(oid, waiter):
                 self._dep_ready(record, top)
 
@@ -185,10 +185,7 @@ class Submitter:
         entry = self.objects.get(oid)
         return entry is not None and entry.owned and entry.state == object_table.PENDING
 
-    def _dep_arrived(self, record: TaskRecord, top: list[refs.ObjectRef], _oid: bytes) -> None:
-        self._dep_ready(record, top)
-
-    def _dep_ready(self, record: TaskRecord, top: list[refs.ObjectRef]) -> None:
+    def _dep_ready(self, record: TaskRecord, top: list[refs.ObjectRef], _oid: bytes = b"") -> None:
         record.deps_left -= 1
         if record.deps_left == 0:
             self._resolve(record, top)

@@ -122,7 +122,7 @@ class PlacementGroupManager:
 
             self.loop.request(
                 node.raylet_address,
-                functools.partial(_reserve_bundle, pg_hex=pg_hex, index=index, bundle=dict(bundle)),
+                functools.partial(messages.ReserveBundle, pg_hex=pg_hex, index=index, resources=dict(bundle)),
                 on_reply, timeout=10.0,
             )
 
@@ -156,7 +156,3 @@ class PlacementGroupManager:
         for record in self.groups.values():
             if record.info.state == PENDING and record.retry_timer is None:
                 self._try_place(record)
-
-
-def _reserve_bundle(req_id: int, *, pg_hex: str, index: int, bundle: dict[str, float]) -> messages.ReserveBundle:
-    return messages.ReserveBundle(req_id, pg_hex, index, bundle)

@@ -147,6 +147,17 @@ def probe(spec: Any, container: Any, pid: int, pod_ip: str, env: Mapping[str, st
 PROBE_PERIOD_CAP_S = 2.0
 
 
+def _due(spec: Any, next_at: float) -> tuple[bool, float]:
+    """Whether a probe is due now, and when the next one is: initialDelaySeconds after the start
+    (`next_at` 0.0), then every periodSeconds (capped at PROBE_PERIOD_CAP_S)."""
+    now = time.monotonic()
+    if next_at == 0.0:
+        next_at = now + float(spec.initial_delay_seconds or 0)
+    if now < next_at:
+        return False, next_at
+    return True, now + min(float(spec.period_seconds or 10), PROBE_PERIOD_CAP_S)
+
+
 def run_liveness(rec: status.ContainerRecord, container: Any, pod_ip: str, env: Mapping[str, str]) -> bool:
     """Probes when due; True once failureThreshold probes in a row failed (the container must be killed).
 
@@ -155,12 +166,9 @@ def run_liveness(rec: status.ContainerRecord, container: Any, pod_ip: str, env: 
     spec = container.liveness_probe
     if spec is None or rec.pid is None:
         return False
-    now = time.monotonic()
-    if rec.next_live_probe_at == 0.0:
-        rec.next_live_probe_at = now + float(spec.initial_delay_seconds or 0)
-    if now < rec.next_live_probe_at:
+    due, rec.next_live_probe_at = _due(spec, rec.next_live_probe_at)
+    if not due:
         return False
-    rec.next_live_probe_at = now + min(float(spec.period_seconds or 10), PROBE_PERIOD_CAP_S)
     if probe(spec, container, rec.pid, pod_ip, env):
         rec.live_failures = 0
         return False
@@ -177,12 +185,9 @@ def run_readiness(rec: status.ContainerRecord, container: Any, pod_ip: str, env:
     spec = container.readiness_probe
     if spec is None or rec.pid is None:
         return False
-    now = time.monotonic()
-    if rec.next_probe_at == 0.0:
-        rec.next_probe_at = now + float(spec.initial_delay_seconds or 0)
-    if now < rec.next_probe_at:
+    due, rec.next_probe_at = _due(spec, rec.next_probe_at)
+    if not due:
         return False
-    rec.next_probe_at = now + min(float(spec.period_seconds or 10), PROBE_PERIOD_CAP_S)
     before = rec.ready
     if probe(spec, container, rec.pid, pod_ip, env):
         rec.probe_successes, rec.probe_failures = rec.probe_successes + 1, 0
