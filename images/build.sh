@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # Builds kray's container images: kray:latest (runtime) and kray-operator:latest (operator on top).
 # Called by `make images`; run from anywhere. Needs docker (with a running daemon) or podman.
+# Both images are also tagged with a content hash of what goes into them (the Dockerfiles, pyproject.toml,
+# README.md, runtime/ and operator/ sources, the base image's id): kray:h-<12 hex>. The last lines on
+# stdout name the images built, `KRAY_IMAGE=<ref>` and `KRAY_OPERATOR_IMAGE=<ref>`; logs go to stderr.
+#
+# Options:
+#   --if-changed  build only when no image of this content hash exists (seconds for an unchanged tree);
+#                 older h-* tags are removed after a build
+#   --if-engine   with no working container engine, say so and exit 0 instead of failing (make test)
 #
 # Environment (all optional):
 #   KRAY_CONTAINER_ENGINE  docker | podman (default: docker if its daemon answers, else podman;
@@ -23,6 +31,15 @@ registry_base="docker.io/library/python:3.11-slim"  # fully qualified: podman ma
 
 log() { echo "images: $*" >&2; }
 die() { echo "images: error: $*" >&2; exit 1; }
+
+if_changed=0 if_engine=0
+for arg in "$@"; do
+    case "$arg" in
+        --if-changed) if_changed=1 ;;
+        --if-engine) if_engine=1 ;;
+        *) die "unknown option $arg (see the head of $0)" ;;
+    esac
+done
 
 # --- the container engine ------------------------------------------------------------------------
 engine_works() {
@@ -47,6 +64,12 @@ pick_engine() {
     for candidate in docker podman; do
         if engine_works "$candidate"; then echo "$candidate"; return; fi
     done
+    if (( if_engine )); then
+        echo "images: no working container engine here: images not built (the container-mode tests will" \
+             "fail; install podman, as .ci/run does)" >&2
+        echo none
+        return
+    fi
     cat >&2 <<'EOF'
 images: no working container engine: install podman (e.g. `apt-get install podman buildah runc
 images: uidmap fuse-overlayfs slirp4netns`) or Docker with a running daemon, then run `make images` again.
@@ -106,7 +129,10 @@ build_local_base() {
 
 pick_base() {
     if [[ -n "${KRAY_BASE_IMAGE:-}" ]]; then echo "$KRAY_BASE_IMAGE"; return; fi
-    if image_exists "$registry_base" || timeout 120 "$engine" pull -q "$registry_base" >/dev/null 2>&1; then
+    if image_exists "$registry_base"; then echo "$registry_base"; return; fi
+    # Built here only once the registry was out of reach: do not wait on the registry again.
+    if image_exists "$local_base"; then echo "$local_base"; return; fi
+    if timeout 120 "$engine" pull -q "$registry_base" >/dev/null 2>&1; then
         echo "$registry_base"; return
     fi
     log "cannot pull $registry_base (no registry?): using $local_base"
@@ -132,12 +158,56 @@ build() {  # build NAME DOCKERFILE BUILD-ARG...
     log "built $name in $((SECONDS - started)) s"
 }
 
+# --- the content hash ------------------------------------------------------------------------------
+# Every file that goes into the images (tracked or new, never ignored ones such as __pycache__), by path
+# and content, plus the base image's id.
+content_hash() {
+    local files
+    if git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        files="$(git -C "$repo" ls-files --cached --others --exclude-standard -- "${inputs[@]}")"
+    else
+        files="$(cd "$repo" && find "${inputs[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc')"
+    fi
+    {
+        (cd "$repo" && LC_ALL=C sort -u <<<"$files" | while IFS= read -r f; do
+            [[ -f "$f" ]] && printf '%s %s\n' "$(sha256sum <"$f" | cut -d' ' -f1)" "$f"
+        done)
+        echo "base $("$engine" image inspect --format '{{.Id}}' "$base")"
+    } | sha256sum | cut -c1-12
+}
+inputs=(images/runtime.Dockerfile images/operator.Dockerfile pyproject.toml README.md runtime operator)
+
+qualified() {  # the name the engine lists an image under
+    if [[ "$engine" == podman ]]; then echo "localhost/$1"; else echo "$1"; fi
+}
+
 engine="$(pick_engine)"
+if [[ "$engine" == none ]]; then exit 0; fi
 [[ "$engine" == podman ]] && configure_podman
 [[ "$engine" == docker ]] && export DOCKER_BUILDKIT=1  # RUN --mount=type=secret needs BuildKit
 log "engine: $engine"
 
+# One build at a time on this machine (test sessions may call this concurrently).
+mkdir -p "$cache"
+exec 9>"$cache/build.lock"
+flock 9
+
 base="$(pick_base)"
-build "kray:$tag" images/runtime.Dockerfile "BASE=$base"
-build "kray-operator:$tag" images/operator.Dockerfile "RUNTIME_IMAGE=kray:$tag"
-"$engine" images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '(^|/)kray(-operator)?:' >&2 || true
+hash_tag="h-$(content_hash)"
+if (( if_changed )) && image_exists "kray:$hash_tag" && image_exists "kray-operator:$hash_tag"; then
+    log "kray:$hash_tag and kray-operator:$hash_tag are up to date (content hash unchanged)"
+else
+    build "kray:$hash_tag" images/runtime.Dockerfile "BASE=$base"
+    build "kray-operator:$hash_tag" images/operator.Dockerfile "RUNTIME_IMAGE=kray:$hash_tag"
+    if (( if_changed )); then  # keep one hash tag per image: each build of a changed tree is ~0.5 GB
+        "$engine" images --format '{{.Repository}}:{{.Tag}}' \
+            | grep -E '(^|/)kray(-operator)?:h-[0-9a-f]{12}$' | grep -v ":$hash_tag\$" \
+            | xargs -r "$engine" rmi >/dev/null 2>&1 || true
+        [[ "$engine" == podman ]] && podman image prune -f >/dev/null 2>&1 || true
+    fi
+fi
+"$engine" tag "kray:$hash_tag" "kray:$tag"
+"$engine" tag "kray-operator:$hash_tag" "kray-operator:$tag"
+"$engine" images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "(^|/)kray(-operator)?:$hash_tag " >&2 || true
+echo "KRAY_IMAGE=$(qualified "kray:$hash_tag")"
+echo "KRAY_OPERATOR_IMAGE=$(qualified "kray-operator:$hash_tag")"

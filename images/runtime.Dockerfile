@@ -8,7 +8,8 @@
 ARG BASE=python:3.11-slim
 
 # --- build stage: a virtual environment with kray and its dependencies (wheels only, no compilers);
-#     pip stays (derived images install with it), setuptools goes (nothing imports it at run time)
+#     pip stays (derived images install with it), setuptools goes (nothing imports it at run time).
+#     numpy and pandas too, as in Ray's images: ordinary programs (and KubeRay's samples) import them.
 FROM ${BASE} AS build
 RUN python3 -m venv /opt/kray/venv
 COPY pyproject.toml README.md /src/
@@ -16,9 +17,9 @@ COPY runtime /src/runtime
 COPY operator /src/operator
 RUN --mount=type=secret,id=hostca \
     if [ -s /run/secrets/hostca ]; then export PIP_CERT=/run/secrets/hostca; fi \
-    && /opt/kray/venv/bin/pip install --no-cache-dir --disable-pip-version-check /src \
+    && /opt/kray/venv/bin/pip install --no-cache-dir --disable-pip-version-check /src "numpy>=1.24" "pandas>=2" \
     && /opt/kray/venv/bin/pip uninstall --yes --quiet setuptools \
-    && /opt/kray/venv/bin/python -c "import kray, zmq, cloudpickle, psutil, click"
+    && /opt/kray/venv/bin/python -c "import kray, zmq, cloudpickle, psutil, click, aiohttp, yaml, kray.dashboard.app, numpy, pandas"
 
 # --- final stage: the base, a non-root user and the virtual environment; no sources, no caches
 FROM ${BASE}

@@ -1,5 +1,5 @@
-"""The operator's one gateway to the Kubernetes API: Pods, Services, Secrets, Events, Leases and
-RayCluster objects (read, status patch, spec patch), as plain camelCase dicts.
+"""The operator's one gateway to the Kubernetes API: Pods, Services, Secrets, Events, Leases, batch Jobs,
+RayCluster and RayJob objects (read, create, delete, status patch, spec patch), as plain camelCase dicts.
 
 Does network I/O through the `kubernetes` client (blocking; call it from kopf's sync handlers, which
 run in threads). Every call has a timeout; ApiExceptions become this module's errors (`raise ... from e`).
@@ -15,6 +15,7 @@ import socket
 import threading
 from typing import Any
 
+import pydantic
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -63,15 +64,21 @@ class ForbiddenError(KubeError):
     """The operator's ServiceAccount may not do this (403): check the operator's RBAC rules."""
 
 
+class NamespaceTerminatingError(ForbiddenError):
+    """Nothing can be created in the namespace: it is being deleted (403, cause NamespaceTerminating)."""
+
+
 def _wrap(e: ApiException, what: str) -> KubeError:
     """The operator's error for an ApiException, with the server's message."""
     status = int(e.status or 0)
     message = e.reason or ""
     reason = ""
+    causes: list[Any] = []
     try:
         body = json.loads(e.body) if e.body else {}
         message = body.get("message") or message
         reason = body.get("reason") or ""
+        causes = list((body.get("details") or {}).get("causes") or [])
     except (ValueError, TypeError, AttributeError):
         pass
     text = f"{what}: {status} {message}".strip()
@@ -83,7 +90,8 @@ def _wrap(e: ApiException, what: str) -> KubeError:
     elif status == 422:
         cls = InvalidError
     elif status == 403:
-        cls = ForbiddenError
+        terminating = any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
+        cls = NamespaceTerminatingError if terminating else ForbiddenError
     return cls(text, status, reason)
 
 
@@ -115,6 +123,10 @@ def _coordination() -> Any:
     return client.CoordinationV1Api(api())
 
 
+def _batch() -> Any:
+    return client.BatchV1Api(api())
+
+
 def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run one API call with a timeout and raw JSON output; returns the decoded body (or None)."""
     try:
@@ -123,6 +135,9 @@ def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise _wrap(e, what) from e
     except (urllib3.exceptions.HTTPError, OSError) as e:  # refused, timed out, reset
         raise KubeError(f"{what}: API server unreachable ({e})") from e
+    except pydantic.ValidationError as e:  # the client checks typed request bodies before sending
+        problems = "; ".join(f"{'.'.join(str(p) for p in item['loc'][1:])}: {item['msg']}" for item in e.errors())
+        raise InvalidError(f"{what}: invalid request body ({problems})", 422, "Invalid") from e
     data = response.data
     return json.loads(data) if data else None
 
@@ -134,6 +149,24 @@ def _read(what: str, fn: Any, *args: Any) -> dict[str, Any] | None:
     except NotFoundError:
         return None
     return result
+
+
+# ---- Namespaces
+
+
+def namespace_terminating(name: str) -> bool:
+    """Whether the namespace is gone or being deleted (nothing new can be created in it).
+
+    False when the operator may not read namespaces: the NamespaceTerminatingError of a create then tells.
+    """
+    try:
+        body = _read(f"reading Namespace {name}", _core().read_namespace, name)
+    except ForbiddenError:
+        return False
+    if body is None:
+        return True
+    return bool((body.get("metadata") or {}).get("deletionTimestamp")) or \
+        (body.get("status") or {}).get("phase") == "Terminating"
 
 
 # ---- Pods
@@ -178,6 +211,13 @@ def create_service(namespace: str, service: dict[str, Any]) -> dict[str, Any]:
     name = service.get("metadata", {}).get("name")
     result: dict[str, Any] = _call(f"creating Service {namespace}/{name}",
                                    _core().create_namespaced_service, namespace, service)
+    return result
+
+
+def patch_service(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    """Merge-patch a Service (e.g. its selector); NotFoundError when it does not exist."""
+    result: dict[str, Any] = _call(f"patching Service {namespace}/{name}", _core().patch_namespaced_service,
+                                   name, namespace, patch)
     return result
 
 
@@ -226,6 +266,71 @@ def json_patch_raycluster(namespace: str, name: str, operations: list[dict[str, 
             raise ConflictError(f"{what}: the object changed since it was read ({e})", e.status, e.reason) from e
         raise
     return result
+
+
+# ---- RayJob objects, the RayClusters they create, and submitter batch Jobs
+
+RAYJOB_PLURAL = "rayjobs"
+
+
+def read_rayjob(namespace: str, name: str) -> dict[str, Any] | None:
+    """The RayJob as stored now, or None when it was deleted."""
+    return _read(f"reading RayJob {namespace}/{name}", _custom().get_namespaced_custom_object,
+                 models.GROUP, models.VERSION, namespace, RAYJOB_PLURAL, name)
+
+
+def patch_rayjob_status(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    """Merge-patch the RayJob's .status through the status subresource (a None value removes a field)."""
+    result: dict[str, Any] = _call(
+        f"patching the status of RayJob {namespace}/{name}", _custom().patch_namespaced_custom_object_status,
+        models.GROUP, models.VERSION, namespace, RAYJOB_PLURAL, name, {"status": status},
+        _content_type=MERGE_PATCH)
+    return result
+
+
+def delete_rayjob(namespace: str, name: str) -> bool:
+    """Delete the RayJob (its children go by owner references); False when it was already gone."""
+    return _delete(f"deleting RayJob {namespace}/{name}", _custom().delete_namespaced_custom_object,
+                   models.GROUP, models.VERSION, namespace, RAYJOB_PLURAL, name)
+
+
+def create_raycluster(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Create a RayCluster; AlreadyExistsError when the name is taken."""
+    result: dict[str, Any] = _call(f"creating RayCluster {namespace}/{body['metadata']['name']}",
+                                   _custom().create_namespaced_custom_object, models.GROUP, models.VERSION,
+                                   namespace, RAYCLUSTER_PLURAL, body)
+    return result
+
+
+def delete_raycluster(namespace: str, name: str) -> bool:
+    """Delete a RayCluster (its Pods go by owner references); False when it was already gone."""
+    return _delete(f"deleting RayCluster {namespace}/{name}", _custom().delete_namespaced_custom_object,
+                   models.GROUP, models.VERSION, namespace, RAYCLUSTER_PLURAL, name)
+
+
+def read_batch_job(namespace: str, name: str) -> dict[str, Any] | None:
+    """The batch/v1 Job, or None when it does not exist."""
+    return _read(f"reading Job {namespace}/{name}", _batch().read_namespaced_job, name, namespace)
+
+
+def create_batch_job(namespace: str, job: dict[str, Any]) -> dict[str, Any]:
+    """Create a batch/v1 Job; AlreadyExistsError when the name is taken."""
+    result: dict[str, Any] = _call(f"creating Job {namespace}/{job['metadata']['name']}",
+                                   _batch().create_namespaced_job, namespace, job)
+    return result
+
+
+def delete_batch_job(namespace: str, name: str) -> bool:
+    """Delete a batch/v1 Job and, in the background, its Pods; False when it was already gone."""
+    return _delete(f"deleting Job {namespace}/{name}", _batch().delete_namespaced_job, name, namespace)
+
+
+def _delete(what: str, fn: Any, *args: Any) -> bool:
+    try:
+        _call(what, fn, *args, body={"propagationPolicy": "Background"})
+    except NotFoundError:
+        return False
+    return True
 
 
 # ---- Leases (leader election)

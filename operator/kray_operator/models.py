@@ -1,4 +1,5 @@
-"""Pydantic models of the RayCluster and RayJob custom resources (kray.io/v1): specs, statuses, metadata.
+"""Pydantic models of the RayCluster custom resource (kray.io/v1) and shared pieces: specs, statuses, metadata.
+(RayJob's models are in job_models.)
 
 Field names (camelCase aliases) mirror crds/*.yaml, which mirror KubeRay's ray.io/v1. Pure data and
 validation; no I/O. Validation messages say what to change in the manifest.
@@ -7,12 +8,10 @@ validation; no I/O. Validation messages say what to change in the manifest.
 from __future__ import annotations
 
 import enum
-import json
 import re
 from typing import Annotated, Any, Literal
 
 import pydantic
-import yaml
 from pydantic import alias_generators
 
 from kray_operator import quantity
@@ -22,6 +21,8 @@ VERSION = "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
 MAX_INT32 = 2**31 - 1
 HEAD_GROUP_NAME = "headgroup"
+# spec.managedBy value meaning "this operator" (KubeRay's name; kray's operator stands in for it).
+MANAGED_BY_OPERATOR = "ray.io/kuberay-operator"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _FLAG_NAME = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_]*$")
 
@@ -200,8 +201,11 @@ class WorkerGroupSpec(_Spec):
 
 
 class AutoscalerOptions(_Spec):
-    """Autoscaler settings; the container fields are accepted for KubeRay manifests and unused."""
+    """Autoscaler settings; the container fields and `version` are accepted for KubeRay manifests and unused."""
 
+    version: Literal["v1", "v2"] | None = None
+    command: list[str] | None = None
+    args: list[str] | None = None
     idle_timeout_seconds: int | None = pydantic.Field(default=None, ge=0)
     upscaling_mode: Literal["Default", "Aggressive", "Conservative"] | None = None
     resources: dict[str, Any] | None = None
@@ -213,10 +217,26 @@ class AutoscalerOptions(_Spec):
     volume_mounts: list[dict[str, Any]] | None = None
 
 
+class AuthMode(str, enum.Enum):
+    """authOptions.mode (KubeRay's): token turns on Ray's token auth, disabled leaves it off."""
+
+    TOKEN = "token"
+    DISABLED = "disabled"
+
+
+class AuthOptions(_Spec):
+    """Ray token authentication as KubeRay configures it; kray's own cluster token is always on."""
+
+    mode: AuthMode | None = None
+
+
 class RayClusterSpec(_Spec):
     """Desired state of a cluster: a head group and worker groups."""
 
     head_group_spec: HeadGroupSpec
+    auth_options: AuthOptions | None = None
+    managed_by: Literal["ray.io/kuberay-operator", "kueue.x-k8s.io/multikueue"] | None = None
+    gcs_fault_tolerance_options: dict[str, Any] | None = None
     worker_group_specs: list[WorkerGroupSpec] = []
     ray_version: str | None = None
     enable_in_tree_autoscaling: bool | None = None
@@ -231,6 +251,16 @@ class RayClusterSpec(_Spec):
         if dups:
             raise ValueError(f"workerGroupSpecs has duplicate groupName {dups}; give each group its own name")
         return self
+
+    @property
+    def managed_elsewhere(self) -> bool:
+        """Whether managedBy hands the cluster to another controller (Kueue's MultiKueue), as in KubeRay."""
+        return self.managed_by is not None and self.managed_by != MANAGED_BY_OPERATOR
+
+    @property
+    def ray_token_auth(self) -> bool:
+        """Whether authOptions.mode is token: the Pods get RAY_AUTH_MODE and RAY_AUTH_TOKEN."""
+        return self.auth_options is not None and self.auth_options.mode == AuthMode.TOKEN
 
     def group(self, name: str) -> WorkerGroupSpec | None:
         """The worker group called `name`, or None."""
@@ -300,189 +330,7 @@ class RayCluster(_Open):
     status: RayClusterStatus | None = None
 
 
-# ---- RayJob
-
-
-class JobSubmissionMode(str, enum.Enum):
-    """How the operator submits the job (KubeRay's names)."""
-
-    K8S_JOB = "K8sJobMode"
-    HTTP = "HTTPMode"
-    INTERACTIVE = "InteractiveMode"
-
-
-class JobStatus(str, enum.Enum):
-    """Status of a job as the head's job API reports it."""
-
-    NEW = ""
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    STOPPED = "STOPPED"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-
-    @property
-    def terminal(self) -> bool:
-        """Whether the job can no longer change status."""
-        return self in (JobStatus.STOPPED, JobStatus.SUCCEEDED, JobStatus.FAILED)
-
-
-class JobDeploymentStatus(str, enum.Enum):
-    """Lifecycle of a RayJob: cluster, submission, completion."""
-
-    NEW = ""
-    INITIALIZING = "Initializing"
-    RUNNING = "Running"
-    COMPLETE = "Complete"
-    FAILED = "Failed"
-    SUSPENDING = "Suspending"
-    SUSPENDED = "Suspended"
-    RETRYING = "Retrying"
-    WAITING = "Waiting"
-
-
-class JobFailedReason(str, enum.Enum):
-    """Why a RayJob's deployment status became Failed."""
-
-    SUBMISSION_FAILED = "SubmissionFailed"
-    DEADLINE_EXCEEDED = "DeadlineExceeded"
-    APP_FAILED = "AppFailed"
-    VALIDATION_FAILED = "ValidationFailed"
-
-
-class DeletionPolicy(str, enum.Enum):
-    """What to delete when a job finishes."""
-
-    DELETE_CLUSTER = "DeleteCluster"
-    DELETE_WORKERS = "DeleteWorkers"
-    DELETE_SELF = "DeleteSelf"
-    DELETE_NONE = "DeleteNone"
-
-
-class SubmitterConfig(_Spec):
-    """Settings of the submitter Kubernetes Job."""
-
-    backoff_limit: int | None = pydantic.Field(default=None, ge=0)
-
-
-class RayJobSpec(_Spec):
-    """Desired state of a job: its entrypoint, its cluster (new or selected) and its clean-up."""
-
-    entrypoint: str | None = None
-    runtime_env_yaml: str | None = pydantic.Field(default=None, alias="runtimeEnvYAML")
-    job_id: str | None = None
-    metadata: dict[str, str] = {}
-    ray_cluster_spec: RayClusterSpec | None = None
-    cluster_selector: dict[str, str] = {}
-    shutdown_after_job_finishes: bool = False
-    ttl_seconds_after_finished: int = pydantic.Field(default=0, ge=0)
-    active_deadline_seconds: int | None = pydantic.Field(default=None, ge=1)
-    backoff_limit: int = pydantic.Field(default=0, ge=0)
-    submission_mode: JobSubmissionMode = JobSubmissionMode.K8S_JOB
-    submitter_pod_template: PodTemplateSpec | None = None
-    submitter_config: SubmitterConfig | None = None
-    deletion_policy: DeletionPolicy | None = None
-    suspend: bool = False
-    entrypoint_num_cpus: float | None = pydantic.Field(default=None, ge=0)
-    entrypoint_num_gpus: float | None = pydantic.Field(default=None, ge=0)
-    entrypoint_resources: str | None = None
-
-    @pydantic.field_validator("runtime_env_yaml", "entrypoint_resources")
-    @classmethod
-    def _parses(cls, text: str | None, info: pydantic.ValidationInfo) -> str | None:
-        if text is not None:
-            (_parse_runtime_env if info.field_name == "runtime_env_yaml" else _parse_entrypoint_resources)(text)
-        return text
-
-    @pydantic.model_validator(mode="after")
-    def _consistent(self) -> RayJobSpec:
-        mode = self.submission_mode
-        if mode != JobSubmissionMode.INTERACTIVE and not (self.entrypoint or "").strip():
-            raise ValueError(
-                f"entrypoint is required in submissionMode {mode.value}; set it to the command that runs "
-                "your driver (e.g. 'python script.py'), or use submissionMode InteractiveMode"
-            )
-        if self.ray_cluster_spec is None and not self.cluster_selector:
-            raise ValueError(
-                "set rayClusterSpec (a cluster to create for the job) or clusterSelector "
-                "(labels of an existing RayCluster)"
-            )
-        if self.cluster_selector and self.ray_cluster_spec is not None:
-            raise ValueError("set either rayClusterSpec or clusterSelector, not both")
-        if self.cluster_selector and self.shutdown_after_job_finishes:
-            raise ValueError(
-                "shutdownAfterJobFinishes cannot be used with clusterSelector: the job does not own "
-                "the selected cluster; remove one of them"
-            )
-        if self.cluster_selector and self.suspend:
-            raise ValueError("suspend cannot be used with clusterSelector; remove one of them")
-        if self.submitter_pod_template is not None and mode != JobSubmissionMode.K8S_JOB:
-            raise ValueError(f"submitterPodTemplate is only used in K8sJobMode, not {mode.value}; remove it")
-        return self
-
-    @property
-    def runtime_env(self) -> dict[str, Any]:
-        """runtimeEnvYAML parsed into a runtime_env dict ({} when unset)."""
-        return _parse_runtime_env(self.runtime_env_yaml) if self.runtime_env_yaml else {}
-
-    @property
-    def entrypoint_resources_dict(self) -> dict[str, float]:
-        """entrypointResources parsed into {resource: amount} ({} when unset)."""
-        return _parse_entrypoint_resources(self.entrypoint_resources) if self.entrypoint_resources else {}
-
-
-def _parse_runtime_env(text: str) -> dict[str, Any]:
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"runtimeEnvYAML is not valid YAML ({exc}); write a mapping such as 'pip: [requests]'")
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(  # noqa: TRY004
-            f"runtimeEnvYAML must be a YAML mapping such as 'env_vars: {{A: b}}', not a {type(value).__name__}"
-        )
-    return value
-
-
-def _parse_entrypoint_resources(text: str) -> dict[str, float]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"entrypointResources is not valid JSON ({exc}); write e.g. '{{\"accel\": 1}}'")
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in value.items()
-    ):
-        raise ValueError("entrypointResources must be a JSON object of resource name to number, e.g. '{\"accel\": 1}'")
-    return {k: float(v) for k, v in value.items()}
-
-
-class RayJobStatus(_Open):
-    """Observed state of a RayJob (all fields declared in the CRD)."""
-
-    job_id: str | None = None
-    ray_cluster_name: str | None = None
-    dashboard_url: str | None = pydantic.Field(default=None, alias="dashboardURL")
-    job_status: str | None = None
-    job_deployment_status: str | None = None
-    reason: str | None = None
-    message: str | None = None
-    start_time: str | None = None
-    end_time: str | None = None
-    succeeded: int = 0
-    failed: int = 0
-    ray_cluster_status: RayClusterStatus | None = None
-    observed_generation: int | None = None
-
-
-class RayJob(_Open):
-    """A whole RayJob object as the API server returns it."""
-
-    api_version: str = API_VERSION
-    kind: Literal["RayJob"] = "RayJob"
-    metadata: ObjectMeta = ObjectMeta()
-    spec: RayJobSpec
-    status: RayJobStatus | None = None
+# ---- RayJob: see kray_operator.job_models
 
 
 def describe_error(error: pydantic.ValidationError) -> str:

@@ -55,6 +55,26 @@ def parse(value: Quantity) -> decimal.Decimal:
     return number * _DECIMAL[suffix]
 
 
+def to_string(value: Quantity) -> str:
+    """The quantity as the string Kubernetes' API types expect: 1 -> "1", 1.5 -> "1.5", "2Gi" unchanged.
+
+    YAML turns `cpu: 1` into an integer; the API server accepts it, but the kubernetes client's typed
+    request bodies do not, so the operator writes every quantity as a string.
+    """
+    if isinstance(value, bool):
+        raise QuantityError(f"invalid quantity {value!r}: write a number such as 500m, 2 or 1Gi")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def strings(table: dict[str, Quantity] | None) -> dict[str, str]:
+    """A resource list (limits, requests, overhead) with every quantity as a string."""
+    return {name: to_string(value) for name, value in (table or {}).items()}
+
+
 def is_valid(value: Quantity) -> bool:
     """Whether `value` parses as a quantity."""
     try:

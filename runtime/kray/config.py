@@ -62,8 +62,19 @@ NODE_TIMEOUT_S = _float("KRAY_NODE_TIMEOUT_S", 10.0)
 # and the node joins the head again.
 GCS_RECONNECT_TIMEOUT_S = _float("KRAY_GCS_RECONNECT_TIMEOUT_S", 60.0)
 
-# How often raylets report their free resources to the GCS.
+# How often raylets report their free resources to the GCS (when they changed; see below).
 HEARTBEAT_PERIOD_S = _float("KRAY_HEARTBEAT_PERIOD_S", 0.2)
+
+# A raylet whose resources did not change still sends a small keep-alive this often (its liveness).
+HEARTBEAT_KEEPALIVE_S = _float("KRAY_HEARTBEAT_KEEPALIVE_S", 1.0)
+
+# At most this many worker processes start at once on a node (Ray's RAY_worker_maximum_startup_concurrency;
+# 0: the node's CPU count, at least 1).
+MAXIMUM_STARTUP_CONCURRENCY = _int(
+    "KRAY_WORKER_MAXIMUM_STARTUP_CONCURRENCY", _int("RAY_worker_maximum_startup_concurrency", 0))
+
+# Workers run at this niceness, below the GCS and the raylet, as Ray's (RAY_worker_niceness, 15).
+WORKER_NICENESS = _int("KRAY_WORKER_NICENESS", _int("RAY_worker_niceness", 15))
 
 # Seconds a local cluster may take to come up before init fails.
 START_TIMEOUT_S = _float("KRAY_START_TIMEOUT_S", 30.0)
@@ -76,3 +87,34 @@ def cluster_token() -> str | None:
 
 # Debug logging of kray's own processes.
 LOG_LEVEL = os.environ.get("KRAY_LOG_LEVEL", "WARNING")
+
+# Jobs: the variable through which the job server gives a job's driver its (uploaded) runtime_env, and
+# the submission id of the job a driver belongs to (set by the job server for the entrypoint).
+JOB_RUNTIME_ENV_VAR = "KRAY_JOB_RUNTIME_ENV"
+JOB_SUBMISSION_ID = os.environ.get("KRAY_JOB_SUBMISSION_ID", "")
+
+# A submitted job may wait this long for resources for its entrypoint before it fails (Ray: 15 min).
+JOB_START_TIMEOUT_S = _float("KRAY_JOB_START_TIMEOUT_S", 900.0)
+
+# `kray job stop` sends SIGTERM, then SIGKILL after this many seconds (Ray: RAY_JOB_STOP_WAIT_TIME_S).
+JOB_STOP_WAIT_S = _float("KRAY_JOB_STOP_WAIT_TIME_S", 3.0)
+
+# Largest request body the job server takes (a runtime_env package upload); larger ones get a 413.
+# Ray's dashboard takes 100 MiB.
+MAX_UPLOAD_BYTES = _int("KRAY_MAX_UPLOAD_BYTES", 100 << 20)
+
+# runtime_env: the largest package (zipped working_dir or py_module) kept in the GCS, as Ray's
+# GCS_STORAGE_MAX_SIZE (500 MiB, its max_grpc_message_size).
+RUNTIME_ENV_MAX_PACKAGE_BYTES = _int("KRAY_RUNTIME_ENV_MAX_PACKAGE_BYTES", 500 * 1024 * 1024)
+
+# runtime_env: leave .gitignore files out of account when packaging a directory (Ray's
+# RAY_RUNTIME_ENV_IGNORE_GITIGNORE); `excludes` still apply.
+RUNTIME_ENV_IGNORE_GITIGNORE = (
+    os.environ.get("KRAY_RUNTIME_ENV_IGNORE_GITIGNORE") or os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE") or ""
+) not in ("", "0", "false", "False")
+
+
+def job_runtime_env() -> str | None:
+    """The job-level runtime_env (JSON, packages already uploaded) the job server gives a job's driver
+    in KRAY_JOB_RUNTIME_ENV; read when kray.init() asks."""
+    return os.environ.get("KRAY_JOB_RUNTIME_ENV") or None

@@ -217,10 +217,16 @@ class MultiNodeCluster:
                 f"{node.start_output}"
             )
         if head:
-            match = re.search(r"KRAY_CLUSTER_TOKEN=(\S+) kray start --address='?([\d.]+:\d+)", node.start_output)
+            match = re.search(r'KRAY_CLUSTER_TOKEN="\$\(cat (\S+)\)" kray start --address=\'?([\d.]+:\d+)',
+                              node.start_output)
             if not match:
                 raise AssertionError(f"`kray start --head` printed no join line:\n{node.start_output}")
-            self.token = match.group(1)
+            token_file = Path(match.group(1))
+            if oct(token_file.stat().st_mode & 0o777) != oct(0o600):
+                raise AssertionError(f"the token file {token_file} is readable by others")
+            self.token = token_file.read_text()
+            if self.token in node.start_output:
+                raise AssertionError("`kray start --head` printed the cluster token")
             if match.group(2) != self.address:
                 raise AssertionError(f"the join line names {match.group(2)}, not {self.address}")
             if not recorded or recorded.get("token") != self.token:

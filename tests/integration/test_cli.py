@@ -131,7 +131,9 @@ def test_start_block_honours_its_flags_and_exits_non_zero_when_a_kray_process_di
             assert kray.get(node_of_task.remote(), timeout=helpers.WAIT_S)
         finally:
             kray.shutdown()
-        with urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/api/version", timeout=30) as response:
+        version = urllib.request.Request(f"http://127.0.0.1:{dashboard_port}/api/version",
+                                         headers={"Authorization": f"Bearer {record['token']}"})
+        with urllib.request.urlopen(version, timeout=30) as response:
             assert response.status == 200
 
         os.kill(_raylet_pid(record), signal.SIGKILL)
@@ -169,7 +171,7 @@ def test_kray_stop_stops_every_node_started_on_this_machine(tmp_path: Path) -> N
         worker = run(["start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.2", *common], token)
         assert worker.returncode == 0, worker.stdout + worker.stderr
         pids = _record(temp_dir)["pids"]  # type: ignore[index]
-        assert len(pids) == 3, pids  # the GCS and both raylets
+        assert len(pids) == 4, pids  # the GCS, the HTTP server and both raylets
         stop = run(["stop"])
         assert stop.returncode == 0, stop.stdout + stop.stderr
         assert not [pid for pid in pids if _running(pid)], (

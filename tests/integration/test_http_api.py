@@ -9,16 +9,20 @@ import urllib.request
 
 import kray
 import pytest
+from kray.protocol import wire
 from kray.util import placement_group, remove_placement_group
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def _get(url: str, token: str | None = "") -> dict:
+    """GET a JSON answer, sending this driver's cluster token (or `token` when given)."""
+    token = wire.get_token() if token == "" else token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
         return json.loads(response.read())
 
 
 def test_demand_lists_the_shapes_that_wait_and_drops_them_once_placed(cluster_factory) -> None:
-    cluster_factory(num_cpus=1)
+    cluster_factory(num_cpus=1, include_dashboard=True)
     base = "http://" + kray.init(ignore_reinit_error=True).dashboard_url
 
     @kray.remote(num_cpus=3, resources={"shape": 1})
@@ -43,7 +47,7 @@ def test_demand_lists_the_shapes_that_wait_and_drops_them_once_placed(cluster_fa
 
 
 def test_unknown_endpoint_is_a_404_with_a_message(cluster_factory) -> None:
-    cluster_factory(num_cpus=1)
+    cluster_factory(num_cpus=1, include_dashboard=True)
     with pytest.raises(urllib.error.HTTPError) as info:
         _get("http://" + kray.init(ignore_reinit_error=True).dashboard_url + "/api/nope")
     assert info.value.code == 404
@@ -51,7 +55,7 @@ def test_unknown_endpoint_is_a_404_with_a_message(cluster_factory) -> None:
 
 
 def test_demand_includes_actors_and_placement_group_bundles_that_wait(cluster_factory) -> None:
-    cluster_factory(num_cpus=1)
+    cluster_factory(num_cpus=1, include_dashboard=True)
     base = "http://" + kray.init(ignore_reinit_error=True).dashboard_url
 
     @kray.remote(num_cpus=2, resources={"actor_shape": 1})
@@ -77,3 +81,25 @@ def test_demand_includes_actors_and_placement_group_bundles_that_wait(cluster_fa
         demand = _get(base + "/api/cluster/demand")["demand"]
         time.sleep(0.1)
     assert demand == [], "shapes of a killed actor and a removed group are still reported as demand"
+
+
+def test_every_endpoint_but_healthz_needs_the_cluster_token(cluster_factory) -> None:
+    cluster_factory(num_cpus=1, include_dashboard=True)
+    base = "http://" + kray.init(ignore_reinit_error=True).dashboard_url
+    with urllib.request.urlopen(base + "/healthz", timeout=10) as response:
+        assert response.read() == b"ok"
+    with urllib.request.urlopen(base + "/api/gcs_healthz", timeout=10) as response:
+        assert response.read() == b"success"
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        _get(base + "/api/nodes", token=None)
+    assert missing.value.code == 401 and "Missing authentication token" in missing.value.read().decode()
+    with pytest.raises(urllib.error.HTTPError) as wrong:
+        _get(base + "/api/jobs/", token="not-the-token")
+    assert wrong.value.code == 403
+    version = _get(base + "/api/version")
+    assert version["version"] == "4" and version["ray_version"].startswith("2.")
+
+
+def test_an_embedded_cluster_has_no_http_server_unless_asked(cluster_factory) -> None:
+    cluster_factory(num_cpus=1)
+    assert kray.init(ignore_reinit_error=True).dashboard_url == ""

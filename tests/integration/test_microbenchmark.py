@@ -23,3 +23,13 @@ def test_the_microbenchmark_prints_rays_rows() -> None:
         assert match, f"no {row!r} line in:\n{done.stdout}"
         assert float(match.group(1)) > 0
         assert row in done.stdout.split("metric", 1)[1], "the final table lists the row"
+
+
+def test_the_job_rows_run_a_job_and_report_latency() -> None:
+    row = "job submit to SUCCEEDED latency (s)"
+    done = subprocess.run(
+        [sys.executable, "-c", "from kray.cli.main import main; main()", "microbenchmark", f"--filter={row}"],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    match = re.search(rf"^{re.escape(row)} ([\d.]+) \+- ([\d.]+)$", done.stdout, re.MULTILINE)
+    assert match and float(match.group(1)) > 0, done.stdout

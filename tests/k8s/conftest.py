@@ -1,6 +1,7 @@
 """Fixtures of the k8s tier: a real control plane (`control_plane`), the kubelet stand-in
-(`pod_runner`), an API client (`kube_api`), a throwaway namespace per test (`k8s_namespace`), and the
-operator watching it (`kray_operator`, with `clusters` to read and edit its RayClusters).
+(`pod_runner`; `container_pod_runner` runs pods from their image with podman, image_support.py), an API
+client (`kube_api`), a throwaway namespace per test (`k8s_namespace`), and the operator watching it
+(`kray_operator`, with `clusters` to read and edit its RayClusters and `rayjobs` for RayJobs).
 
 Starts and stops processes, network namespaces and temp dirs (all removed at session end; logs are
 kept when a test failed or KRAY_K8S_KEEP_LOGS is set), and sets KUBECONFIG for the session.
@@ -27,8 +28,10 @@ if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
 from controlplane import launcher
+from image_support import container_pod_runner, kray_images  # noqa: F401 - container-mode fixtures
 from operator_support import Clusters, OperatorProcess
 from podrunner import PodRunner
+from rayjob_support import rayjobs  # noqa: F401 - the `rayjobs` fixture of the RayJob tests
 
 REPO_ROOT = _HERE.parent.parent
 NAMESPACE_READY_TIMEOUT_S = 30.0

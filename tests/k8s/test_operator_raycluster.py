@@ -57,11 +57,12 @@ def test_sample_cluster_gets_its_secret_service_and_pods(kray_operator: Operator
         assert labels["kray.io/group"] == group and labels["app.kubernetes.io/created-by"] == "kray-operator"
     assert head.metadata.name.startswith(f"{NAME}-head-")
     assert worker.metadata.name.startswith(f"{NAME}-small-worker-")
-    head_cmd = head.spec.containers[0].command
+    assert head.spec.containers[0].command == ["/bin/bash", "-c", "--"]
+    head_cmd = head.spec.containers[0].args[0].split("; exec ")[1].split()
     assert head_cmd[:3] == ["kray", "start", "--head"]
     assert {"--block", "--port=6379", "--num-cpus=1", "--memory=1073741824", "--dashboard-host=0.0.0.0",
             "--metrics-export-port=8080"} <= set(head_cmd)
-    worker_cmd = worker.spec.containers[0].command
+    worker_cmd = worker.spec.containers[0].args[0].split("; exec ")[1].split()
     assert worker_cmd[:2] == ["kray", "start"] and "--head" not in worker_cmd and "--block" in worker_cmd
     assert f"--address={NAME}-head-svc.{k8s_namespace}.svc.cluster.local:6379" in worker_cmd
 

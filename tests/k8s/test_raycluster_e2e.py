@@ -36,8 +36,13 @@ def _kubectl(*args: str) -> str:
 def _ready_with(clusters: Clusters, op: OperatorProcess, workers: int) -> dict[str, Any]:
     def ready() -> dict[str, Any]:
         status = clusters.status(NAME)
+        # The head Pod itself must be ready: after a head restart the status still says ready until a
+        # pass sees the new head.
+        heads = clusters.pods(NAME, "head")
+        head_ready = len(heads) == 1 and any(
+            c.type == "Ready" and c.status == "True" for c in heads[0].status.conditions or [])
         if status.get("state") == "ready" and status.get("readyWorkerReplicas") == workers \
-                and clusters.counts(NAME) == (1, workers):
+                and clusters.counts(NAME) == (1, workers) and head_ready:
             return status
         return {}
 

@@ -10,19 +10,27 @@ import string
 
 from kray_operator import models
 
-# Label keys (KubeRay's ray.io/* keys, under kray.io).
+# Label keys (KubeRay's ray.io/* keys, under kray.io); the operator selects by these.
 CLUSTER_LABEL = "kray.io/cluster"
 NODE_TYPE_LABEL = "kray.io/node-type"
 GROUP_LABEL = "kray.io/group"
 IS_NODE_LABEL = "kray.io/is-kray-node"
 ORIGINATED_FROM_CRD_LABEL = "kray.io/originated-from-crd"
 ORIGINATED_FROM_CR_NAME_LABEL = "kray.io/originated-from-cr-name"
+# KubeRay's own keys, also set on Pods and Services so `kubectl get pods -l ray.io/cluster=NAME` works.
+RAY_CLUSTER_LABEL = "ray.io/cluster"
+RAY_NODE_TYPE_LABEL = "ray.io/node-type"
+RAY_GROUP_LABEL = "ray.io/group"
+RAY_IS_NODE_LABEL = "ray.io/is-ray-node"
+RAY_IDENTIFIER_LABEL = "ray.io/identifier"
+RAY_REPLICA_INDEX_LABEL = "ray.io/worker-group-replica-index"
 APP_NAME_LABEL = "app.kubernetes.io/name"
 CREATED_BY_LABEL = "app.kubernetes.io/created-by"
 APP_NAME = "kray"
 CREATED_BY = "kray-operator"
-# Template annotation: "true" keeps the kray container's own command untouched.
+# Annotation (on the RayCluster or a Pod template): "true" keeps the kray container's own command untouched.
 OVERWRITE_CMD_ANNOTATION = "kray.io/overwrite-container-cmd"
+RAY_OVERWRITE_CMD_ANNOTATION = "ray.io/overwrite-container-cmd"
 
 HEAD = "head"
 WORKER = "worker"
@@ -42,6 +50,7 @@ HEAD_PORTS: dict[str, tuple[str, int]] = {
 }
 
 TOKEN_KEY = "token"
+AUTH_TOKEN_KEY = "auth_token"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 # Longest cluster name whose "<name>-head-svc" is still a valid Service name (63 chars).
 MAX_CLUSTER_NAME = 63 - len("-head-svc")
@@ -74,8 +83,34 @@ def check_suffix(suffix: str) -> None:
 
 
 def head_service_name(cluster: str) -> str:
-    """`<cluster>-head-svc`."""
+    """`<cluster>-head-svc`, the default name of the head Service."""
     return f"{cluster}-head-svc"
+
+
+def custom_head_service_name(spec: models.RayClusterSpec) -> str | None:
+    """headGroupSpec.headService.metadata.name when set (KubeRay names the head Service with it)."""
+    overlay = spec.head_group_spec.head_service or {}
+    name = (overlay.get("metadata") or {}).get("name")
+    return str(name) if name else None
+
+
+def cluster_head_service_name(cluster: models.RayCluster) -> str:
+    """The head Service's name: headService.metadata.name when set, else `<cluster>-head-svc`."""
+    return custom_head_service_name(cluster.spec) or head_service_name(cluster.metadata.name)
+
+
+def check_service_name(name: str) -> None:
+    """Raise with advice unless `name` is a valid Service name (a DNS-1035 label)."""
+    if len(name) > 63 or not _DNS_1035.match(name):
+        raise InvalidNameError(
+            f"headService.metadata.name {name!r} is not a valid Service name: at most 63 lowercase "
+            "letters, digits and '-', starting with a letter"
+        )
+
+
+def auth_secret_name(cluster: str) -> str:
+    """`<cluster>`: KubeRay's Secret of the Ray auth token (key `auth_token`), made with authOptions.mode token."""
+    return cluster
 
 
 def token_secret_name(cluster: str) -> str:
@@ -100,9 +135,10 @@ def worker_pod_name(cluster: str, group: str, suffix: str) -> str:
     return prefix + tail
 
 
-def service_fqdn(cluster: str, namespace: str, domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
-    """The head Service's DNS name, `<cluster>-head-svc.<ns>.svc.<domain>`."""
-    return f"{head_service_name(cluster)}.{namespace}.svc.{domain}"
+def service_fqdn(cluster: str, namespace: str, domain: str = DEFAULT_CLUSTER_DOMAIN,
+                 service: str | None = None) -> str:
+    """The head Service's DNS name, `<service>.<ns>.svc.<domain>` (`service` defaults to `<cluster>-head-svc`)."""
+    return f"{service or head_service_name(cluster)}.{namespace}.svc.{domain}"
 
 
 def head_port(params: dict[str, str], name: str) -> int:
@@ -123,13 +159,14 @@ def head_port(params: dict[str, str], name: str) -> int:
 def gcs_address(cluster: models.RayCluster, domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
     """`host:port` of the head's GCS, as workers and drivers in the cluster reach it."""
     params = cluster.spec.head_group_spec.ray_start_params
-    return f"{service_fqdn(cluster.metadata.name, cluster.metadata.namespace, domain)}:{head_port(params, 'gcs-server')}"
+    host = service_fqdn(cluster.metadata.name, cluster.metadata.namespace, domain, cluster_head_service_name(cluster))
+    return f"{host}:{head_port(params, 'gcs-server')}"
 
 
 def dashboard_address(cluster_name: str, namespace: str, params: dict[str, str],
-                      domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
-    """`host:port` of the head's dashboard and job API."""
-    return f"{service_fqdn(cluster_name, namespace, domain)}:{head_port(params, 'dashboard')}"
+                      domain: str = DEFAULT_CLUSTER_DOMAIN, service: str | None = None) -> str:
+    """`host:port` of the head's dashboard and job API (`service`: a custom head Service name)."""
+    return f"{service_fqdn(cluster_name, namespace, domain, service)}:{head_port(params, 'dashboard')}"
 
 
 def app_labels() -> dict[str, str]:
@@ -139,12 +176,18 @@ def app_labels() -> dict[str, str]:
 
 def cluster_labels(cluster: str) -> dict[str, str]:
     """Labels of objects belonging to a cluster (Service, Secret)."""
-    return {CLUSTER_LABEL: cluster, **app_labels()}
+    return {CLUSTER_LABEL: cluster, RAY_CLUSTER_LABEL: cluster, **app_labels()}
+
+
+def identifier(cluster: str, node_type: str) -> str:
+    """KubeRay's ray.io/identifier value: `<cluster>-head` or `<cluster>-worker`, cut to a label's 63 chars."""
+    return f"{cluster}-{node_type}"[:63].rstrip("-_.")
 
 
 def node_labels(cluster: str, node_type: str, group: str,
                 user_labels: dict[str, str] | None = None) -> dict[str, str]:
-    """Labels of a kray Pod: the template's labels, then the operator's, which users cannot override."""
+    """Labels of a kray Pod: the template's labels, then the operator's (kray.io/* and KubeRay's
+    ray.io/*), which users cannot override."""
     labels = dict(user_labels or {})
     labels.update(app_labels())
     labels.update({
@@ -152,6 +195,11 @@ def node_labels(cluster: str, node_type: str, group: str,
         CLUSTER_LABEL: cluster,
         NODE_TYPE_LABEL: node_type,
         GROUP_LABEL: group,
+        RAY_IS_NODE_LABEL: "yes",
+        RAY_CLUSTER_LABEL: cluster,
+        RAY_NODE_TYPE_LABEL: node_type,
+        RAY_GROUP_LABEL: group,
+        RAY_IDENTIFIER_LABEL: identifier(cluster, node_type),
     })
     return labels
 

@@ -26,6 +26,7 @@ class PodView:
     deleting: bool = False
     pod_ip: str | None = None
     created: str = ""  # RFC 3339 creationTimestamp; sorts chronologically as a string
+    replica_index: int | None = None  # KubeRay's ray.io/worker-group-replica-index label
 
     @property
     def terminated(self) -> bool:
@@ -60,7 +61,15 @@ class PodView:
             deleting=meta.get("deletionTimestamp") is not None,
             pod_ip=status.get("podIP"),
             created=meta.get("creationTimestamp") or "",
+            replica_index=_index(labels.get(names.RAY_REPLICA_INDEX_LABEL)),
         )
+
+
+def _index(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def from_manifests(pods: Iterable[dict[str, Any]]) -> list[PodView]:

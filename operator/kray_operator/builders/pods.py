@@ -1,15 +1,14 @@
 """Head and worker Pod manifests of a RayCluster, from its Pod templates.
 
-The template is kept as written; the operator adds labels, the owner reference, the `kray start`
-command, environment (address, token, pod IP), default ports, `kray health-check` probes and a
-memory-backed /dev/shm.
+The template is kept as written (quantities become strings); the operator adds labels (kray.io/* and
+KubeRay's ray.io/*), the owner reference, the `kray start` command, environment (address, token, pod IP,
+KubeRay's RAY_* variables), default ports, `kray health-check` probes and a memory-backed /dev/shm.
 Pure: the random name suffix is passed in; no I/O.
 """
 
 from __future__ import annotations
 
 import copy
-import shlex
 from typing import Any
 
 from kray_operator import models, quantity
@@ -30,6 +29,15 @@ ENV_NODE_GROUP = "KRAY_NODE_GROUP"
 ENV_POD_NAME = "KRAY_POD_NAME"
 ENV_NODE_IP = "KRAY_NODE_IP"
 ENV_GEN_START_CMD = "KRAY_GEN_START_CMD"
+# KubeRay's variables, for programs and commands written for KubeRay Pods.
+KUBERAY_GEN_START_CMD = "KUBERAY_GEN_RAY_START_CMD"
+RAY_ADDRESS = "RAY_ADDRESS"
+RAY_PORT = "RAY_PORT"
+RAY_AUTH_MODE = "RAY_AUTH_MODE"
+RAY_AUTH_TOKEN = "RAY_AUTH_TOKEN"
+FQ_RAY_IP = "FQ_RAY_IP"
+RAY_IP = "RAY_IP"
+LOCAL_HOST = "127.0.0.1"
 
 # Probes of the kray container unless its template has its own: ready once the node is alive in the
 # cluster and its raylet answers; restarted when it stays unhealthy for two minutes.
@@ -49,14 +57,27 @@ def head_pod(cluster: models.RayCluster, suffix: str,
 
 
 def worker_pod(cluster: models.RayCluster, group_name: str, suffix: str,
-               domain: str = names.DEFAULT_CLUSTER_DOMAIN) -> dict[str, Any]:
-    """A worker Pod `<cluster>-<group>-worker-<suffix>`: `kray start --address=<head-svc>:6379 --block ...`."""
+               domain: str = names.DEFAULT_CLUSTER_DOMAIN, replica_index: int | None = None) -> dict[str, Any]:
+    """A worker Pod `<cluster>-<group>-worker-<suffix>`: `kray start --address=<head-svc>:6379 --block ...`.
+
+    `replica_index` becomes KubeRay's ray.io/worker-group-replica-index label (single-host groups only).
+    """
     group = cluster.spec.group(group_name)
     if group is None:
         known = [g.group_name for g in cluster.spec.worker_group_specs]
         raise ValueError(f"RayCluster {cluster.metadata.name!r} has no worker group {group_name!r} (groups: {known})")
-    return _pod(cluster, names.WORKER, group.group_name, group.template, group.ray_start_params,
-                names.worker_pod_name(cluster.metadata.name, group.group_name, suffix), domain)
+    pod = _pod(cluster, names.WORKER, group.group_name, group.template, group.ray_start_params,
+               names.worker_pod_name(cluster.metadata.name, group.group_name, suffix), domain)
+    if replica_index is not None and group.num_of_hosts == 1:
+        pod["metadata"]["labels"][names.RAY_REPLICA_INDEX_LABEL] = str(replica_index)
+    return pod
+
+
+def overwrites_command(cluster: models.RayCluster, template: models.PodTemplateSpec) -> bool:
+    """Whether `ray.io/overwrite-container-cmd` (or kray.io's) is "true" on the RayCluster or the template."""
+    keys = (names.RAY_OVERWRITE_CMD_ANNOTATION, names.OVERWRITE_CMD_ANNOTATION)
+    tables = (cluster.metadata.annotations, template.metadata.annotations)
+    return any(str(table.get(key, "")).lower() == "true" for table in tables for key in keys)
 
 
 def _pod(cluster: models.RayCluster, node_type: str, group: str, template: models.PodTemplateSpec,
@@ -65,6 +86,7 @@ def _pod(cluster: models.RayCluster, node_type: str, group: str, template: model
     body = copy.deepcopy(template.to_manifest())
     meta = body.get("metadata") or {}
     spec: dict[str, Any] = body["spec"]
+    _quantities_as_strings(spec)
     kray_model = template.spec.containers[0]
     kray = spec["containers"][0]
 
@@ -72,17 +94,17 @@ def _pod(cluster: models.RayCluster, node_type: str, group: str, template: model
     effective = command.effective_params(
         node_type, params, kray_model.resources, head_address=None if node_type == names.HEAD else address
     )
-    start = command.start_argv(node_type, effective)
-    overwrite = str(template.metadata.annotations.get(names.OVERWRITE_CMD_ANNOTATION, "")).lower() == "true"
-    generated = command.container_command(kray_model, start, overwrite)
+    start = command.start_command(node_type, effective, params)
+    generated = command.container_command(kray_model, start, overwrites_command(cluster, template))
     if generated is not None:
         kray["command"] = generated["command"]
-        if generated["args"]:
-            kray["args"] = generated["args"]
-        else:
-            kray.pop("args", None)
+        kray["args"] = generated["args"]
 
     _add_env(kray, _kray_env(cluster, node_type, group, address, start))
+    _add_env(kray, _kuberay_env(cluster, node_type, address, start, domain))
+    if node_type == names.WORKER:
+        for init in spec.get("initContainers") or []:
+            _add_env(init, _head_ip_env(cluster, domain))
     _add_ports(kray, _default_ports(node_type, effective))
     kray.setdefault("readinessProbe", copy.deepcopy(READINESS_PROBE))
     kray.setdefault("livenessProbe", copy.deepcopy(LIVENESS_PROBE))
@@ -103,12 +125,32 @@ def _pod(cluster: models.RayCluster, node_type: str, group: str, template: model
     }
 
 
+def _quantities_as_strings(spec: dict[str, Any]) -> None:
+    """Write every resource quantity of a PodSpec as a string (YAML's `cpu: 1` is an integer)."""
+    for kind in ("containers", "initContainers", "ephemeralContainers"):
+        for container in spec.get(kind) or []:
+            resources = container.get("resources") or {}
+            for table in ("limits", "requests"):
+                if isinstance(resources.get(table), dict):
+                    resources[table] = quantity.strings(resources[table])
+    if isinstance(spec.get("overhead"), dict):
+        spec["overhead"] = quantity.strings(spec["overhead"])
+    pod_resources = spec.get("resources") or {}
+    for table in ("limits", "requests"):
+        if isinstance(pod_resources.get(table), dict):
+            pod_resources[table] = quantity.strings(pod_resources[table])
+    for volume in spec.get("volumes") or []:
+        empty_dir = volume.get("emptyDir") or {}
+        if "sizeLimit" in empty_dir and empty_dir["sizeLimit"] is not None:
+            empty_dir["sizeLimit"] = quantity.to_string(empty_dir["sizeLimit"])
+
+
 def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
 def _kray_env(cluster: models.RayCluster, node_type: str, group: str, address: str,
-              start: list[str]) -> list[dict[str, Any]]:
+              start: str) -> list[dict[str, Any]]:
     """Environment of the kray container; the template's own variables of the same name win."""
     return [
         {"name": ENV_CLUSTER_NAME, "value": cluster.metadata.name},
@@ -123,8 +165,40 @@ def _kray_env(cluster: models.RayCluster, node_type: str, group: str, address: s
             "valueFrom": {"secretKeyRef": {"name": names.token_secret_name(cluster.metadata.name),
                                            "key": names.TOKEN_KEY}},
         },
-        {"name": ENV_GEN_START_CMD, "value": shlex.join(start)},
+        {"name": ENV_GEN_START_CMD, "value": start},
     ]
+
+
+def _head_ip_env(cluster: models.RayCluster, domain: str) -> list[dict[str, Any]]:
+    """FQ_RAY_IP (the head Service's DNS name) and RAY_IP (its short name), as KubeRay sets on workers."""
+    service = names.cluster_head_service_name(cluster)
+    fqdn = names.service_fqdn(cluster.metadata.name, cluster.metadata.namespace, domain, service)
+    return [{"name": FQ_RAY_IP, "value": fqdn}, {"name": RAY_IP, "value": service}]
+
+
+def _kuberay_env(cluster: models.RayCluster, node_type: str, address: str, start: str,
+                 domain: str) -> list[dict[str, Any]]:
+    """KubeRay's variables: RAY_CLUSTER_NAME, RAY_CLUSTER_NAMESPACE, RAY_CLOUD_INSTANCE_ID, RAY_NODE_TYPE_NAME
+    (fieldRefs), KUBERAY_GEN_RAY_START_CMD, RAY_PORT, RAY_ADDRESS (the head: 127.0.0.1:<port>), FQ_RAY_IP and
+    RAY_IP on workers, and with authOptions.mode token RAY_AUTH_MODE and RAY_AUTH_TOKEN."""
+    port = str(names.head_port(cluster.spec.head_group_spec.ray_start_params, "gcs-server"))
+    env = _head_ip_env(cluster, domain) if node_type == names.WORKER else []
+    env += [
+        _field_env("RAY_CLUSTER_NAME", f"metadata.labels['{names.RAY_CLUSTER_LABEL}']"),
+        _field_env("RAY_CLUSTER_NAMESPACE", "metadata.namespace"),
+        _field_env("RAY_CLOUD_INSTANCE_ID", "metadata.name"),
+        _field_env("RAY_NODE_TYPE_NAME", f"metadata.labels['{names.RAY_GROUP_LABEL}']"),
+        {"name": KUBERAY_GEN_START_CMD, "value": start},
+        {"name": RAY_PORT, "value": port},
+        {"name": RAY_ADDRESS, "value": f"{LOCAL_HOST}:{port}" if node_type == names.HEAD else address},
+    ]
+    if cluster.spec.ray_token_auth:
+        env += [
+            {"name": RAY_AUTH_MODE, "value": models.AuthMode.TOKEN.value},
+            {"name": RAY_AUTH_TOKEN, "valueFrom": {"secretKeyRef": {
+                "name": names.auth_secret_name(cluster.metadata.name), "key": names.AUTH_TOKEN_KEY}}},
+        ]
+    return env
 
 
 def _add_env(container: dict[str, Any], env: list[dict[str, Any]]) -> None:
@@ -167,5 +241,5 @@ def _memory(resources: models.ResourceRequirements) -> str | None:
     for table in (resources.limits, resources.requests):
         value = table.get("memory")
         if value is not None and not quantity.is_zero(value):
-            return str(value)
+            return quantity.to_string(value)
     return None

@@ -114,6 +114,18 @@ def plan_group(spec: models.RayClusterSpec, group: models.WorkerGroupSpec,
     )
 
 
+def free_replica_indices(pods: Sequence[observed.PodView], group: str, count: int) -> list[int]:
+    """The `count` lowest ray.io/worker-group-replica-index values no alive Pod of `group` holds."""
+    taken = {p.replica_index for p in observed.workers(pods, group) if p.alive and p.replica_index is not None}
+    free: list[int] = []
+    index = 0
+    while len(free) < count:
+        if index not in taken:
+            free.append(index)
+        index += 1
+    return free
+
+
 def plan(spec: models.RayClusterSpec, pods: Sequence[observed.PodView]) -> ClusterPlan:
     """The diff for a whole cluster: one alive head (none when suspended) and every worker group."""
     head_pods = [p for p in observed.heads(pods) if not p.deleting]

@@ -1,4 +1,5 @@
-"""The head Service of a RayCluster, `<cluster>-head-svc`: GCS, dashboard/job API, client and metrics ports.
+"""The head Service of a RayCluster: `<cluster>-head-svc`, or headService.metadata.name when set, with the
+GCS, dashboard/job API, client and metrics ports.
 
 Unset or ClusterIP serviceType gives a headless Service (the name resolves to the head Pod's IP,
 published before the Pod is ready so workers can start joining). Pure; no I/O.
@@ -16,20 +17,23 @@ from kray_operator.builders import names
 def head_service(cluster: models.RayCluster) -> dict[str, Any]:
     """The head Service manifest, owned by the RayCluster.
 
-    headGroupSpec.headService (a Service) is merged in: its labels and annotations are added, its spec
-    fields kept, except the selector, which always picks this cluster's head Pod. Its ports replace the
-    defaults when given.
+    headGroupSpec.headService (a Service) is merged in, as KubeRay does: its name names the Service,
+    its labels and annotations are added, its spec fields kept, except the selector, which always picks
+    this cluster's head Pod; the default named ports are appended to its ports unless a port of the
+    same name or number is there already.
     """
     name = cluster.metadata.name
     names.check_cluster_name(name)
+    service_name = names.cluster_head_service_name(cluster)
+    names.check_service_name(service_name)
     head = cluster.spec.head_group_spec
     overlay = copy.deepcopy(head.head_service or {})
     overlay_meta = overlay.get("metadata") or {}
     spec: dict[str, Any] = dict(overlay.get("spec") or {})
 
     spec["selector"] = names.head_selector(name)
-    if not spec.get("ports"):
-        spec["ports"] = service_ports(head.ray_start_params, head.template)
+    spec["ports"] = _append_missing(list(spec.get("ports") or []),
+                                    service_ports(head.ray_start_params, head.template))
     service_type = spec.get("type") or head.service_type or "ClusterIP"
     spec["type"] = service_type
     if service_type == "ClusterIP" and "clusterIP" not in spec:
@@ -40,13 +44,15 @@ def head_service(cluster: models.RayCluster) -> dict[str, Any]:
     labels = dict(overlay_meta.get("labels") or {})
     labels.update(names.cluster_labels(name))
     labels[names.NODE_TYPE_LABEL] = names.HEAD
+    labels[names.RAY_NODE_TYPE_LABEL] = names.HEAD
+    labels[names.RAY_IDENTIFIER_LABEL] = names.identifier(name, names.HEAD)
     annotations = dict(overlay_meta.get("annotations") or {})
     annotations.update(cluster.spec.head_service_annotations)
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": names.head_service_name(name),
+            "name": service_name,
             "namespace": cluster.metadata.namespace,
             "labels": labels,
             "annotations": annotations,
@@ -54,6 +60,13 @@ def head_service(cluster: models.RayCluster) -> dict[str, Any]:
         },
         "spec": spec,
     }
+
+
+def _append_missing(ports: list[dict[str, Any]], defaults: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The user's ports, then each default port whose name and number are both still free."""
+    taken_names = {p.get("name") for p in ports}
+    taken_numbers = {p.get("port") for p in ports}
+    return ports + [p for p in defaults if p["name"] not in taken_names and p["port"] not in taken_numbers]
 
 
 def service_ports(params: dict[str, str], template: models.PodTemplateSpec) -> list[dict[str, Any]]:

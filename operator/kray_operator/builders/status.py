@@ -140,7 +140,7 @@ def cluster_status(cluster: models.RayCluster, pods: Sequence[observed.PodView],
         "head": {
             "podName": head.name if head else None,
             "podIP": head.pod_ip if head else None,
-            "serviceName": names.head_service_name(cluster.metadata.name),
+            "serviceName": names.cluster_head_service_name(cluster),
             "serviceIP": service_ip,
         },
         "endpoints": service.endpoints(head_service) if head_service else {},

@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf's default registry (no I/O at import time).
 """
 
-from kray_operator.handlers import raycluster, settings
+from kray_operator.handlers import raycluster, rayjob, settings
 
-__all__ = ["raycluster", "settings"]
+__all__ = ["raycluster", "rayjob", "settings"]

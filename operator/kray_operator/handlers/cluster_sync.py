@@ -14,7 +14,7 @@ from typing import Any
 import pydantic
 
 from kray_operator import kube, models
-from kray_operator.builders import names, observed, pods, scaling, secret, service, status
+from kray_operator.builders import compat, names, observed, pods, scaling, secret, service, status
 
 log = logging.getLogger(__name__)
 
@@ -49,34 +49,68 @@ def parse(body: dict[str, Any]) -> models.RayCluster:
     return cluster
 
 
-def sync(namespace: str, name: str) -> None:
+def sync(namespace: str, name: str, announce: bool = False, old_spec: dict[str, Any] | None = None) -> None:
     """Reconcile the RayCluster `namespace/name` once.
 
     Raises InvalidSpecError (after recording state failed and a ValidationFailed condition) when the
-    spec cannot be reconciled, and kube.KubeError when the API server refuses something else.
+    spec cannot be reconciled, and kube.KubeError when the API server refuses something else. Does
+    nothing while the RayCluster or its namespace is being deleted. With `announce`, posts one Warning
+    Event per KubeRay field that has no effect on kray (those already true of `old_spec` are not repeated).
     """
     body = kube.read_raycluster(namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return  # gone or going: the garbage collector removes the children (owner references)
+    if kube.namespace_terminating(namespace):
+        log.debug("namespace %s is being deleted; RayCluster %s is left to the garbage collector", namespace, name)
+        return
     try:
         cluster = parse(body)
+        if cluster.spec.managed_elsewhere:
+            log.debug("RayCluster %s/%s is managed by %s; nothing to do", namespace, name, cluster.spec.managed_by)
+            return
+        if announce:
+            _announce(cluster, body, old_spec)
         _reconcile(cluster, body)
     except InvalidSpecError as e:
         record_invalid(body, str(e))
         raise
+    except kube.NamespaceTerminatingError:
+        log.debug("namespace %s started terminating during a pass of %s; stopping", namespace, name)
+
+
+def _announce(cluster: models.RayCluster, body: dict[str, Any], old_spec: dict[str, Any] | None) -> None:
+    """One Warning Event per notice of compat.notices that the previous spec did not have already."""
+    seen: set[str] = set()
+    if old_spec:
+        try:
+            seen = set(compat.notices(models.RayClusterSpec.model_validate(old_spec)))
+        except pydantic.ValidationError:
+            seen = set()
+    for line in compat.notices(cluster.spec):
+        if line not in seen:
+            kube.post_event(body, compat.REASON, line, warning=True)
 
 
 def _reconcile(cluster: models.RayCluster, body: dict[str, Any]) -> None:
     namespace, name = cluster.metadata.namespace, cluster.metadata.name
-    _ensure_secret(cluster, body)
-    head_service = _ensure_service(cluster, body)
+    failures: list[str] = []
+    head_service: dict[str, Any] | None = None
+    try:
+        _ensure_secrets(cluster, body)
+        head_service = _ensure_service(cluster, body)
+    except (InvalidSpecError, kube.NamespaceTerminatingError):
+        raise
+    except kube.KubeError as e:
+        failures.append(str(e))
     selector = {names.CLUSTER_LABEL: name, names.IS_NODE_LABEL: "yes"}
     views = observed.from_manifests(kube.list_pods(namespace, selector))
     plan = scaling.plan(cluster.spec, views)
     if not plan.idle:
         log.info("RayCluster %s/%s: Pods %s; creating head=%s workers=%s; deleting %s", namespace, name,
                  sorted(v.name for v in views if v.alive), plan.create_head, plan.to_create, plan.to_delete)
-    failures = _apply(cluster, body, plan)
+    failures += _apply(cluster, body, plan, views)
+    for failure in failures:
+        kube.post_event(body, "FailedReconcile", failure, warning=True)
     if not failures:
         _clear_workers_to_delete(cluster, body, plan)
     if not plan.idle:
@@ -84,19 +118,38 @@ def _reconcile(cluster: models.RayCluster, body: dict[str, Any]) -> None:
     _write_status(cluster, body, views, head_service, failures)
 
 
-def _ensure_secret(cluster: models.RayCluster, body: dict[str, Any]) -> None:
-    namespace, secret_name = cluster.metadata.namespace, names.token_secret_name(cluster.metadata.name)
-    if kube.read_secret(namespace, secret_name) is not None:
-        return  # never regenerate: running nodes hold the token
+def _ensure_secrets(cluster: models.RayCluster, body: dict[str, Any]) -> None:
+    """The token Secret `<cluster>-token`, and with authOptions.mode token KubeRay's `<cluster>` holding
+    the same token; whichever exists already gives the token to the other (never regenerated: running
+    nodes hold it)."""
+    namespace, name = cluster.metadata.namespace, cluster.metadata.name
+    token_name, auth_name = names.token_secret_name(name), names.auth_secret_name(name)
+    existing = kube.read_secret(namespace, token_name)
+    auth = kube.read_secret(namespace, auth_name) if cluster.spec.ray_token_auth else None
+    token = secret.read_token(existing) if existing is not None else None
+    if auth is not None and token is None:
+        try:
+            token = secret.read_token(auth, names.AUTH_TOKEN_KEY)
+        except ValueError as e:
+            raise InvalidSpecError(f"authOptions.mode token: {e}; delete that Secret or add the key") from e
+    token = token or secrets.token_urlsafe(32)
+    if existing is None:
+        _create_secret(body, secret.token_secret(cluster, token), "token")
+    if cluster.spec.ray_token_auth and auth is None:
+        _create_secret(body, secret.auth_secret(cluster, token), "auth token")
+
+
+def _create_secret(body: dict[str, Any], manifest: dict[str, Any], what: str) -> None:
+    meta = manifest["metadata"]
     try:
-        kube.create_secret(namespace, secret.token_secret(cluster, secrets.token_urlsafe(32)))
+        kube.create_secret(meta["namespace"], manifest)
     except kube.AlreadyExistsError:
         return
-    kube.post_event(body, "CreatedSecret", f"Created token Secret {secret_name}")
+    kube.post_event(body, "CreatedSecret", f"Created {what} Secret {meta['name']}")
 
 
 def _ensure_service(cluster: models.RayCluster, body: dict[str, Any]) -> dict[str, Any]:
-    namespace, service_name = cluster.metadata.namespace, names.head_service_name(cluster.metadata.name)
+    namespace, service_name = cluster.metadata.namespace, names.cluster_head_service_name(cluster)
     existing = kube.read_service(namespace, service_name)
     if existing is not None:
         return existing
@@ -110,12 +163,13 @@ def _ensure_service(cluster: models.RayCluster, body: dict[str, Any]) -> dict[st
     return created
 
 
-def _create_pod(cluster: models.RayCluster, body: dict[str, Any], group: str | None) -> None:
-    """Create the head (group None) or a worker of `group`, retrying on a name clash."""
+def _create_pod(cluster: models.RayCluster, body: dict[str, Any], group: str | None,
+                index: int | None = None) -> None:
+    """Create the head (group None) or a worker of `group` (replica `index`), retrying on a name clash."""
     for attempt in range(CREATE_ATTEMPTS):
         suffix = random_suffix()
         manifest = (pods.head_pod(cluster, suffix) if group is None
-                    else pods.worker_pod(cluster, group, suffix))
+                    else pods.worker_pod(cluster, group, suffix, replica_index=index))
         try:
             created = kube.create_pod(cluster.metadata.namespace, manifest)
         except kube.AlreadyExistsError:
@@ -124,15 +178,19 @@ def _create_pod(cluster: models.RayCluster, body: dict[str, Any], group: str | N
             continue
         except kube.InvalidError as e:
             which = "head" if group is None else f"worker group {group!r}"
-            raise InvalidSpecError(f"the {which} Pod template was rejected: {e}") from e
+            # Without the random name the message is the same every pass, so it is recorded once.
+            pod_name = manifest["metadata"]["name"]
+            text = str(e).replace(pod_name, pod_name.removesuffix(suffix) + "*")
+            raise InvalidSpecError(f"the {which} Pod template was rejected: {text}") from e
         pod_name = created["metadata"]["name"]
         reason, what = ("CreatedHeadPod", "head") if group is None else ("CreatedWorkerPod", "worker")
         kube.post_event(body, reason, f"Created {what} Pod {pod_name}")
         return
 
 
-def _apply(cluster: models.RayCluster, body: dict[str, Any], plan: scaling.ClusterPlan) -> list[str]:
-    """Delete, then create, what the plan says; returns what failed (already posted as events)."""
+def _apply(cluster: models.RayCluster, body: dict[str, Any], plan: scaling.ClusterPlan,
+           views: list[observed.PodView]) -> list[str]:
+    """Delete, then create, what the plan says; returns what failed (the caller posts them as events)."""
     failures: list[str] = []
     for pod_name in plan.to_delete:
         try:
@@ -140,18 +198,18 @@ def _apply(cluster: models.RayCluster, body: dict[str, Any], plan: scaling.Clust
                 kube.post_event(body, "DeletedPod", f"Deleted Pod {pod_name}")
         except kube.KubeError as e:
             failures.append(f"deleting Pod {pod_name}: {e}")
-    creations: list[str | None] = [None] if plan.create_head else []
+    deleted = set(plan.to_delete)
+    remaining = [v for v in views if v.name not in deleted]
+    creations: list[tuple[str | None, int | None]] = [(None, None)] if plan.create_head else []
     for group_name, count in plan.to_create.items():
-        creations.extend([group_name] * count)
-    for group in creations:
+        creations.extend((group_name, i) for i in scaling.free_replica_indices(remaining, group_name, count))
+    for group, index in creations:
         try:
-            _create_pod(cluster, body, group)
-        except InvalidSpecError:
+            _create_pod(cluster, body, group, index)
+        except (InvalidSpecError, kube.NamespaceTerminatingError):
             raise
         except kube.KubeError as e:
             failures.append(str(e))
-    for failure in failures:
-        kube.post_event(body, "FailedReconcile", failure, warning=True)
     return failures
 
 
@@ -180,7 +238,7 @@ def _clear_workers_to_delete(cluster: models.RayCluster, body: dict[str, Any], p
 
 
 def _write_status(cluster: models.RayCluster, body: dict[str, Any], views: list[observed.PodView],
-                  head_service: dict[str, Any], failures: list[str]) -> None:
+                  head_service: dict[str, Any] | None, failures: list[str]) -> None:
     previous = cluster.status
     if previous is not None and previous.state == models.ClusterState.FAILED.value:
         previous.state = None  # the spec is fine again: recompute from the Pods

@@ -42,11 +42,26 @@ def _sync_quietly(namespace: str, name: str) -> None:
 @kopf.on.resume(models.GROUP, models.VERSION, PLURAL)
 @kopf.on.create(models.GROUP, models.VERSION, PLURAL)
 @kopf.on.update(models.GROUP, models.VERSION, PLURAL, field="spec")
-def reconcile(namespace: str | None, name: str | None, **_: Any) -> None:
-    """Bring the cluster in line with its spec now; a bad spec fails for good (until the spec changes)."""
+def reconcile(namespace: str | None, name: str | None, reason: str | None = None,
+              old: Mapping[str, Any] | None = None, **_: Any) -> None:
+    """Bring the cluster in line with its spec now; a bad spec fails for good (until the spec changes).
+
+    On create and spec updates (not on resume after an operator restart) it also posts the Warning
+    Events of fields without effect on kray that the spec newly has.
+    """
     ns, cluster = namespace or "", name or ""  # always set for a namespaced kind
+    announce = reason in ("create", "update")
+    old_spec = None
+    if reason == "update" and old:  # kopf gives the old value of the handler's field: the spec
+        old_spec = dict(old if "headGroupSpec" in old else old.get("spec") or {})
+    pending = [announce]  # the coalescer may run this again for requests made meanwhile: announce once
+
+    def one_pass() -> None:
+        first = pending.pop() if pending else False
+        cluster_sync.sync(ns, cluster, first, old_spec)
+
     try:
-        _passes.run((ns, cluster), lambda: cluster_sync.sync(ns, cluster))
+        _passes.run((ns, cluster), one_pass)
     except cluster_sync.InvalidSpecError as e:
         raise kopf.PermanentError(f"invalid RayCluster spec: {e}") from e
     except (kube.KubeError, coalescing.BusyError) as e:

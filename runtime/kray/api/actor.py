@@ -13,9 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from kray import exceptions, serialization
-from kray.api import runtime
+from kray.api import runtime, runtime_envs
 from kray.core import refs, task_args
 from kray.protocol import messages
+from kray.runtime_env import validation as runtime_env_validation
 from kray.scheduling import resources as res
 from kray.util import scheduling_strategies
 from kray.worker import actor_runtime
@@ -106,6 +107,7 @@ class ActorClass:
             [messages.ArgValue("ref", r.binary(), r.owner_address()) for r in top], 1, request,
             core.gcs_address, 0, False, 0, self._blob, None, core.current_task_id,
             actor_id=actor_id, actor_options=actor_options,
+            runtime_env=runtime_envs.resolve(core, opts.get("runtime_env")),
         )
         pins: list[Any] = [*top, *contained]
         if len(frames) == 1 and len(frames[0]) <= 100 * 1024:
@@ -117,6 +119,7 @@ class ActorClass:
             kind = "shm" if entry is not None and entry.kind == "shm" else "ref"
             spec.args_object = messages.ArgValue(kind, args_ref.binary(), core.address,
                                                  entry.node_id if entry is not None else b"")
+        core.node_watch.check()  # the driver's node is gone: no actor can be created through it
         try:
             info = core.call(core.gcs_address, lambda rid: messages.RegisterActor(rid, spec))
         except exceptions.RaySystemError as e:
@@ -151,8 +154,8 @@ def _validate(options: dict[str, Any]) -> dict[str, Any]:
     concurrency = options.get("max_concurrency")
     if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
         raise ValueError(f"max_concurrency must be a positive integer, got {concurrency!r}.")
-    if options.get("runtime_env"):
-        raise ValueError("runtime_env is not supported yet by kray.")
+    if options.get("runtime_env") is not None:
+        options["runtime_env"] = runtime_env_validation.validate(options["runtime_env"])
     return options
 
 

@@ -6,6 +6,7 @@ Reads cluster state by asking the GCS and the raylets through the core worker.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kray import ids
@@ -103,11 +104,14 @@ class RuntimeContext:
         return None
 
     def get_runtime_env_string(self) -> str:
-        return "{}"  # runtime_env is not supported yet
+        """The runtime_env of the current job, task or actor as JSON ("{}" for none); local
+        packages appear as the gcs:// URIs they were uploaded to."""
+        return self._core.runtime_env or "{}"
 
     @property
     def runtime_env(self) -> dict[str, Any]:
-        return {}
+        """The runtime_env of the current job, task or actor, as a dict."""
+        return dict(json.loads(self.get_runtime_env_string()))
 
     def _actor_options(self) -> Any:
         executor = self._core.executor

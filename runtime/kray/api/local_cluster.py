@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,15 +103,16 @@ def start_node(
     resources: dict[str, float] | None = None, object_store_memory: int | None = None,
     parent_pid: int | None = None, session_name: str | None = None, write_address_file: bool = False,
     token: str | None = None, dashboard_host: str = "127.0.0.1", dashboard_port: int | None = None,
-    memory: int | None = None,
+    memory: int | None = None, include_dashboard: bool = True,
 ) -> LocalNode:
-    """Start a GCS (when gcs_address is None, i.e. a head) and a raylet; returns without waiting.
+    """Start a GCS (when gcs_address is None, i.e. a head), a raylet and, on a head with
+    include_dashboard, the HTTP server (jobs, cluster state); returns without waiting.
 
     The processes come up in parallel with the caller: zmq queues requests until they listen.
     """
     is_head = gcs_address is None
     dashboard_url = ""
-    if is_head:
+    if is_head and include_dashboard:
         dashboard_port = dashboard_port or wire.free_port(dashboard_host)
         dashboard_url = f"{'127.0.0.1' if dashboard_host == '0.0.0.0' else dashboard_host}:{dashboard_port}"
     session_name = session_name or time.strftime("session_%Y-%m-%d_%H-%M-%S_") + f"{os.getpid()}_{os.urandom(2).hex()}"
@@ -132,11 +134,19 @@ def start_node(
         gcs_address = wire.tcp(ip, gcs_port)
         processes.append(
             _spawn(
-                ["-m", "kray.gcs", "--host", ip, "--port", str(gcs_port), "--parent-pid", str(parent_pid or 0),
-                 "--dashboard-host", dashboard_host, "--dashboard-port", str(dashboard_port or wire.free_port(dashboard_host))],
+                ["-m", "kray.gcs", "--host", ip, "--port", str(gcs_port), "--parent-pid", str(parent_pid or 0)],
                 os.path.join(session_dir, "logs", "gcs"), env,
             )
         )
+        if include_dashboard:
+            processes.append(
+                _spawn(
+                    ["-m", "kray.dashboard", "--gcs", gcs_address, "--host", dashboard_host,
+                     "--port", str(dashboard_port), "--session-dir", session_dir, "--session-name", session_name,
+                     "--parent-pid", str(parent_pid or 0)],
+                    os.path.join(session_dir, "logs", "dashboard"), env,
+                )
+            )
     assert gcs_address is not None
     raylet_port = raylet_port or wire.free_port(ip)
     total = default_resources(num_cpus, num_gpus, resources, store_bytes, ip, is_head)
@@ -160,10 +170,31 @@ def start_node(
             os.path.join(session_dir, "logs", "raylet"), env,
         )
     )
+    node.pid = processes[-1].pid  # the raylet's: the driver watches it (core/node_watch.py)
     local = LocalNode(node, gcs_address, session_name, session_dir, dashboard_url, shm_root, processes)
     if write_address_file:
         write_address(gcs_address, session_dir, [p.pid for p in processes], token, dashboard_url, ip)
     return local
+
+
+def dashboard_listening(url: str) -> bool:
+    """Whether the HTTP server at `url` (HOST:PORT) accepts connections yet."""
+    host, _, port = url.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_dashboard(node: LocalNode, timeout: float) -> None:
+    """Return once the node's HTTP server listens (a job submitted next must find it)."""
+    deadline = time.monotonic() + timeout
+    while node.dashboard_url and not dashboard_listening(node.dashboard_url):
+        if time.monotonic() > deadline:
+            raise ConnectionError(f"the HTTP server (job API) did not listen on {node.dashboard_url} within "
+                                  f"{timeout:g}s; see {node.session_dir}/logs/dashboard.err")
+        time.sleep(0.02)
 
 
 def _child_env() -> dict[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kray.runtime_env import validation as runtime_env_validation
 from kray.util import scheduling_strategies
 
 TASK_OPTIONS = {
@@ -54,6 +55,6 @@ def validate_task_options(options: dict[str, Any]) -> dict[str, Any]:
             raise TypeError("retry_exceptions must be a bool or a list of exception classes.")
         options["retry_exceptions"] = list(retry)
     scheduling_strategies.as_wire(options.get("scheduling_strategy"))  # raises for what kray cannot do
-    if options.get("runtime_env"):
-        raise ValueError("runtime_env is not supported yet by kray; install dependencies on the nodes instead.")
+    if options.get("runtime_env") is not None:
+        options["runtime_env"] = runtime_env_validation.validate(options["runtime_env"])
     return options

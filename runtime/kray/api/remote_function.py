@@ -12,7 +12,7 @@ from typing import Any
 
 from kray import serialization
 from kray.api import options as options_mod
-from kray.api import runtime
+from kray.api import runtime, runtime_envs
 from kray.scheduling import resources as res
 from kray.util import scheduling_strategies
 
@@ -52,7 +52,7 @@ class RemoteFunction:
         out = core.submitter.submit(
             function_id, blob, opts.get("name") or self._name, args, kwargs, num_returns, request,
             opts.get("max_retries", 3), opts.get("retry_exceptions", False),
-            strategy=strategy,
+            strategy=strategy, runtime_env=runtime_envs.resolve(core, opts.get("runtime_env")),
         )
         if num_returns == 1:
             return out[0]

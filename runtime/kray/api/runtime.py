@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 
 from kray import config, ids
-from kray.api import local_cluster
+from kray.api import local_cluster, runtime_envs
 from kray.core import core_worker, refs
 from kray.protocol import client, messages, wire
 
@@ -87,11 +87,13 @@ def init(
         unknown = set(kwargs) - {"runtime_env", "logging_level", "configure_logging", "_temp_dir", "job_config"}
         if unknown:
             raise TypeError(f"kray.init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        job_runtime_env = runtime_envs.job_env(kwargs.get("runtime_env"))  # bad fields fail before any start
         if address is None:
             address = config.ADDRESS
         namespace = namespace or os.urandom(8).hex()
         if address in (None, "", "local"):
-            _driver = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace)
+            _driver = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
+                                   bool(include_dashboard))
         else:
             if num_cpus is not None or num_gpus is not None or resources or object_store_memory:
                 raise ValueError(
@@ -101,6 +103,9 @@ def init(
             _driver = _connect(*_resolve_address(address), namespace)
         try:
             _finish_connect(_driver, log_to_driver)
+            runtime_envs.start_job(_driver.core, job_runtime_env)
+            if _driver.local is not None:
+                local_cluster.wait_for_dashboard(_driver.local, config.START_TIMEOUT_S)
         except BaseException:
             _teardown(_driver)
             _driver = None
@@ -110,14 +115,16 @@ def init(
 
 def _start_local(
     num_cpus: float | None, num_gpus: float | None, resources: dict[str, float] | None,
-    object_store_memory: int | None, namespace: str,
+    object_store_memory: int | None, namespace: str, include_dashboard: bool,
 ) -> _Driver:
     token = config.cluster_token() or local_cluster.new_token()
     wire.set_token(token)
+    # The HTTP server (job API) is a process of its own: an embedded cluster starts it only when asked,
+    # which keeps `kray.init()` fast and small; `kray start --head` always starts it.
     local = local_cluster.start_node(
         num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
         object_store_memory=object_store_memory, parent_pid=os.getpid(), write_address_file=True,
-        token=token,
+        token=token, include_dashboard=include_dashboard,
     )
     core = core_worker.CoreWorker(
         node=local.node, gcs_address=local.gcs_address, job_id=0, worker_id=ids.random_id(),
@@ -213,11 +220,16 @@ def _finish_connect(driver: _Driver, log_to_driver: bool) -> None:
     timeout = config.START_TIMEOUT_S
     core.job_id = core.call(
         core.gcs_address,
-        lambda rid: messages.RegisterJob(rid, os.getpid(), driver.namespace, " ".join(sys.argv)),
+        lambda rid: messages.RegisterJob(rid, os.getpid(), driver.namespace, " ".join(sys.argv),
+                                         config.JOB_SUBMISSION_ID),
         timeout=timeout,
     )
     if log_to_driver:
         core.call(core.raylet_address, lambda rid: messages.SubscribeLogs(rid, core.job_id), timeout=timeout)
+    # The raylet ends the job if this process dies without kray.shutdown() (SIGKILL), and this process
+    # fails its calls if the raylet goes.
+    core.send(core.raylet_address, messages.RegisterDriver(core.job_id, os.getpid()))
+    core.loop.call_soon_threadsafe(core.node_watch.watch_raylet)
     _wait_for_node(core, timeout)
     refs.set_core(core)
     atexit.register(shutdown)
@@ -277,6 +289,7 @@ def shutdown() -> None:
 def _teardown(driver: _Driver) -> None:
     core = driver.core
     refs.set_core(None)
+    runtime_envs.forget()
     if core.job_id:
         # Non-detached actors end with their job, as in Ray.
         core.send(core.gcs_address, messages.JobFinished(core.job_id))

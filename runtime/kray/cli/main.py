@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from kray.cli import health_check, microbenchmark, node_commands
+from kray.cli import cluster_commands, health_check, job_commands, microbenchmark, node_commands
 
 
 @click.group()
@@ -18,6 +18,9 @@ main.add_command(node_commands.stop)
 main.add_command(node_commands.status)
 main.add_command(microbenchmark.command)
 main.add_command(health_check.command)
+main.add_command(job_commands.job)
+for _verb in cluster_commands.COMMANDS:
+    main.add_command(_verb)
 
 
 if __name__ == "__main__":

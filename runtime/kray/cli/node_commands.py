@@ -81,7 +81,9 @@ def start(
     if head:
         click.echo(f"kray runtime started (head node, GCS at {joined}, HTTP API at http://{node.dashboard_url}).")
         click.echo("To add another node to this cluster, run:")
-        click.echo(f"    KRAY_CLUSTER_TOKEN={token} kray start --address='{joined}'")
+        token_file = _write_token_file(node.session_dir, token)
+        # The secret itself is never printed (it would land in pod logs): only where to read it.
+        click.echo(f"    KRAY_CLUSTER_TOKEN=\"$(cat {token_file})\" kray start --address='{joined}'")
         click.echo("To connect to this cluster from Python:")
         click.echo("    import kray; kray.init(address='auto')   # on this machine")
         click.echo(f"    import kray; kray.init(address='{joined}')")
@@ -91,6 +93,15 @@ def start(
     if not block:
         return
     _block(node)
+
+
+def _write_token_file(session_dir: str, token: str) -> str:
+    """The cluster token in a file readable by this user only; returns its path."""
+    path = os.path.join(session_dir, "cluster_token")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return path
 
 
 def _token_for(gcs_address: str | None) -> str:
@@ -147,7 +158,9 @@ def _wait_registered(node: local_cluster.LocalNode, token: str) -> None:
                 nodes = client.request(node.gcs_address, lambda rid: messages.GetNodes(rid), timeout=2.0)
             except client.NoReply:
                 continue
-            if any(n.node_id == node.node.node_id and n.alive for n in nodes):
+            if any(n.node_id == node.node.node_id and n.alive for n in nodes) and (
+                not node.dashboard_url or local_cluster.dashboard_listening(node.dashboard_url)
+            ):
                 return
             time.sleep(0.02)
     finally:

@@ -153,6 +153,8 @@ class ActorSubmitter:
                     f"{record.spec.name} and is restarting; the call is not retried "
                     f"(max_task_retries={info.options.max_task_retries}).")
             error: exceptions.RayError = exceptions.ActorUnavailableError(text)
+        elif info.runtime_env_failed:
+            error = exceptions.RuntimeEnvSetupError(info.death_cause)
         else:
             error = exceptions.ActorDiedError(info.death_cause or f"The actor {info.options.class_name} is dead.")
         self.submitter._finish_with_error(record, error)

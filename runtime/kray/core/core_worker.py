@@ -20,12 +20,15 @@ from typing import Any
 import zmq
 
 from kray import config, exceptions, ids, serialization
-from kray.core import fetch, object_table, refs, submitter
+from kray.core import fetch, node_watch, object_table, refs, submitter
 from kray.object_store import shm
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages, wire
 
 log = logging.getLogger(__name__)
+
+# Released refs and freed objects are sent in batches gathered over this long.
+FLUSH_DELAY_S = 0.05
 
 
 class CoreWorker:
@@ -54,9 +57,13 @@ class CoreWorker:
         self.assigned_resources: dict[str, float] = {}
         self.gpu_ids: list[int] = []
         self.actor_id = b""
+        # The runtime_env (canonical JSON, packages uploaded) this process's tasks run in by default:
+        # the job's for a driver, its own for a worker; "" for none.
+        self.runtime_env = ""
         self.escaped_actors: set[bytes] = set()  # actors whose handles were sent to other processes
         self._put_index = itertools.count(1)
         self.nodes: dict[bytes, messages.NodeInfo] = {node.node_id: node}
+        self.node_watch = node_watch.NodeWatch(self)
         self.submitter = submitter.Submitter(self)
         self.fetcher = fetch.LocalFetcher(self)
         self.executor: Any = None  # set in worker processes
@@ -64,7 +71,10 @@ class CoreWorker:
         self.loop.on(messages.AddBorrower, lambda m, p, peer: self.objects.add_borrowers(m.object_ids))
         self.loop.on(messages.RemoveBorrower, lambda m, p, peer: self.objects.remove_borrowers(m.object_ids))
         self.loop.on(messages.AddObjectLocation, lambda m, p, peer: self.objects.add_copy(m.object_id, m.node_id))
-        self.loop.call_every(0.05, self.flush)
+        # Flushes run when there is something to flush (a dropped ref, a freed object), batched over
+        # FLUSH_DELAY_S: an idle process never wakes on a timer.
+        self._flush_due = False
+        self.objects.wake = self.wake_flush
         self._thread = threading.Thread(target=self._run_loop, name="kray-io", daemon=True)
         self._closed = False
 
@@ -112,6 +122,16 @@ class CoreWorker:
 
     def send(self, endpoint: str, msg: Any) -> None:
         self.loop.call_soon_threadsafe(lambda: self.loop.connect(endpoint).send(msg))
+
+    def wake_flush(self) -> None:
+        """Any thread (ObjectRef.__del__ included): make sure a flush runs within FLUSH_DELAY_S."""
+        if not self._flush_due:
+            self._flush_due = True
+            self.loop.call_soon_threadsafe(self.loop.call_later, FLUSH_DELAY_S, self._due_flush)
+
+    def _due_flush(self) -> None:
+        self._flush_due = False
+        self.flush()
 
     def flush(self) -> None:
         """I/O thread: apply released refs, send borrower updates and shared-memory frees."""

@@ -117,6 +117,7 @@ class ObjectTable:
         self.borrow_adds: list[tuple[str, bytes]] = []
         self.borrow_removes: list[tuple[str, bytes]] = []
         self.freed_shm: list[tuple[bytes, str]] = []  # (node_id, object hex) to delete
+        self.wake: Callable[[], None] = _nothing  # called when the outbox gets something to send
 
     # ------------------------------------------------------------ references
 
@@ -189,8 +190,10 @@ class ObjectTable:
                 self.freed_shm.append((entry.node_id, object_id.hex()))
                 for node_id in entry.copies or ():
                     self.freed_shm.append((node_id, object_id.hex()))
+                self.wake()
         else:
             self.borrow_removes.append((entry.owner, object_id))
+            self.wake()
 
     # ------------------------------------------------------------ values
 
@@ -303,3 +306,7 @@ class ObjectTable:
             out = (self.borrow_adds, self.borrow_removes, self.freed_shm)
             self.borrow_adds, self.borrow_removes, self.freed_shm = [], [], []
         return out
+
+
+def _nothing() -> None:
+    pass

@@ -42,6 +42,7 @@ class ObjectRef:
         if core is not None:
             try:
                 core.released.append(self._id)
+                core.wake_flush()
             except Exception:  # noqa: BLE001, S110 - __del__ at interpreter exit
                 pass
 

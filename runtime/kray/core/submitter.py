@@ -91,12 +91,13 @@ class Lease:
 
 
 class KeyQueue:
-    """Tasks of one resource shape waiting for a worker, and the leases that serve them."""
+    """Tasks of one resource shape (and runtime_env) waiting for a worker, and the leases that serve them."""
 
-    def __init__(self, key: tuple, resources: dict[str, float], strategy: tuple) -> None:
+    def __init__(self, key: tuple, resources: dict[str, float], strategy: tuple, runtime_env: str = "") -> None:
         self.key = key
         self.resources = resources
         self.strategy = strategy
+        self.runtime_env = runtime_env
         self.pending: collections.deque[TaskRecord] = collections.deque()
         self.leases: list[Lease] = []
         self.requests: dict[int, str] = {}  # outstanding lease requests: id -> raylet address
@@ -131,8 +132,10 @@ class Submitter:
         self, function_id: bytes, function_blob: bytes, name: str, args: tuple, kwargs: dict,
         num_returns: int, resources: dict[str, float], max_retries: int, retry_exceptions: Any,
         actor_id: bytes = b"", method: str = "", concurrency_group: str = "", strategy: tuple = ("DEFAULT",),
+        runtime_env: str = "",
     ) -> list[refs.ObjectRef]:
         core = self.core
+        core.node_watch.check()
         frames, contained, top = task_args.pack(args, kwargs, name)
         task_id = core.task_ids.next()
         spec = messages.TaskSpec(
@@ -157,6 +160,9 @@ class Submitter:
         if strategy != ("DEFAULT",):
             record.strategy = strategy
             record.key = (record.key[0], strategy)
+        if runtime_env:
+            spec.runtime_env = runtime_env
+            record.key = (*record.key, runtime_env)  # workers of different envs are never shared
         record.pins.append(top)  # the top-level refs, by position, for resolution
         self.loop.call_soon_threadsafe(self._on_submit, record, top)
         return out
@@ -165,6 +171,10 @@ class Submitter:
 
     def _on_submit(self, record: TaskRecord, top: list[refs.ObjectRef]) -> None:
         self.tasks[record.spec.task_id] = record
+        lost = self.core.node_watch.lost
+        if lost is not None:  # submitted while the node was being lost
+            self._finish_with_error(record, lost)
+            return
         if record.spec.actor_id:
             self._seq += 1
             record.seq = self._seq
@@ -226,7 +236,9 @@ class Submitter:
     def _enqueue(self, record: TaskRecord, front: bool = False) -> None:
         queue = self.queues.get(record.key)
         if queue is None:
-            queue = self.queues[record.key] = KeyQueue(record.key, dict(record.spec.resources), record.strategy)
+            queue = self.queues[record.key] = KeyQueue(
+                record.key, dict(record.spec.resources), record.strategy, record.spec.runtime_env
+            )
         if front:
             queue.pending.appendleft(record)
         else:
@@ -283,7 +295,8 @@ class Submitter:
 
         def make(req_id: int) -> messages.RequestLease:
             return messages.RequestLease(
-                req_id, self.core.job_id, queue.resources, self.core.address, label, queue.strategy, spilled
+                req_id, self.core.job_id, queue.resources, self.core.address, label, queue.strategy, spilled,
+                queue.runtime_env,
             )
 
         req_id = self.loop.request(
@@ -314,6 +327,12 @@ class Submitter:
                 print(f"Warning: {msg.text}", file=sys.stderr, flush=True)
             return
         queue.requests.pop(msg.req_id, None)
+        if isinstance(msg, messages.RuntimeEnvSetupFailed):
+            # As in Ray, a runtime_env that cannot be set up fails the tasks (no retry).
+            while queue.pending:
+                record = queue.pending.popleft()
+                self._finish_with_error(record, exceptions.RuntimeEnvSetupError(msg.error))
+            return
         if not isinstance(msg, messages.LeaseGranted):
             log.error("lease request failed: %s", getattr(msg, "value", msg))
             if queue.pending:
@@ -448,6 +467,9 @@ class Submitter:
         node = self.core.nodes.get(msg.node_id)
         if node is not None:
             node.alive = False
+        if msg.node_id == self.core.node_id and self.core.is_driver:
+            self.core.node_watch.node_lost(f"the GCS declared it dead ({msg.reason})")
+            return
         for lease in list(self.leases.values()):
             if lease.node_id == msg.node_id:
                 self._on_worker_died(messages.WorkerDied(lease.worker_id, lease.lease_id, f"its node died: {msg.reason}"), [], peer)

@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from kray import config
-from kray.gcs import http_api, server
+from kray.gcs import server
 from kray.protocol import wire
 from kray.util import process_watch
 
@@ -16,18 +16,13 @@ def main() -> None:
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, default=0)
-    parser.add_argument("--dashboard-host", default="127.0.0.1")
-    parser.add_argument("--dashboard-port", type=int, default=0, help="0: no HTTP API")
     args = parser.parse_args()
     wire.set_token(config.cluster_token())
     logging.basicConfig(level=config.LOG_LEVEL, format="[gcs] %(levelname)s %(message)s")
     gcs = server.Gcs(args.host, args.port)
-    http = http_api.serve(gcs, args.dashboard_host, args.dashboard_port) if args.dashboard_port else None
     process_watch.stop_on_signals(gcs.loop, gcs.loop.stop)
     process_watch.exit_with_parent(gcs.loop, args.parent_pid, gcs.loop.stop)
     gcs.loop.run()
-    if http is not None:
-        http.shutdown()
     gcs.loop.close()
 
 

@@ -126,7 +126,8 @@ class ActorManager:
 
         def make(req_id: int) -> messages.RequestLease:
             return messages.RequestLease(
-                req_id, spec.job_id, spec.resources, self.address, opts.class_name, opts.strategy, spilled
+                req_id, spec.job_id, spec.resources, self.address, opts.class_name, opts.strategy, spilled,
+                spec.runtime_env,
             )
 
         record.request_id = self.loop.request(
@@ -145,6 +146,12 @@ class ActorManager:
         if isinstance(msg, messages.LeaseSpillback):
             if record.info.state != DEAD:
                 self._schedule(record, msg.raylet_address, spilled=spilled + 1)
+            return
+        if isinstance(msg, messages.RuntimeEnvSetupFailed):
+            if record.info.state != DEAD:
+                record.info.runtime_env_failed = True
+                self._mark_dead(record, f"The actor {record.info.options.class_name} died because its "
+                                f"runtime_env could not be set up:\n{msg.error}")
             return
         if not isinstance(msg, messages.LeaseGranted):
             log.error("lease for actor %s failed: %s", record.info.actor_id.hex(), getattr(msg, "value", msg))

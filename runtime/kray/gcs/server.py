@@ -12,7 +12,7 @@ from typing import Any
 import zmq
 
 from kray import config
-from kray.gcs import actors, placement_groups
+from kray.gcs import actors, liveness, placement_groups
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages, wire
 
@@ -27,6 +27,12 @@ class Gcs:
         self.loop = loop_mod.Loop(name="gcs")
         self.router = wire.make_socket(self.loop.ctx, zmq.ROUTER)
         self.router.bind(wire.tcp(host, port))
+        if not host.startswith("127.") and host != "0.0.0.0":
+            # As Ray's GCS, also reachable on loopback: KubeRay sets RAY_ADDRESS=127.0.0.1:6379 in head pods.
+            try:
+                self.router.bind(wire.tcp("127.0.0.1", port))
+            except zmq.ZMQError as e:
+                log.info("the GCS is not reachable on 127.0.0.1:%s too: %s", port, e)
         self.address = wire.tcp(host, port)
         self.loop.serve(self.router)
         self.nodes: dict[bytes, messages.NodeInfo] = {}
@@ -36,7 +42,9 @@ class Gcs:
         self.actors = actors.ActorManager(self.loop, self.address, self.nodes)
         self.available: dict[bytes, dict[str, float]] = {}
         self.pending: dict[bytes, list[dict[str, float]]] = {}
-        self.last_seen: dict[bytes, float] = {}
+        self.liveness = liveness.NodeLiveness(self.loop, self.nodes, self._node_died)
+        self.view_version = 1
+        self._view_push: list | None = None  # the pending (debounced) push of a changed view
         self.node_subscribers: dict[bytes | None, loop_mod.Peer] = {}
         self.placement_groups = placement_groups.PlacementGroupManager(
             self.loop, self.nodes, lambda node_id: self.available.get(node_id, {})
@@ -48,16 +56,20 @@ class Gcs:
         on(messages.RegisterJob, self._on_register_job)
         on(messages.KvPut, self._on_kv_put)
         on(messages.KvGet, lambda m, p, peer: peer.reply(m.req_id, self.kv.get(m.key)))
+        on(messages.KvExists, lambda m, p, peer: peer.reply(m.req_id, m.key in self.kv))
+        on(messages.KvKeys, lambda m, p, peer: peer.reply(m.req_id, [k for k in self.kv if k.startswith(m.prefix)]))
+        on(messages.KvDel, lambda m, p, peer: peer.reply(m.req_id, self.kv.pop(m.key, None) is not None))
+        on(messages.GetClusterState, lambda m, p, peer: peer.reply(m.req_id, self.cluster_state()))
+        on(messages.SubmissionEnded, self._on_submission_ended)
         on(messages.NodeHeartbeat, self._on_heartbeat)
         on(messages.JobFinished, self._on_job_finished)
         on(messages.SubscribeNodes, lambda m, p, peer: self.node_subscribers.__setitem__(peer.identity, peer))
-        self.loop.call_every(0.5, self._check_heartbeats)
 
     def _on_register_node(self, msg: messages.RegisterNode, payload: list, peer: loop_mod.Peer) -> None:
         node = msg.node
         node.alive = True
         self.nodes[node.node_id] = node
-        self.last_seen[node.node_id] = time.monotonic()
+        self.liveness.seen(node.node_id)
         self.available[node.node_id] = dict(node.resources)
         self.placement_groups.node_added()
         log.info("node %s registered at %s", node.node_id.hex(), node.raylet_address)
@@ -71,6 +83,9 @@ class Gcs:
 
     def _on_job_finished(self, msg: messages.JobFinished, payload: list, peer: loop_mod.Peer) -> None:
         """A driver ended: its actors end (unless detached) and every raylet drops the job's work."""
+        job = self.jobs.get(msg.job_id)
+        if job is not None:
+            job.setdefault("end_time", time.time())
         self.actors.end_job(msg.job_id)
         for node in self.nodes.values():
             if node.alive:
@@ -85,31 +100,42 @@ class Gcs:
                       else "this GCS does not know it (the head restarted?)")
             peer.send(messages.NodeRejected(msg.node_id, f"node {msg.node_id.hex()} is not in the cluster: {reason}"))
             return
-        self.last_seen[msg.node_id] = time.monotonic()
-        self.available[msg.node_id] = msg.available
-        self.pending[msg.node_id] = msg.pending
-        if msg.total:
-            node.resources = msg.total  # placement-group bundles add resources to a node
-        peer.send(self._view())
+        self.liveness.seen(msg.node_id, peer)
+        if msg.changed:  # else a keep-alive: the last report stands
+            self.pending[msg.node_id] = msg.pending
+            if msg.available != self.available.get(msg.node_id) or (msg.total and msg.total != node.resources):
+                self.available[msg.node_id] = msg.available
+                if msg.total:
+                    node.resources = msg.total  # placement-group bundles add resources to a node
+                self._view_changed()
+        if msg.view_version != self.view_version:
+            peer.send(self._view())
+        else:
+            peer.send(messages.HeartbeatAck(self.view_version))
 
     def _view(self) -> messages.ClusterView:
         return messages.ClusterView([
             (n.node_id, n.raylet_address, n.resources, self.available.get(n.node_id, {}), n.alive)
             for n in self.nodes.values()
-        ])
+        ], self.view_version)
+
+    def _view_changed(self) -> None:
+        """A node's free resources changed: every raylet hears of it within a heartbeat period (one push
+        for all changes in that period; nothing is sent while nothing changes)."""
+        self.view_version += 1
+        if self._view_push is None:
+            self._view_push = self.loop.call_later(config.HEARTBEAT_PERIOD_S, self._broadcast_view)
 
     def _broadcast_view(self) -> None:
-        """Tell every raylet at once that a node joined or died (heartbeat answers would, a beat later)."""
+        """Tell every raylet at once that a node joined or died, or that free resources changed."""
+        if self._view_push is not None:
+            self.loop.cancel_timer(self._view_push)
+            self._view_push = None
+        self.view_version += 1
         view = self._view()
         for node in self.nodes.values():
             if node.alive:
                 self.loop.connect(node.raylet_address).send(view)
-
-    def _check_heartbeats(self) -> None:
-        now = time.monotonic()
-        for node in list(self.nodes.values()):
-            if node.alive and now - self.last_seen.get(node.node_id, now) > config.NODE_TIMEOUT_S:
-                self._node_died(node, f"no heartbeat for {config.NODE_TIMEOUT_S:g}s")
 
     def _node_died(self, node: messages.NodeInfo, reason: str, expected: bool = False) -> None:
         log.warning("node %s (%s) is dead: %s", node.node_id.hex(), node.ip, reason)
@@ -117,6 +143,7 @@ class Gcs:
         node.death_reason = EXPECTED_TERMINATION if expected else UNEXPECTED_TERMINATION
         node.death_message = reason
         self.pending.pop(node.node_id, None)
+        self.liveness.forget(node.node_id)
         for peer in self.node_subscribers.values():
             peer.send(messages.NodeDied(node.node_id, reason))
         self.actors.node_died(node.node_id, reason)
@@ -137,9 +164,33 @@ class Gcs:
             "driver_pid": msg.driver_pid,
             "namespace": msg.namespace,
             "entrypoint": msg.entrypoint,
+            "submission_id": msg.submission_id,
             "start_time": time.time(),
         }
         peer.reply(msg.req_id, job_id)
+
+    def _on_submission_ended(self, msg: messages.SubmissionEnded, payload: list, peer: loop_mod.Peer) -> None:
+        """A job's entrypoint is gone: its drivers may have died without saying goodbye (SIGKILL)."""
+        for job_id, job in list(self.jobs.items()):
+            if job.get("submission_id") == msg.submission_id and "end_time" not in job:
+                self._on_job_finished(messages.JobFinished(job_id), [], peer)
+        peer.reply(msg.req_id, True)
+
+    def cluster_state(self) -> dict[str, Any]:
+        """Every node with its free resources and pending shapes, and the cluster's demand."""
+        nodes = []
+        for node in self.nodes.values():
+            nodes.append({
+                "node_id": node.node_id.hex(),
+                "ip": node.ip,
+                "alive": node.alive,
+                "is_head": node.is_head,
+                "resources_total": dict(node.resources),
+                "resources_available": dict(self.available.get(node.node_id, {})) if node.alive else {},
+                "pending_demand": list(self.pending.get(node.node_id, [])) if node.alive else [],
+                "labels": dict(node.labels),
+            })
+        return {"nodes": nodes, "demand": self.demand(), "jobs": [dict(j) for j in self.jobs.values()]}
 
     def _on_kv_put(self, msg: messages.KvPut, payload: list, peer: loop_mod.Peer) -> None:
         if not msg.overwrite and msg.key in self.kv:

@@ -73,7 +73,7 @@ class Loop:
         self._peer_objs: dict[str, Peer] = {}
         self.running = False
         self.add_fd(self._wake_fd, self._drain_calls)
-        self.call_every(1.0, self._expire_requests)
+        self._expiry: list | None = None  # the timer of the earliest request deadline, armed only while any wait
 
     # ------------------------------------------------------------ registration
 
@@ -151,29 +151,42 @@ class Loop:
     ) -> int:
         """Send make(req_id) to `endpoint`; callback(reply, payload) gets the answer or a timeout."""
         req_id = next(self._req_ids)
-        self._pending[req_id] = (callback, time.monotonic() + timeout)
+        deadline = time.monotonic() + timeout
+        self._pending[req_id] = (callback, deadline)
+        self._arm_expiry(deadline)
         self.connect(endpoint).send(make(req_id), payload)
         return req_id
 
     def forget(self, req_id: int) -> None:
         self._pending.pop(req_id, None)
 
+    def _arm_expiry(self, deadline: float) -> None:
+        """Have _expire_requests run by `deadline` (within a second of it): no timer while nothing waits."""
+        if self._expiry is not None and self._expiry[4]:
+            if self._expiry[0] <= deadline + 1.0:
+                return
+            self.cancel_timer(self._expiry)
+        self._expiry = self.call_later(max(0.0, deadline - time.monotonic()), self._expire_requests)
+
     def _expire_requests(self) -> None:
+        self._expiry = None
         now = time.monotonic()
         expired = [rid for rid, (_, deadline) in self._pending.items() if deadline < now]
         for rid in expired:
             callback, _ = self._pending.pop(rid)
             self._safe(callback, messages.Reply(rid, False, "request timed out"), [])
+        if self._pending and self._expiry is None:
+            self._arm_expiry(min(deadline for _, deadline in self._pending.values()))
 
     # ------------------------------------------------------------ running
 
     def run(self) -> None:
         self.running = True
         while self.running:
-            timeout = 1000
+            timeout = None  # nothing due: sleep until a socket, an fd or call_soon_threadsafe wakes us
             if self._timers:
                 # zmq polls in whole milliseconds: round up, or a timer due in 0.3 ms spins the loop.
-                timeout = max(0, math.ceil((self._timers[0][0] - time.monotonic()) * 1000.0))
+                timeout = min(3_600_000, max(0, math.ceil((self._timers[0][0] - time.monotonic()) * 1000.0)))
             for sock, _ in self.poller.poll(timeout):
                 reader = self._readers.get(sock)
                 if reader is not None:
@@ -182,7 +195,12 @@ class Loop:
                 self._run_timers()
 
     def stop(self) -> None:
+        """Stop the loop after the current step; safe from any thread (it wakes the loop)."""
         self.running = False
+        try:
+            os.eventfd_write(self._wake_fd, 1)
+        except OSError:
+            pass  # closed already
 
     def close(self) -> None:
         for sock in list(self._peers.values()):
@@ -261,4 +279,7 @@ class Loop:
 
 
 _NOTICE_TYPES = {messages.LeaseInfeasible, messages.LeaseQueued}  # the request stays pending
-_REPLY_TYPES = {messages.Reply, messages.LeaseGranted, messages.LeaseSpillback, messages.ObjectValue, *_NOTICE_TYPES}
+_REPLY_TYPES = {
+    messages.Reply, messages.LeaseGranted, messages.LeaseSpillback, messages.ObjectValue,
+    messages.RuntimeEnvSetupFailed, *_NOTICE_TYPES,
+}

@@ -2,11 +2,14 @@
 
 Pure data: dataclasses registered with a fixed type code in `wire`. Who sends what:
 
-    driver/worker -> GCS      RegisterNode, GetNodes, RegisterJob, KvPut, KvGet, Shutdown
-    worker -> raylet          RegisterWorker, WorkerBlocked
+    driver/worker -> GCS      RegisterNode, GetNodes, RegisterJob, KvPut, KvGet, KvKeys, KvDel,
+                              GetClusterState, SubmissionEnded, Shutdown
+    worker -> raylet          RegisterWorker, WorkerBlocked, WorkerSetupFailed
+    driver -> raylet          PrepareRuntimeEnv (eager install of the job's runtime_env)
+    driver/worker -> GCS      KvExists (is a runtime_env package uploaded already?)
     owner -> raylet           RequestLease, CancelLeaseRequest, ReturnLease, KillWorker
     any -> raylet             ObjectSealed, DeleteObjects, MakeRoom, GetNodeStats
-    raylet -> owner           LeaseGranted, LeaseInfeasible, ReleaseIdleLeases
+    raylet -> owner           LeaseGranted, LeaseInfeasible, ReleaseIdleLeases, RuntimeEnvSetupFailed
     owner -> leased worker    PushTasks, CancelTask
     worker -> owner           TaskDone, AddBorrower, RemoveBorrower, GetObject
     owner -> borrower         ObjectValue (reply to GetObject)
@@ -84,6 +87,7 @@ class NodeInfo:
     # Why a dead node died, as Ray's NodeDeathInfo: 1 expected termination (it shut down), 2 unexpected.
     death_reason: int = 0
     death_message: str = ""
+    pid: int = 0  # the raylet's process id (the GCS checks it before declaring a silent node dead)
 
 
 @dataclasses.dataclass(slots=True)
@@ -123,6 +127,7 @@ class TaskSpec:
     method: str = ""  # the method to call ("" for the creation task)
     actor_options: ActorOptions | None = None  # only on the creation task
     concurrency_group: str = ""
+    runtime_env: str = ""  # canonical JSON of the (uploaded) runtime_env; "" for none
 
 
 @dataclasses.dataclass(slots=True)
@@ -159,6 +164,7 @@ class ActorInfo:
     num_restarts: int = 0
     death_cause: str = ""
     pending_reason: str = ""  # why an actor waiting to be (re)created cannot be placed, e.g. infeasible
+    runtime_env_failed: bool = False  # it died because its runtime_env could not be set up
 
 
 @dataclasses.dataclass(slots=True)
@@ -192,6 +198,7 @@ class RegisterJob:
     driver_pid: int
     namespace: str
     entrypoint: str
+    submission_id: str = ""  # set when the driver is a submitted job's entrypoint
 
 
 @message(13)
@@ -206,6 +213,33 @@ class KvPut:
 class KvGet:
     req_id: int
     key: str
+
+
+@message(80)
+class KvKeys:
+    req_id: int
+    prefix: str
+
+
+@message(81)
+class KvDel:
+    req_id: int
+    key: str
+
+
+@message(82)
+class GetClusterState:
+    """Nodes with free resources and pending demand, for the head's HTTP API (reply: a dict)."""
+
+    req_id: int
+
+
+@message(83)
+class SubmissionEnded:
+    """A submitted job's entrypoint exited: end every driver job it started (however it ended)."""
+
+    req_id: int
+    submission_id: str
 
 
 @message(15)
@@ -226,11 +260,14 @@ class NodeHeartbeat:
     available: dict[str, float]
     pending: list[dict[str, float]]
     total: dict[str, float] = dataclasses.field(default_factory=dict)
+    changed: bool = True  # False: a keep-alive; the fields above are empty and the last report stands
+    view_version: int = 0  # the ClusterView the raylet has: the GCS answers with a newer one, or an ack
 
 
 @message(18)
 class ClusterView:
     nodes: list[tuple[bytes, str, dict[str, float], dict[str, float], bool]]  # id, raylet, total, free, alive
+    version: int = 0
 
 
 @message(19)
@@ -273,6 +310,39 @@ class RequestLease:
     label: str  # a task name, for infeasibility warnings
     strategy: tuple = ("DEFAULT",)  # ("DEFAULT",), ("SPREAD",) or ("NODE_AFFINITY", node_id, soft)
     spilled: int = 0  # how many raylets already sent this request on
+    runtime_env: str = ""  # the worker must run in this runtime_env (TaskSpec.runtime_env); "" for none
+
+
+@message(90)
+class RuntimeEnvSetupFailed:
+    """raylet -> owner, answering a RequestLease: a worker for its runtime_env could not be set up."""
+
+    req_id: int
+    error: str
+
+
+@message(91)
+class WorkerSetupFailed:
+    """worker -> raylet, instead of RegisterWorker: its runtime_env setup failed (it exits once answered)."""
+
+    req_id: int
+    worker_id: bytes
+    error: str
+
+
+@message(93)
+class KvExists:
+    """Whether the GCS KV holds `key` (Reply value: bool), without sending the value back."""
+
+    req_id: int
+    key: str
+
+
+@message(92)
+class PrepareRuntimeEnv:
+    """driver -> raylet: start a worker in this runtime_env now (runtime_env config.eager_install)."""
+
+    runtime_env: str
 
 
 @message(22)
@@ -570,6 +640,31 @@ class RemoveBorrower:
 @message(47)
 class Exit:
     reason: str
+
+
+# ---------------------------------------------------------------- liveness (issue 20)
+
+
+@message(100)
+class HeartbeatAck:
+    """GCS -> raylet, in answer to a heartbeat when the raylet's ClusterView is current."""
+
+    view_version: int
+
+
+@message(101)
+class NodePing:
+    """GCS -> raylet's heartbeat thread: the node has been silent; answer with a heartbeat now."""
+
+    node_id: bytes
+
+
+@message(102)
+class RegisterDriver:
+    """driver -> its node's raylet: watch this process; when it dies, its job ends (JobFinished)."""
+
+    job_id: int
+    pid: int
 
 
 for _record in (NodeInfo, ArgValue, TaskSpec, ReturnValue, ActorOptions, ActorInfo, PlacementGroupInfo):

@@ -58,6 +58,8 @@ def main() -> None:
             goodbye.send(messages.UnregisterNode(node.node_id))
             goodbye.sock.setsockopt(zmq.LINGER, 500)  # let the goodbye leave before the socket closes
     finally:
+        raylet.heartbeat.stop()
+        raylet.drivers.close()
         raylet.pool.kill_all()
         raylet.store.destroy()
         raylet.loop.close()

@@ -21,7 +21,8 @@ from kray.object_store import shm
 from kray.object_store import store as store_mod
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages, wire
-from kray.raylet import worker_pool
+from kray.raylet import liveness, worker_pool
+from kray.runtime_env import validation
 from kray.scheduling import placement, policy
 from kray.scheduling import resources as res
 
@@ -59,7 +60,8 @@ class Raylet:
         self.gpu_free = {i: 1.0 for i in range(int(node.resources.get("GPU", 0)))}
         self.store = store_mod.ObjectStore(node.shm_dir, node.spill_dir, node.object_store_memory)
         self.pool = worker_pool.WorkerPool(
-            self.loop, node.raylet_address, node.ip, self._publish_logs, self._on_worker_death, worker_env
+            self.loop, node.raylet_address, node.ip, self._publish_logs, self._on_worker_death, worker_env,
+            gcs_address=gcs_address, runtime_env_dir=runtime_env_dir(node),
         )
         self.pending: list[LeaseRequest] = []
         self.leases: dict[int, worker_pool.Worker] = {}
@@ -72,6 +74,8 @@ class Raylet:
         self._spread_index = 0
         on = self.loop.on
         on(messages.RegisterWorker, self._on_register_worker)
+        on(messages.WorkerSetupFailed, self._on_worker_setup_failed)
+        on(messages.PrepareRuntimeEnv, self._on_prepare_runtime_env)
         on(messages.RequestLease, self._on_request_lease)
         on(messages.CancelLeaseRequest, self._on_cancel_request)
         on(messages.ReturnLease, self._on_return_lease)
@@ -87,37 +91,40 @@ class Raylet:
         on(messages.ReserveBundle, self._on_reserve_bundle)
         on(messages.ReturnBundle, self._on_return_bundle)
         on(messages.JobFinished, self._on_job_finished)
-        on(messages.NodeRejected, self._on_rejected)
+        on(messages.NodeRejected, lambda m, p, peer: self.leave(m.reason))
+        on(messages.RegisterDriver, lambda m, p, peer: self.drivers.watch(m.job_id, m.pid))
         self.exit_reason = ""  # set when the node must leave the cluster; the process then exits non-zero
-        self._last_gcs_answer = time.monotonic()
-        self.loop.call_every(config.HEARTBEAT_PERIOD_S, self._heartbeat)
+        self.last_gcs_answer = time.monotonic()
+        self.view_version = 0
+        self.node.pid = os.getpid()
+        cpus = int(self.total.get("CPU", 1))
+        self.max_starting = config.MAXIMUM_STARTUP_CONCURRENCY or max(1, min(os.cpu_count() or 1, cpus))
+        self.heartbeat = liveness.Heartbeat(self)
+        self.drivers = liveness.DriverWatch(self.loop, self._on_driver_gone)
         self.loop.call_every(5.0, self._trim_workers)
         self.loop.call_every(1.0, lambda: self.store.drain_pool(older_than=2.0))
 
     def start(self) -> None:
         self.loop.request(self.gcs_address, lambda rid: messages.RegisterNode(rid, self.node), self._on_registered)
-        for _ in range(self.prestart):
+        self.heartbeat.start()
+        for _ in range(min(self.prestart, self.max_starting)):
             self.pool.start_worker()
 
     def _on_registered(self, msg: Any, payload: list) -> None:
         if isinstance(msg, messages.Reply) and not msg.ok:
             log.error("the GCS refused this node: %s", msg.value)
 
-    def _heartbeat(self) -> None:
-        silent = time.monotonic() - self._last_gcs_answer
-        if silent > config.GCS_RECONNECT_TIMEOUT_S:
-            self._leave(f"the GCS at {self.gcs_address} has not answered for {silent:.0f}s")
-            return
-        pending = [dict(r.msg.resources) for r in self.pending]
-        free = {k: max(0.0, v) for k, v in self.available.items()}
-        self.loop.connect(self.gcs_address).send(
-            messages.NodeHeartbeat(self.node.node_id, free, pending, dict(self.total))
-        )
+    def report(self) -> liveness.Report:
+        """What the heartbeat thread sends (called on that thread: copies only, no iteration of live tables)."""
+        pending = [dict(r.msg.resources) for r in list(self.pending)]
+        free = {k: max(0.0, v) for k, v in list(self.available.items())}
+        return free, pending, dict(self.total)
 
-    def _on_rejected(self, msg: messages.NodeRejected, payload: list, peer: loop_mod.Peer) -> None:
-        self._leave(msg.reason)
+    def _on_driver_gone(self, job_id: int) -> None:
+        """A driver attached here died without ending its job (SIGKILL): the GCS ends it, as JobFinished."""
+        self.loop.connect(self.gcs_address).send(messages.JobFinished(job_id))
 
-    def _leave(self, reason: str) -> None:
+    def leave(self, reason: str) -> None:
         """Stop this raylet (its workers die with it): the node is no longer part of a cluster."""
         if not self.exit_reason:
             log.error("leaving the cluster: %s", reason)
@@ -125,7 +132,13 @@ class Raylet:
             self.loop.stop()
 
     def _on_cluster_view(self, msg: messages.ClusterView, payload: list, peer: loop_mod.Peer) -> None:
-        self._last_gcs_answer = time.monotonic()
+        self.apply_view(msg)
+
+    def apply_view(self, msg: messages.ClusterView) -> None:
+        self.last_gcs_answer = time.monotonic()
+        if msg.version and msg.version < self.view_version:
+            return  # an older view that arrived late
+        self.view_version = msg.version
         self.cluster = [policy.NodeView(*fields) for fields in msg.nodes]
         if self.pending:
             for req in self.pending:
@@ -196,6 +209,8 @@ class Raylet:
         peer.reply(msg.req_id, f"object {msg.object_hex} is not on node {self.node.node_id.hex()}", ok=False)
 
     def shutdown(self) -> None:
+        self.heartbeat.stop()
+        self.drivers.close()
         self.loop.stop()
         self.pool.kill_all()
         self.store.destroy()
@@ -211,6 +226,8 @@ class Raylet:
         self._schedule()
 
     def _on_worker_death(self, worker: worker_pool.Worker, reason: str) -> None:
+        if worker.runtime_env and not worker.address:
+            self._fail_runtime_env(worker.runtime_env, f"the worker setting the runtime_env up died: {reason}")
         if worker.lease_id:
             self._free_lease_resources(worker)
             self.leases.pop(worker.lease_id, None)
@@ -226,6 +243,40 @@ class Raylet:
     def _trim_workers(self) -> None:
         keep = max(int(self.total.get("CPU", 1)), self.prestart)
         self.pool.trim_idle(keep, idle_seconds=10.0)
+        for worker in self.pool.setup_overdue(_setup_limit):
+            worker.state = worker_pool.DEAD  # an expected death: the failure is reported here
+            self.pool.kill(worker)
+            self._fail_runtime_env(worker.runtime_env, (
+                f"the worker (pid={worker.pid}) was still setting the runtime_env up after its "
+                "config.setup_timeout_seconds and a minute of grace, and was killed"))
+
+    # ------------------------------------------------------------ runtime_env
+
+    def _on_worker_setup_failed(self, msg: messages.WorkerSetupFailed, payload: list, peer: loop_mod.Peer) -> None:
+        peer.reply(msg.req_id, True)
+        worker = self.pool.workers.get(msg.worker_id)
+        if worker is None or worker.state == worker_pool.DEAD:
+            return
+        worker.state = worker_pool.DEAD  # it exits by itself; its death is expected
+        self._fail_runtime_env(worker.runtime_env, msg.error)
+
+    def _fail_runtime_env(self, runtime_env: str, error: str) -> None:
+        """Fail the lease requests that wait for a worker in `runtime_env`, unless another worker for
+        that env is still being set up (it may yet succeed)."""
+        if not runtime_env or self.pool.starting_for(runtime_env):
+            return
+        still = []
+        for req in self.pending:
+            if req.msg.runtime_env == runtime_env:
+                req.peer.send(messages.RuntimeEnvSetupFailed(req.msg.req_id, error))
+            else:
+                still.append(req)
+        self.pending = still
+
+    def _on_prepare_runtime_env(self, msg: messages.PrepareRuntimeEnv, payload: list, peer: loop_mod.Peer) -> None:
+        env = msg.runtime_env
+        if env and not self.pool.starting_for(env) and not self.pool.idle_env.get(env):
+            self.pool.start_worker(env)
 
     # ------------------------------------------------------------ leases
 
@@ -240,6 +291,7 @@ class Raylet:
         """Grant every pending lease that fits here, spill back the ones another node should run,
         and start workers as needed."""
         need_workers = 0
+        need_env: dict[str, int] = {}
         busy = False
         still: list[LeaseRequest] = []
         local = self._local_view()
@@ -280,17 +332,28 @@ class Raylet:
                         req.queued_sent = True
                         req.peer.send(messages.LeaseQueued(req.msg.req_id))
                 continue
-            worker = self.pool.pop_idle()
+            env = req.msg.runtime_env
+            worker = self.pool.pop_idle(env)
             if worker is None:
-                need_workers += 1
+                if env:
+                    need_env[env] = need_env.get(env, 0) + 1
+                else:
+                    need_workers += 1
                 still.append(req)
                 res.subtract(unclaimed, request)
                 continue
             self._grant(req, worker)
             res.subtract(unclaimed, request)
         self.pending = still
-        for _ in range(max(0, need_workers - self.pool.starting)):
+        # At most max_starting plain workers start at once (Ray's maximum_startup_concurrency): the
+        # rest wait, in order, for those to register. A runtime_env's workers are not counted, as in Ray,
+        # where the env is set up before its worker process starts.
+        starting = self.pool.starting
+        for _ in range(max(0, min(need_workers, self.max_starting) - starting)):
             self.pool.start_worker()
+        for env, count in need_env.items():
+            for _ in range(max(0, count - self.pool.starting_for(env))):
+                self.pool.start_worker(env)
         if busy and self.leases:
             self._ask_for_idle_leases()
 
@@ -416,3 +479,17 @@ class Raylet:
                 "pid": os.getpid(),
             },
         )
+
+
+def runtime_env_dir(node: messages.NodeInfo) -> str:
+    """The node's runtime_env cache (unpacked packages, pip virtualenvs), in its session directory
+    (the spill directory is <session>/spill/<node>)."""
+    session = os.path.dirname(os.path.dirname(node.spill_dir.rstrip(os.sep)))
+    return os.path.join(session, "runtime_resources")
+
+
+def _setup_limit(runtime_env: str) -> float | None:
+    """How long the raylet lets a worker set `runtime_env` up before it kills it: the env's own
+    setup_timeout_seconds (which the worker enforces on pip) and a minute of grace."""
+    seconds = validation.setup_timeout(validation.deserialize(runtime_env))
+    return None if seconds is None else seconds + 60.0

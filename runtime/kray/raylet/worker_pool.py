@@ -1,4 +1,5 @@
 """The raylet's pool of worker processes: start them, notice their death, forward their output.
+Idle workers are kept per runtime_env (its canonical text): a worker only ever runs its own env.
 
 Starts and kills processes and reads their stdout/stderr pipes on the raylet's I/O thread. A
 worker writes a marker line (`\\x1ekray:<job>:<task name>`) when it starts a task, so each output
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kray import config
 from kray.protocol import loop as loop_mod
 
 log = logging.getLogger(__name__)
@@ -40,13 +42,17 @@ class Worker:
         "pid",
         "proc",
         "resources",
+        "runtime_env",
+        "started_at",
         "state",
         "streams",
         "worker_id",
     )
 
-    def __init__(self, worker_id: bytes, proc: subprocess.Popen) -> None:
+    def __init__(self, worker_id: bytes, proc: subprocess.Popen, runtime_env: str = "") -> None:
         self.worker_id = worker_id
+        self.runtime_env = runtime_env
+        self.started_at = time.monotonic()
         self.proc = proc
         self.pid = proc.pid
         self.address = ""
@@ -67,6 +73,7 @@ class WorkerPool:
     def __init__(
         self, loop: loop_mod.Loop, raylet_address: str, ip: str,
         publish: Callable[[int, tuple], None], on_death: Callable[[Worker, str], None], env: dict[str, str],
+        gcs_address: str = "", runtime_env_dir: str = "",
     ) -> None:
         self.loop = loop
         self.raylet_address = raylet_address
@@ -75,26 +82,38 @@ class WorkerPool:
         self.on_death = on_death
         self.env = env
         self.workers: dict[bytes, Worker] = {}
-        self.idle: list[Worker] = []
+        self.idle: list[Worker] = []  # workers without a runtime_env (the fast path)
+        self.idle_env: dict[str, list[Worker]] = {}  # runtime_env text -> its idle workers
+        self.gcs_address = gcs_address  # where a worker fetches its runtime_env's packages
+        self.runtime_env_dir = runtime_env_dir  # the node's cache of unpacked packages and virtualenvs
 
     @property
     def starting(self) -> int:
-        return sum(1 for w in self.workers.values() if w.state == STARTING)
+        return sum(1 for w in self.workers.values() if w.state == STARTING and not w.runtime_env)
 
-    def start_worker(self) -> Worker:
+    def starting_for(self, runtime_env: str) -> int:
+        return sum(1 for w in self.workers.values() if w.state == STARTING and w.runtime_env == runtime_env)
+
+    def start_worker(self, runtime_env: str = "") -> Worker:
         worker_id = os.urandom(16)
         env = dict(os.environ)
         env.update(self.env)
         env["PYTHONUNBUFFERED"] = "1"
+        command = [sys.executable, "-m", "kray.worker", "--raylet", self.raylet_address, "--worker-id", worker_id.hex()]
+        if runtime_env:
+            # The worker sets its env up before it registers (a failure is reported, never a hang).
+            command += ["--gcs", self.gcs_address, "--runtime-env-dir", self.runtime_env_dir,
+                        "--runtime-env", runtime_env]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kray.worker", "--raylet", self.raylet_address, "--worker-id", worker_id.hex()],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group: killing it kills its children too
             env=env,
         )
-        worker = Worker(worker_id, proc)
+        _lower_priority(proc.pid)
+        worker = Worker(worker_id, proc, runtime_env)
         self.workers[worker_id] = worker
         for stream in (proc.stdout, proc.stderr):
             assert stream is not None
@@ -111,12 +130,18 @@ class WorkerPool:
         worker.address = address
         worker.state = IDLE
         worker.idle_since = time.monotonic()
-        self.idle.append(worker)
+        self._idle_list(worker).append(worker)
         return worker
 
-    def pop_idle(self) -> Worker | None:
-        while self.idle:
-            worker = self.idle.pop()
+    def _idle_list(self, worker: Worker) -> list[Worker]:
+        if not worker.runtime_env:
+            return self.idle
+        return self.idle_env.setdefault(worker.runtime_env, [])
+
+    def pop_idle(self, runtime_env: str = "") -> Worker | None:
+        idle = self.idle if not runtime_env else self.idle_env.get(runtime_env)
+        while idle:
+            worker = idle.pop()
             if worker.state == IDLE:
                 return worker
         return None
@@ -128,7 +153,7 @@ class WorkerPool:
         worker.owner_peer = None
         worker.blocked = False
         worker.idle_since = time.monotonic()
-        self.idle.append(worker)
+        self._idle_list(worker).append(worker)
 
     def kill(self, worker: Worker, sig: int = signal.SIGKILL) -> None:
         try:
@@ -147,13 +172,31 @@ class WorkerPool:
                 pass
 
     def trim_idle(self, keep: int, idle_seconds: float) -> None:
-        """Stop idle workers beyond `keep` that have been idle for `idle_seconds`."""
+        """Stop idle workers beyond `keep` that have been idle for `idle_seconds`; idle workers of a
+        runtime_env serve only that env, so they all go once idle that long."""
         idle = [w for w in self.idle if w.state == IDLE]
         now = time.monotonic()
-        for worker in idle[: max(0, len(idle) - keep)]:
+        stale = idle[: max(0, len(idle) - keep)]
+        for runtime_env, workers in list(self.idle_env.items()):
+            workers[:] = [w for w in workers if w.state == IDLE]
+            stale += workers
+            if not workers:
+                del self.idle_env[runtime_env]
+        for worker in stale:
             if now - worker.idle_since > idle_seconds:
                 worker.state = DEAD  # expected exit: not reported as a death
                 self.kill(worker, signal.SIGTERM)
+
+    def setup_overdue(self, limit_s: Callable[[str], float | None]) -> list[Worker]:
+        """Workers still setting their runtime_env up after limit_s(env) seconds (None: no limit)."""
+        now = time.monotonic()
+        late = []
+        for worker in self.workers.values():
+            if worker.state == STARTING and worker.runtime_env:
+                limit = limit_s(worker.runtime_env)
+                if limit is not None and now - worker.started_at > limit:
+                    late.append(worker)
+        return late
 
     # ------------------------------------------------------------ output and death
 
@@ -227,3 +270,14 @@ class WorkerPool:
         for w in self.workers.values():
             states[w.state] = states.get(w.state, 0) + 1
         return states
+
+
+def _lower_priority(pid: int) -> None:
+    """Run a new worker below the raylet and the GCS (at WORKER_NICENESS, as Ray's workers), so that
+    user code and starting interpreters never starve the node's own processes. Done right after the
+    fork, before the interpreter starts any thread (a niceness is per thread and inherited)."""
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, pid, max(current, config.WORKER_NICENESS))
+    except OSError as e:
+        log.debug("could not lower the priority of worker pid %d: %s", pid, e)

@@ -34,12 +34,32 @@ def stop_on_signals(loop: loop_mod.Loop, stop: Callable[[], None]) -> None:
 
 
 def exit_with_parent(loop: loop_mod.Loop, parent_pid: int | None, stop: Callable[[], None]) -> None:
-    """Stop when `parent_pid` (the driver that started a local cluster) no longer exists."""
+    """Stop when `parent_pid` (the driver that started a local cluster) no longer exists.
+
+    Waits on a pidfd (no wake-ups while the parent lives); polls twice a second where there is none."""
     if not parent_pid:
         return
+    on_exit(loop, parent_pid, stop)
 
-    def check() -> None:
-        if not pid_alive(parent_pid):
-            stop()
 
-    loop.call_every(0.5, check)
+def on_exit(loop: loop_mod.Loop, pid: int, callback: Callable[[], None]) -> None:
+    """Run `callback` on the loop once process `pid` has exited (at once if it is gone already)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        loop.call_soon_threadsafe(callback)
+        return
+    except (OSError, AttributeError):
+        def check() -> None:
+            if not pid_alive(pid):
+                callback()
+
+        loop.call_every(0.5, check)
+        return
+
+    def exited() -> None:
+        loop.remove_fd(fd)
+        os.close(fd)
+        callback()
+
+    loop.add_fd(fd, exited)

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from . import network, status, volumes
 
@@ -53,10 +53,25 @@ def launch_argv(sandbox: network.Sandbox, argv: list[str], hostname: str, mounts
             "--", "/bin/sh", "-c", "\n".join(script), "kray-pod", *argv]
 
 
+class Running(Protocol):
+    """One run of a container, whatever runs it: processes here, or podman (podman.PodmanContainer)."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def stop(self, grace_s: float) -> int: ...
+
+    def exec_argv(self, argv: list[str], env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+        """The command line (and its environment) that runs argv inside this container."""
+        ...
+
+
 class ContainerProcess:
     """One run of a container: a process group with its output appended to the container's log."""
 
     def __init__(self, argv: list[str], env: Mapping[str, str], log_path: Path, shown: list[str]) -> None:
+        self.env = dict(env)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed once the process exits
         self._log.write(f"--- kray pod runner: starting {shlex.join(shown)} at {status.now()}\n".encode())
@@ -100,6 +115,10 @@ class ContainerProcess:
         rc = self.poll()
         return rc if rc is not None else 137
 
+    def exec_argv(self, argv: list[str], env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+        """argv in this container's namespaces, with its environment plus `env`."""
+        return [*enter_argv(self.pid), *argv], {**self.env, **(env or {})}
+
 
 def enter_argv(pid: int) -> list[str]:
     """The prefix that runs a command in the namespaces of container process `pid` (nothing when not
@@ -116,15 +135,15 @@ def _port(probe_port: Any, container: Any) -> int:
     raise ValueError(f"no port named {probe_port!r} in container {container.name}")
 
 
-def probe(spec: Any, container: Any, pid: int, pod_ip: str, env: Mapping[str, str]) -> bool:
+def probe(spec: Any, container: Any, proc: Running, pod_ip: str) -> bool:
     """Runs one exec/tcpSocket/httpGet probe against a running container; True when it passes."""
     timeout = float(spec.timeout_seconds or 1)
     # The client names the exec handler `var_exec` (pydantic models) or `_exec` (older releases).
     exec_action = getattr(spec, "var_exec", None) or getattr(spec, "_exec", None)
     try:
         if exec_action is not None:
-            done = subprocess.run([*enter_argv(pid), *exec_action.command], check=False, env=dict(env),
-                                  capture_output=True, timeout=timeout)
+            argv, env = proc.exec_argv(list(exec_action.command))
+            done = subprocess.run(argv, check=False, env=env, capture_output=True, timeout=timeout)
             return done.returncode == 0
         if spec.tcp_socket is not None:
             host = spec.tcp_socket.host or pod_ip
@@ -158,7 +177,7 @@ def _due(spec: Any, next_at: float) -> tuple[bool, float]:
     return True, now + min(float(spec.period_seconds or 10), PROBE_PERIOD_CAP_S)
 
 
-def run_liveness(rec: status.ContainerRecord, container: Any, pod_ip: str, env: Mapping[str, str]) -> bool:
+def run_liveness(rec: status.ContainerRecord, container: Any, pod_ip: str, proc: Running) -> bool:
     """Probes when due; True once failureThreshold probes in a row failed (the container must be killed).
 
     Honours initialDelaySeconds and failureThreshold; periodSeconds is capped as for readiness.
@@ -169,14 +188,14 @@ def run_liveness(rec: status.ContainerRecord, container: Any, pod_ip: str, env: 
     due, rec.next_live_probe_at = _due(spec, rec.next_live_probe_at)
     if not due:
         return False
-    if probe(spec, container, rec.pid, pod_ip, env):
+    if probe(spec, container, proc, pod_ip):
         rec.live_failures = 0
         return False
     rec.live_failures += 1
     return rec.live_failures >= (spec.failure_threshold or 3)
 
 
-def run_readiness(rec: status.ContainerRecord, container: Any, pod_ip: str, env: Mapping[str, str]) -> bool:
+def run_readiness(rec: status.ContainerRecord, container: Any, pod_ip: str, proc: Running) -> bool:
     """Probes when due and updates rec.ready; returns whether readiness changed.
 
     Honours initialDelaySeconds, success/failureThreshold and periodSeconds (capped at 2 s so tests
@@ -189,7 +208,7 @@ def run_readiness(rec: status.ContainerRecord, container: Any, pod_ip: str, env:
     if not due:
         return False
     before = rec.ready
-    if probe(spec, container, rec.pid, pod_ip, env):
+    if probe(spec, container, proc, pod_ip):
         rec.probe_successes, rec.probe_failures = rec.probe_successes + 1, 0
         if rec.probe_successes >= (spec.success_threshold or 1):
             rec.ready = True

@@ -171,3 +171,27 @@ def container_argv(container: Any, env: Mapping[str, str]) -> list[str]:
         raise ConfigError(f"container {container.name!r} has no command/args (there is no image "
                           "entrypoint in the pod runner)")
     return argv
+
+
+def fits_node(pod: Any, labels: Mapping[str, str], taints: list[dict[str, str]]) -> bool:
+    """Whether a pending pod may be bound to a node: its nodeSelector matches the node's labels and it
+    tolerates the node's NoSchedule/NoExecute taints (the scheduler's two simplest filters)."""
+    spec = pod.spec
+    if any(labels.get(k) != v for k, v in (spec.node_selector or {}).items()):
+        return False
+    for taint in taints:
+        if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+            continue
+        if not any(_tolerates(t, taint) for t in spec.tolerations or []):
+            return False
+    return True
+
+
+def _tolerates(toleration: Any, taint: Mapping[str, str]) -> bool:
+    if toleration.effect and toleration.effect != taint.get("effect"):
+        return False
+    if not toleration.key:  # an empty key with Exists tolerates everything
+        return toleration.operator == "Exists"
+    if toleration.key != taint.get("key"):
+        return False
+    return toleration.operator == "Exists" or (toleration.value or "") == taint.get("value", "")

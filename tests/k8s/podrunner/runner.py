@@ -1,5 +1,7 @@
 """The pod runner: the kubelet stand-in of the k8s test tier. Registers a Node, watches pods and
 Services, starts a PodWorker per pod bound (or bindable) to its node, and keeps cluster DNS current.
+Pods run as host processes (`pod_runtime="process"`) or as podman containers from their image
+("container", podman.py).
 
 Talks to the API server (pods, bindings, services, secrets, configmaps, node, lease, tokens), runs
 watch and heartbeat threads, and owns the pod network; `stop()` removes everything it made.
@@ -22,7 +24,7 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from . import dns, network, podspec, volumes
+from . import dns, kubelet_api, network, podman, podspec, volumes
 from .worker import TERMINAL, PodWorker
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ WATCH_TIMEOUT_S = 5
 HEARTBEAT_S = 10.0
 LEASE_DURATION_S = 40
 JOIN_TIMEOUT_S = 30.0
+RUNTIME_LABEL = "kray.io/pod-runtime"
 
 
 def default_base_env() -> dict[str, str]:
@@ -47,22 +50,38 @@ def _memory_bytes() -> int:
 
 
 class PodRunner:
-    """Runs the pods of one namespace (or all) on a Node of its own, as local processes.
+    """Runs the pods of one namespace (or all) on a Node of its own, as local processes or containers.
 
-    Use `start()` / `stop()` (or the `pod_runner` fixture). Container logs stay under `workdir/pods`.
+    The Node is labelled `kray.io/pod-runtime=<pod_runtime>`; a `dedicated` runner also taints it
+    `kray.io/pod-runtime=<pod_runtime>:NoSchedule`, so only pods that tolerate that run there. Pending
+    pods are bound only where their nodeSelector and tolerations fit. Use `start()` / `stop()` (or the
+    `pod_runner` / `container_pod_runner` fixtures). Container logs stay under `workdir/pods`.
     """
 
     def __init__(self, kubeconfig: Path, workdir: Path, *, node_name: str | None = None,
                  namespace: str | None = None, network_mode: str = "auto",
-                 base_env: Mapping[str, str] | None = None) -> None:
+                 base_env: Mapping[str, str] | None = None, pod_runtime: str = "process",
+                 dedicated: bool = False) -> None:
+        if pod_runtime not in ("process", "container"):
+            raise ValueError(f"pod_runtime is 'process' or 'container', not {pod_runtime!r}")
         self.api = config.new_client_from_config(config_file=str(kubeconfig))
         self.core = client.CoreV1Api(self.api)
-        self.net = network.make_network(network_mode)
+        self.net = network.make_network("netns" if pod_runtime == "container" else network_mode)
+        self.pod_runtime = pod_runtime
+        self.runtime_version = ""
+        self.podman = podman.Podman(self.net.token) if isinstance(self.net, network.NetnsNetwork) \
+            and pod_runtime == "container" else None
+        self.node_labels = {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                            "kray.io/pod-runner": "true", RUNTIME_LABEL: pod_runtime}
+        self.node_taints = [{"key": RUNTIME_LABEL, "value": pod_runtime, "effect": "NoSchedule"}] if dedicated else []
         self.node_name = node_name or f"kray-node-{secrets.token_hex(3)}"
         self.namespace = namespace
         self.workdir = workdir
         self.pods_dir = workdir / "pods"
-        self.base_env = dict(base_env) if base_env is not None else default_base_env()
+        if base_env is not None:
+            self.base_env = dict(base_env)
+        else:  # a container's PATH, HOME and LANG come from its image
+            self.base_env = {} if self.podman is not None else default_base_env()
         self.node_cpu = os.cpu_count() or 1
         self.node_memory = _memory_bytes()
         self.stopping = threading.Event()
@@ -74,6 +93,7 @@ class PodRunner:
         self._lock = threading.RLock()
         self._dns_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self.kubelet_api: kubelet_api.KubeletApi | None = None
 
     @property
     def host_ip(self) -> str:
@@ -87,6 +107,9 @@ class PodRunner:
         try:
             self.pods_dir.mkdir(parents=True, exist_ok=True)
             self.net.setup()
+            self.runtime_version = self.podman.setup() if self.podman is not None else self.net.mode
+            self.kubelet_api = kubelet_api.KubeletApi(self.host_ip, self.workdir / "kubelet", self.log_path,
+                                                      self.container_running).start()
             self._register_node()
             ns_kw = {"namespace": self.namespace} if self.namespace else {}
             pods = self.core.list_namespaced_pod if self.namespace else self.core.list_pod_for_all_namespaces
@@ -112,7 +135,11 @@ class PodRunner:
         for t in [w.thread for w in workers] + self._threads:
             if t.is_alive():
                 t.join(max(0.1, deadline - time.monotonic()))
+        if self.kubelet_api is not None:
+            self.kubelet_api.stop()
         self.mount_points.remove_all()
+        if self.podman is not None:
+            self.podman.remove_all()
         self.net.teardown()
         for delete in (lambda: self.core.delete_node(self.node_name, _request_timeout=5),
                        lambda: client.CoordinationV1Api(self.api).delete_namespaced_lease(
@@ -131,9 +158,9 @@ class PodRunner:
     # -- the node -------------------------------------------------------------------------------
 
     def _register_node(self) -> None:
-        labels = {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux",
-                  "kubernetes.io/arch": "amd64", "kray.io/pod-runner": "true"}
-        node: Any = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name, "labels": labels}}
+        labels = {**self.node_labels, "kubernetes.io/hostname": self.node_name}
+        node: Any = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name, "labels": labels},
+                     "spec": {"taints": self.node_taints}}
         self.core.create_node(node)
         capacity = {"cpu": str(self.node_cpu), "memory": str(self.node_memory), "pods": "250"}
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -146,10 +173,17 @@ class PodRunner:
             "capacity": capacity, "allocatable": capacity, "conditions": conditions,
             "addresses": [{"type": "InternalIP", "address": self.host_ip},
                           {"type": "Hostname", "address": self.node_name}],
+            # `kubectl logs` reaches the kubelet API here (the API server prefers InternalIP, see launcher).
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_api.port if self.kubelet_api else 0}},
             "nodeInfo": {"kubeletVersion": "v1.35.4-kray-pod-runner", "operatingSystem": "linux",
-                         "architecture": "amd64", "containerRuntimeVersion": f"kray-pod-runner://{self.net.mode}"},
+                         "architecture": "amd64", "containerRuntimeVersion": self._runtime_name()},
         }})
         self._renew_lease(create=True)
+
+    def _runtime_name(self) -> str:
+        if self.podman is not None:
+            return f"podman://{self.runtime_version}"
+        return f"kray-pod-runner://{self.net.mode}"
 
     def _renew_lease(self, create: bool = False) -> None:
         renew = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -217,6 +251,9 @@ class PodRunner:
             node = pod.spec.node_name
             if self.stopping.is_set() or node not in (None, "", self.node_name):
                 return
+            if not node and not podspec.fits_node(pod, {**self.node_labels, "kubernetes.io/hostname":
+                                                        self.node_name}, self.node_taints):
+                return  # another runner's pod (nodeSelector, taints)
             if pod.metadata.deletion_timestamp is not None or (pod.status and pod.status.phase in TERMINAL):
                 return  # nothing to run; a deleted pod of this node was finalized by its worker
             worker = PodWorker(self, pod)
@@ -303,6 +340,12 @@ class PodRunner:
             return self._dirs[(namespace, name)]
         except KeyError:
             raise KeyError(f"pod {namespace}/{name} was never run by {self.node_name}") from None
+
+    def container_running(self, namespace: str, name: str, container: str) -> bool:
+        """Whether that container of the pod has a process now (it may still write to its log)."""
+        with self._lock:
+            workers = [w for w in self._workers.values() if (w.namespace, w.name) == (namespace, name)]
+        return any(r.running for w in workers for r in w.main if r.name == container)
 
     def log_path(self, namespace: str, name: str, container: str | None = None) -> Path:
         """A container's log file (the first container's when `container` is None)."""

@@ -45,8 +45,7 @@ class PodWorker:
         self.init = [status.ContainerRecord(c.name, c.image or "") for c in pod.spec.init_containers or []]
         self.main = [status.ContainerRecord(c.name, c.image or "", c.readiness_probe is not None)
                      for c in pod.spec.containers]
-        self.procs: dict[str, container.ContainerProcess] = {}
-        self.envs: dict[str, dict[str, str]] = {}
+        self.procs: dict[str, container.Running] = {}
         self.sandbox: Sandbox | None = None
         self.pod_ip = ""
         self.volumes: dict[str, volumes.Volume] = {}
@@ -181,10 +180,13 @@ class PodWorker:
             facts = self.runner.facts(self.pod_ip)
             base = {**self.runner.base_env, "HOSTNAME": self.hostname}
             env = podspec.container_env(self.pod, spec, base, facts, self.runner.lookups)
+            if self.runner.podman is not None:  # container mode: the image's environment, not the host's
+                self._started(spec, rec, self.runner.podman.start(self, spec, rec, env))
+                return True
             argv = podspec.container_argv(spec, env)
             mounts = volumes.container_mounts(spec, self.volumes, self.runner.mount_points)
         except podspec.ConfigError as e:
-            rec.mark_waiting("CreateContainerConfigError", str(e))
+            rec.mark_waiting(getattr(e, "reason", "CreateContainerConfigError"), str(e))
             return False
         if "TMPDIR" not in env:
             # A container's temporary files are its own and start empty on every run, as in an image's
@@ -195,12 +197,14 @@ class PodWorker:
             private.chmod(0o1777)
             env["TMPDIR"] = str(private)
         full = container.launch_argv(self.sandbox, argv, self.hostname, mounts, spec.working_dir)
-        proc = container.ContainerProcess(full, env, self.log_path(spec.name), argv)
-        self.procs[spec.name], self.envs[spec.name] = proc, env
+        self._started(spec, rec, container.ContainerProcess(full, env, self.log_path(spec.name), argv))
+        return True
+
+    def _started(self, spec: Any, rec: status.ContainerRecord, proc: container.Running) -> None:
+        self.procs[spec.name] = proc
         if rec.terminated is not None:
             rec.restart_count += 1
         rec.mark_started(proc.pid)
-        return True
 
     def _run_init_containers(self) -> bool:
         for spec, rec in zip(self.pod.spec.init_containers or [], self.init):
@@ -258,12 +262,11 @@ class PodWorker:
             proc = self.procs.get(spec.name)
             if proc is not None:
                 code = proc.poll()
-                env = self.envs.get(spec.name, {})
-                if code is None and container.run_liveness(rec, spec, self.pod_ip, env):
+                if code is None and container.run_liveness(rec, spec, self.pod_ip, proc):
                     log.info("pod runner: %s container %s failed its liveness probe; killing it", self.key, spec.name)
                     code = proc.stop(self._grace())
                 if code is None:
-                    changed |= container.run_readiness(rec, spec, self.pod_ip, env)
+                    changed |= container.run_readiness(rec, spec, self.pod_ip, proc)
                     continue
                 del self.procs[spec.name]
                 rec.mark_exited(code)
@@ -279,19 +282,19 @@ class PodWorker:
 
     def exec(self, container_name: str | None, argv: list[str], timeout: float,
              env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """Run `argv` in a running container as `kubectl exec` does: in its network, mount and UTS
-        namespaces, with its environment (plus `env`). Raises LookupError when it is not running."""
+        """Run `argv` in a running container as `kubectl exec` does: inside the container (its
+        namespaces, or podman exec), with its environment plus `env`. LookupError when it is not running."""
         names = [c.name for c in self.pod.spec.containers]
         name = container_name or names[0]
         rec = next((r for r in self.main if r.name == name), None)
         if rec is None:
             raise LookupError(f"pod {self.key} has no container {name!r} (it has {names})")
-        pid = rec.pid
-        if pid is None or name not in self.procs:
+        proc = self.procs.get(name)
+        if rec.pid is None or proc is None:
             raise LookupError(f"container {name!r} of pod {self.key} is not running")
-        full_env = {**self.envs.get(name, {}), **(env or {})}
-        return subprocess.run([*container.enter_argv(pid), *argv], env=full_env, capture_output=True,
-                              text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        full_argv, full_env = proc.exec_argv(argv, env)
+        return subprocess.run(full_argv, env=full_env, capture_output=True, text=True, timeout=timeout,
+                              check=False, stdin=subprocess.DEVNULL)
 
     # -- reporting and cleanup ----------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import pytest
 
 crd_helpers.ensure_importable()
 
-from kray_operator import models
+from kray_operator import job_models, models
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +58,8 @@ def job_doc() -> dict[str, Any]:
 
 
 @pytest.fixture
-def job(job_doc: dict[str, Any]) -> models.RayJob:
-    return models.RayJob.model_validate(job_doc)
+def job(job_doc: dict[str, Any]) -> job_models.RayJob:
+    return job_models.RayJob.model_validate(job_doc)
 
 
 @pytest.fixture(scope="session")

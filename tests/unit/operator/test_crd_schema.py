@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +12,7 @@ import crd_helpers
 import kubernetes_validate
 import pydantic
 import pytest
-from kray_operator import models
+from kray_operator import job_models, models
 from kray_operator.builders import jobs, observed, pods, service, status
 
 
@@ -110,9 +112,13 @@ def schema_at(kind: str, path: str) -> dict[str, Any]:
         ("RayCluster", "status", models.RayClusterStatus),
         ("RayCluster", "status.head", models.HeadInfo),
         ("RayCluster", "status.conditions[]", models.Condition),
-        ("RayJob", "spec", models.RayJobSpec),
-        ("RayJob", "spec.submitterConfig", models.SubmitterConfig),
-        ("RayJob", "status", models.RayJobStatus),
+        ("RayJob", "spec", job_models.RayJobSpec),
+        ("RayJob", "spec.submitterConfig", job_models.SubmitterConfig),
+        ("RayJob", "spec.deletionStrategy", job_models.DeletionStrategy),
+        ("RayJob", "spec.deletionStrategy.deletionRules[]", job_models.DeletionRule),
+        ("RayJob", "spec.deletionStrategy.deletionRules[].condition", job_models.DeletionCondition),
+        ("RayJob", "status", job_models.RayJobStatus),
+        ("RayJob", "status.rayJobInfo", job_models.RayJobStatusInfo),
     ],
 )
 def test_models_and_crd_declare_the_same_fields(kind: str, path: str, model: type[pydantic.BaseModel]) -> None:
@@ -175,11 +181,14 @@ def test_raycluster_schema_rejects(cluster_doc, crd_validate, path: str, value: 
 @pytest.mark.parametrize(
     "path, value, expect",
     [
-        ("spec.submissionMode", "SSHMode", "is not one of"),
         ("spec.backoffLimit", -1, "minimum of 0"),
         ("spec.activeDeadlineSeconds", 0, "minimum of 1"),
         ("spec.ttlSecondsAfterFinished", -5, "minimum of 0"),
-        ("spec.deletionPolicy", "DeleteAll", "is not one of"),
+        ("spec.deletionStrategy", {"deletionRules": [{"policy": "DeleteAll", "condition": {"jobStatus": "FAILED"}}]},
+         "is not one of"),
+        ("spec.deletionStrategy", {"deletionRules": [{"policy": "DeleteSelf", "condition": {"jobStatus": "STOPPED"}}]},
+         "is not one of"),
+        ("spec.preRunningDeadlineSeconds", 0, "minimum of 1"),
         ("spec.rayClusterSpec.workerGroupSpecs.0.replicas", -1, "minimum of 0"),
         ("spec.entrypointNumCpus", -1, "minimum of 0"),
     ],
@@ -224,9 +233,16 @@ def test_rayjob_status_fields_validate(job_doc, crd_validate) -> None:
         "observedGeneration": 1, "rayClusterStatus": {"state": "ready", "desiredWorkerReplicas": 1},
     }
     assert crd_validate(job_doc) == []
-    parsed = models.RayJob.model_validate(job_doc)
+    parsed = job_models.RayJob.model_validate(job_doc)
     assert parsed.status is not None and parsed.status.dashboard_url.endswith(":8265")
 
 
 def test_cluster_made_for_a_job_validates(job, crd_validate) -> None:
     assert crd_validate(jobs.ray_cluster(job, jobs.cluster_name(job, "abcde"))) == []
+
+
+def test_rayjob_crd_is_synced_with_raycluster_and_helm() -> None:
+    """tools/sync_crds.py embeds RayCluster's schemas into RayJob's and copies the CRDs to the chart."""
+    done = subprocess.run([sys.executable, str(crd_helpers.ROOT / "tools" / "sync_crds.py"), "--check"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, f"run `python tools/sync_crds.py`:\n{done.stdout}{done.stderr}"

@@ -1,4 +1,4 @@
-"""builders.command: rayStartParams and resource limits become the `kray start` argv, as in KubeRay."""
+"""builders.command: rayStartParams and resource limits become the `kray start` shell line, as in KubeRay."""
 
 from __future__ import annotations
 
@@ -12,18 +12,40 @@ def res(limits=None, requests=None) -> models.ResourceRequirements:
 
 
 def test_flags_sorted_with_kuberay_boolean_handling() -> None:
-    flags = command.render_flags({
-        "num-cpus": "2", "block": "true", "disable-usage-stats": "True", "no-monitor": "false",
-        "log-color": "false", "include-dashboard": "true", "include-log-monitor": "False",
-    })
-    assert flags == [
-        "--block", "--disable-usage-stats", "--include-dashboard=true", "--include-log-monitor=False",
-        "--log-color=false", "--num-cpus=2",
-    ]
+    flags = command.render_flags({"num-cpus": "2", "block": "true", "dashboard-host": "false"})
+    assert flags == ["--block", "--num-cpus=2"]
 
 
-def test_resources_flag_loses_shell_quotes() -> None:
-    assert command.render_flags({"resources": "'{\"A\": 1}'"}) == ['--resources={"A": 1}']
+def test_flags_without_effect_on_kray_are_left_out() -> None:
+    params = {"num-cpus": "2", "disable-usage-stats": "true", "log-color": "false", "object-manager-port": "8076",
+              "include-dashboard": "true", "temp-dir": "/tmp/x"}
+    assert command.render_flags(params) == ["--num-cpus=2"]
+    assert command.ignored_params(params) == [
+        "disable-usage-stats", "include-dashboard", "log-color", "object-manager-port", "temp-dir"]
+
+
+def test_unknown_flags_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"\['num-cpu', 'wat'\] are not `ray start` flags"):
+        command.effective_params("head", {"num-cpu": "1", "wat": "x", "num-gpus": "0"}, res())
+
+
+def test_user_values_go_to_the_shell_as_written() -> None:
+    assert command.render_flags({"node-ip-address": "$MY_POD_IP"}) == ["--node-ip-address=$MY_POD_IP"]
+    # KubeRay's ray-job.resources.yaml quotes the JSON for the shell; a bare JSON object gets quoted here.
+    quoted = '"{\\"resource1\\": 2, \\"resource2\\": 3}"'
+    assert command.render_flags({"resources": quoted}) == [f"--resources={quoted}"]
+    assert command.render_flags({"resources": '{"A": 1}'}) == ["--resources='{\"A\": 1}'"]
+
+
+@pytest.mark.parametrize("value", ['"{\\"resource1\\": 2}"', "'{\"resource1\": 2}'", '{"resource1": 2}'])
+def test_resources_json_as_a_shell_reads_it(value: str) -> None:
+    assert command.parse_resources(value) == {"resource1": 2}
+
+
+@pytest.mark.parametrize("value", ["{x}", '"[1]"', '{"a": "b"}'])
+def test_bad_resources_are_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="resources="):
+        command.effective_params("head", {"resources": value}, res({"google.com/tpu": 4}))
 
 
 @pytest.mark.parametrize(
@@ -45,10 +67,9 @@ def test_resource_params(limits, requests, expect) -> None:
 
 def test_head_defaults_and_limits() -> None:
     params = command.effective_params("head", {}, res({"cpu": "500m", "memory": "2Gi", "nvidia.com/gpu": "1"}))
-    assert command.start_argv("head", params) == [
-        "kray", "start", "--head", "--block", "--dashboard-host=0.0.0.0", "--memory=2147483648",
-        "--metrics-export-port=8080", "--num-cpus=1", "--num-gpus=1", "--port=6379",
-    ]
+    assert command.start_command("head", params, {}) == (
+        "kray start --head --block --dashboard-host=0.0.0.0 --memory=2147483648 "
+        "--metrics-export-port=8080 --num-cpus=1 --num-gpus=1 --port=6379")
 
 
 def test_params_override_limits_but_not_block() -> None:
@@ -62,10 +83,9 @@ def test_params_override_limits_but_not_block() -> None:
 
 def test_worker_joins_the_head() -> None:
     params = command.effective_params("worker", {}, res({"cpu": "1"}), head_address="c-head-svc.ns.svc.cluster.local:6379")
-    argv = command.start_argv("worker", params)
-    assert argv[:2] == ["kray", "start"] and "--head" not in argv
-    assert "--address=c-head-svc.ns.svc.cluster.local:6379" in argv and "--block" in argv
-    assert not any(a.startswith(("--port", "--dashboard-host")) for a in argv)
+    line = command.start_command("worker", params, {})
+    assert line.startswith("kray start --address=c-head-svc.ns.svc.cluster.local:6379 --block")
+    assert "--head" not in line and "--port" not in line and "--dashboard-host" not in line
 
 
 def test_worker_address_from_params_wins() -> None:
@@ -79,28 +99,32 @@ def test_user_resources_merge_with_tpus() -> None:
     params = command.effective_params("worker", {"resources": "'{\"accel\": 1}'"}, res({"google.com/tpu": 4}),
                                       head_address="h:1")
     assert params["resources"] == '{"TPU": 4, "accel": 1}'
+    line = command.start_command("worker", params, {"resources": "'{\"accel\": 1}'"})
+    assert "--resources='{\"TPU\": 4, \"accel\": 1}'" in line, "a merged value is the operator's: quoted"
     kept = command.effective_params("worker", {"resources": '{"TPU": 1}'}, res({"google.com/tpu": 4}), head_address="h:1")
     assert kept["resources"] == '{"TPU": 1}'
-    with pytest.raises(ValueError, match="is not JSON"):
-        command.effective_params("worker", {"resources": "{x}"}, res({"google.com/tpu": 4}), head_address="h:1")
 
 
-START = ["kray", "start", "--head", "--block"]
+START = "kray start --head --block"
+ULIMIT = "ulimit -n ${RAY_START_ULIMIT_OPEN_FILES:-65536}"
 
 
 def container(**fields) -> models.Container:
     return models.Container(name="kray", image="kray:latest", **fields)
 
 
-def test_command_without_user_command_is_plain_argv() -> None:
-    assert command.container_command(container(), START, overwrite=False) == {"command": START, "args": []}
+def test_command_without_user_command_runs_in_bash_after_ulimit() -> None:
+    assert command.container_command(container(), START, overwrite=False) == {
+        "command": ["/bin/bash", "-c", "--"], "args": [f"{ULIMIT}; exec {START}"]}
 
 
-def test_user_setup_command_runs_first_then_exec() -> None:
-    out = command.container_command(container(command=["pip", "install", "x"], args=["-q"]), START, overwrite=False)
-    assert out == {"command": ["/bin/sh", "-c"], "args": ["pip install x -q && exec kray start --head --block"]}
+def test_user_command_and_args_are_joined_and_run_first() -> None:
+    # KubeRay's head-command sample: command ["echo 123"], args ["456"].
+    out = command.container_command(container(command=["echo 123"], args=["456"]), START, overwrite=False)
+    assert out == {"command": ["/bin/bash", "-c", "--"], "args": [f" echo 123  456  && {ULIMIT}; exec {START}"]}
 
 
-def test_own_kray_start_or_overwrite_is_left_alone() -> None:
+def test_own_ray_start_or_overwrite_is_left_alone() -> None:
     assert command.container_command(container(command=["sh", "-c", "kray start --head --block"]), START, False) is None
+    assert command.container_command(container(args=["ray start --head --block"]), START, False) is None
     assert command.container_command(container(command=["my-entry"]), START, overwrite=True) is None

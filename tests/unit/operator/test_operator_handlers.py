@@ -9,11 +9,12 @@ import threading
 import types
 from typing import Any
 
+import pydantic
 import pytest
 import urllib3
 from kray_operator import __main__ as cli
-from kray_operator import kube
-from kray_operator.builders import names
+from kray_operator import kube, models
+from kray_operator.builders import names, secret
 from kray_operator.handlers import cluster_sync, coalescing
 from kubernetes.client.exceptions import ApiException
 
@@ -29,6 +30,8 @@ class FakeKube:
         self.status_patches: list[dict[str, Any]] = []
         self.json_patches: list[list[dict[str, Any]]] = []
         self.events: list[str] = []
+        self.messages: list[str] = []
+        self.terminating = False
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeKube:
         monkeypatch.setattr(kube, "read_raycluster", lambda ns, name: copy.deepcopy(self.cluster))
@@ -41,8 +44,13 @@ class FakeKube:
         monkeypatch.setattr(kube, "delete_pod", lambda ns, name: self.pods.pop(name, None) is not None)
         monkeypatch.setattr(kube, "patch_raycluster_status", self._patch_status)
         monkeypatch.setattr(kube, "json_patch_raycluster", lambda ns, name, ops: self.json_patches.append(ops))
-        monkeypatch.setattr(kube, "post_event", lambda obj, reason, message, warning=False: self.events.append(reason))
+        monkeypatch.setattr(kube, "post_event", self._event)
+        monkeypatch.setattr(kube, "namespace_terminating", lambda ns: self.terminating)
         return self
+
+    def _event(self, obj: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
+        self.events.append(reason)
+        self.messages.append(message)
 
     @staticmethod
     def _put(table: dict[str, dict[str, Any]], body: dict[str, Any]) -> dict[str, Any]:
@@ -123,12 +131,100 @@ def test_a_bad_spec_is_recorded_once_and_raises(fake: FakeKube) -> None:
 
 def test_a_pod_template_the_api_server_rejects_is_a_bad_spec(fake: FakeKube, monkeypatch: pytest.MonkeyPatch) -> None:
     def reject(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        raise kube.InvalidError("creating Pod: 422 spec.containers[0].name: Invalid value", 422)
+        name = body["metadata"]["name"]
+        raise kube.InvalidError(f'creating Pod {name}: 422 Pod "{name}" is invalid: spec.containers[0].name', 422)
 
     monkeypatch.setattr(kube, "create_pod", reject)
-    with pytest.raises(cluster_sync.InvalidSpecError, match="head Pod template was rejected"):
-        cluster_sync.sync("ns1", "raycluster-sample")
+    for _ in range(3):  # the random Pod name is not in the message: recorded once, not once per pass
+        with pytest.raises(cluster_sync.InvalidSpecError,
+                           match=r'head Pod template was rejected: creating Pod raycluster-sample-head-\*'):
+            cluster_sync.sync("ns1", "raycluster-sample")
     assert fake.status_patches[-1]["state"] == "failed"
+    assert fake.events.count("InvalidSpec") == 1 and len(fake.status_patches) == 1
+
+
+def test_workers_get_the_lowest_free_replica_index(fake: FakeKube) -> None:
+    fake.cluster["spec"]["workerGroupSpecs"][0]["replicas"] = 3
+    cluster_sync.sync("ns1", "raycluster-sample")
+    indices = {p["metadata"]["labels"].get(names.RAY_REPLICA_INDEX_LABEL) for p in fake.pods.values()}
+    assert indices == {None, "0", "1", "2"}  # the head has none
+    lost = next(n for n, p in fake.pods.items() if p["metadata"]["labels"].get(names.RAY_REPLICA_INDEX_LABEL) == "1")
+    del fake.pods[lost]
+    cluster_sync.sync("ns1", "raycluster-sample")
+    assert sorted(p["metadata"]["labels"].get(names.RAY_REPLICA_INDEX_LABEL) or "" for p in fake.pods.values()) == \
+        ["", "0", "1", "2"]
+
+
+def test_nothing_is_created_in_a_terminating_namespace(fake: FakeKube, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.terminating = True
+    cluster_sync.sync("ns1", "raycluster-sample")
+    assert fake.pods == {} and fake.secrets == {} and fake.events == [] and fake.status_patches == []
+    fake.terminating = False  # the namespace starts terminating during the pass: the first refusal stops it
+
+    def refuse(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise kube.NamespaceTerminatingError("creating Pod: 403 ns1 is being terminated", 403, "Forbidden")
+
+    monkeypatch.setattr(kube, "create_pod", refuse)
+    cluster_sync.sync("ns1", "raycluster-sample")
+    assert "FailedReconcile" not in fake.events and fake.status_patches == []
+
+
+def test_a_service_error_is_a_condition_and_an_event(fake: FakeKube, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise kube.KubeError("creating Service ns1/x: 500 etcd timeout", 500)
+
+    monkeypatch.setattr(kube, "create_service", fail)
+    cluster_sync.sync("ns1", "raycluster-sample")
+    assert "FailedReconcile" in fake.events
+    failure = next(c for c in fake.status_patches[-1]["conditions"] if c["type"] == "ReplicaFailure")
+    assert "etcd timeout" in failure["message"] and fake.kinds() == ["head", "worker"]
+
+
+def test_auth_mode_token_makes_kuberays_secret_with_the_same_token(fake: FakeKube) -> None:
+    fake.cluster["spec"]["authOptions"] = {"mode": "token"}
+    cluster_sync.sync("ns1", "raycluster-sample")
+    kray_token = secret.read_token(fake.secrets["raycluster-sample-token"])
+    assert secret.read_token(fake.secrets["raycluster-sample"], "auth_token") == kray_token
+    # KubeRay's Secret made first (e.g. by the user) gives its token to kray's.
+    fake.secrets.clear()
+    fake.secrets["raycluster-sample"] = secret.auth_secret(models.RayCluster.model_validate(fake.cluster), "u" * 20)
+    cluster_sync.sync("ns1", "raycluster-sample")
+    assert secret.read_token(fake.secrets["raycluster-sample-token"]) == "u" * 20
+
+
+def test_fields_without_effect_are_announced_once(fake: FakeKube) -> None:
+    fake.cluster["spec"]["headGroupSpec"]["rayStartParams"] = {"object-manager-port": "8076"}
+    fake.cluster["spec"]["authOptions"] = {"mode": "disabled"}
+    old = copy.deepcopy(fake.cluster["spec"])
+    cluster_sync.sync("ns1", "raycluster-sample", announce=True)
+    notices = [m for r, m in zip(fake.events, fake.messages) if r == "NoEffectOnKray"]
+    assert len(notices) == 2 and "['object-manager-port'] of group 'headgroup'" in notices[0]
+    assert "authOptions.mode disabled" in notices[1]
+    fake.cluster["spec"]["autoscalerOptions"] = {"version": "v2"}
+    cluster_sync.sync("ns1", "raycluster-sample", announce=True, old_spec=old)
+    notices = [m for r, m in zip(fake.events, fake.messages) if r == "NoEffectOnKray"]
+    assert len(notices) == 3 and "autoscalerOptions ['version']" in notices[2]
+
+
+def test_a_cluster_managed_by_multikueue_is_left_alone(fake: FakeKube) -> None:
+    fake.cluster["spec"]["managedBy"] = "kueue.x-k8s.io/multikueue"
+    cluster_sync.sync("ns1", "raycluster-sample", announce=True)
+    assert fake.pods == {} and fake.secrets == {} and fake.events == [] and fake.status_patches == []
+
+
+def test_unknown_start_params_are_a_bad_spec(fake: FakeKube) -> None:
+    fake.cluster["spec"]["workerGroupSpecs"][0]["rayStartParams"] = {"num-cpu": "1"}
+    with pytest.raises(cluster_sync.InvalidSpecError, match=r"\['num-cpu'\] are not `ray start` flags"):
+        cluster_sync.sync("ns1", "raycluster-sample")
+    assert fake.status_patches[-1]["state"] == "failed" and fake.events == ["InvalidSpec"]
+
+
+def test_a_body_the_client_refuses_is_invalid() -> None:
+    def call(*args: Any, **kwargs: Any) -> None:
+        pydantic.TypeAdapter(str).validate_python(1)
+
+    with pytest.raises(kube.InvalidError, match="creating Pod x: invalid request body"):
+        kube._call("creating Pod x", call)
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -193,6 +289,8 @@ def test_the_coalescer_gives_up_waiting_for_a_stuck_pass() -> None:
     (409, '{"reason": "Conflict", "message": "the object has been modified"}', kube.ConflictError),
     (422, '{"reason": "Invalid", "message": "spec.containers: Required value"}', kube.InvalidError),
     (403, '{"reason": "Forbidden", "message": "cannot create pods"}', kube.ForbiddenError),
+    (403, ('{"reason": "Forbidden", "message": "being terminated", "details": {"causes": '
+          '[{"reason": "NamespaceTerminating"}]}}'), kube.NamespaceTerminatingError),
     (500, "not json", kube.KubeError),
 ])
 def test_api_exceptions_become_the_operators_errors(status: int, body: str, error: type[kube.KubeError]) -> None:

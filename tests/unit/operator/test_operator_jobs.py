@@ -8,19 +8,19 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from kray_operator import models
+from kray_operator import job_models, models
 from kray_operator.builders import jobs, names
 
 URL = "http://rayjob-sample-abcde-head-svc.ns1.svc.cluster.local:8265"
 
 
-def job_cluster(job: models.RayJob) -> models.RayCluster:
+def job_cluster(job: job_models.RayJob) -> models.RayCluster:
     manifest = jobs.ray_cluster(job, jobs.cluster_name(job, "abcde"))
     manifest["metadata"]["uid"] = "uid-c"
     return models.RayCluster.model_validate(manifest)
 
 
-def test_cluster_for_a_job(job: models.RayJob) -> None:
+def test_cluster_for_a_job(job: job_models.RayJob) -> None:
     manifest = jobs.ray_cluster(job, jobs.cluster_name(job, "abcde"))
     assert manifest["metadata"]["name"] == "rayjob-sample-abcde"
     assert manifest["metadata"]["ownerReferences"][0]["kind"] == "RayJob"
@@ -30,20 +30,20 @@ def test_cluster_for_a_job(job: models.RayJob) -> None:
 
 def test_cluster_names_fit_a_service_name(job_doc: dict[str, Any]) -> None:
     job_doc["metadata"]["name"] = "a" * 200
-    name = jobs.cluster_name(models.RayJob.model_validate(job_doc), "abcde")
+    name = jobs.cluster_name(job_models.RayJob.model_validate(job_doc), "abcde")
     assert len(names.head_service_name(name)) <= 63
     names.check_cluster_name(name)
     job_doc["metadata"]["name"] = "1-job"
-    assert jobs.cluster_name(models.RayJob.model_validate(job_doc), "x").startswith("job-1-job")
+    assert jobs.cluster_name(job_models.RayJob.model_validate(job_doc), "x").startswith("job-1-job")
 
 
-def test_submission_id(job: models.RayJob, job_doc: dict[str, Any]) -> None:
+def test_submission_id(job: job_models.RayJob, job_doc: dict[str, Any]) -> None:
     assert jobs.submission_id(job, "zz") == "rayjob-sample-zz"
     job_doc["spec"]["jobId"] = "mine"
-    assert jobs.submission_id(models.RayJob.model_validate(job_doc), "zz") == "mine"
+    assert jobs.submission_id(job_models.RayJob.model_validate(job_doc), "zz") == "mine"
 
 
-def test_submitter_job(job: models.RayJob) -> None:
+def test_submitter_job(job: job_models.RayJob) -> None:
     made = jobs.submitter_job(job, job_cluster(job), "rayjob-sample-zz")
     kubernetes_validate.validate(made, "1.35", strict=True)
     assert made["metadata"]["name"] == "rayjob-sample" and made["spec"]["backoffLimit"] == 2
@@ -58,7 +58,7 @@ def test_submitter_job(job: models.RayJob) -> None:
     assert env["KRAY_DASHBOARD_ADDRESS"]["value"] == URL
 
 
-def test_submit_argv_keeps_entrypoint_whole(job: models.RayJob) -> None:
+def test_submit_argv_keeps_entrypoint_whole(job: job_models.RayJob) -> None:
     argv = jobs.submit_argv(job, "id1", URL)
     assert argv[:8] == ["kray", "job", "submit", "--address", URL, "--submission-id", "id1", "--no-wait"]
     assert argv[-2:] == ["--", job.spec.entrypoint]
@@ -67,7 +67,8 @@ def test_submit_argv_keeps_entrypoint_whole(job: models.RayJob) -> None:
     assert shlex.join(argv) in script
     words = shlex.split(script.split("then ", 1)[1].split("; fi", 1)[0])
     assert words == argv
-    assert script.startswith(f"if ! kray job status --address {URL} id1 >/dev/null 2>&1; then ")
+    assert script.startswith("until python3 -c ") and f"{URL}/api/version" in script.split(";")[0]
+    assert f"; if ! kray job status --address {URL} id1 >/dev/null 2>&1; then " in script
     assert script.endswith(f"fi && kray job logs --address {URL} --follow id1")
 
 
@@ -75,7 +76,7 @@ def test_submit_options(job_doc: dict[str, Any]) -> None:
     job_doc["spec"].update(entrypointNumCpus=1, entrypointNumGpus=0.5, entrypointResources='{"a": 2}',
                            metadata={"owner": "me"}, submitterConfig={"backoffLimit": 0})
     del job_doc["spec"]["runtimeEnvYAML"]
-    job = models.RayJob.model_validate(job_doc)
+    job = job_models.RayJob.model_validate(job_doc)
     argv = jobs.submit_argv(job, "id", URL)
     for flag, value in [("--entrypoint-num-cpus", "1"), ("--entrypoint-num-gpus", "0.5"),
                         ("--entrypoint-resources", '{"a": 2.0}'), ("--metadata-json", '{"owner": "me"}')]:
@@ -91,7 +92,7 @@ def test_user_submitter_template(job_doc: dict[str, Any]) -> None:
             {"name": "submit", "image": "custom:1", "command": ["my-submit"],
              "env": [{"name": "KRAY_DASHBOARD_ADDRESS", "value": "mine"}]}]},
     }
-    job = models.RayJob.model_validate(job_doc)
+    job = job_models.RayJob.model_validate(job_doc)
     template = jobs.submitter_job(job, job_cluster(job), "id")["spec"]["template"]
     container = template["spec"]["containers"][0]
     assert container["command"] == ["my-submit"] and container["image"] == "custom:1"
@@ -101,11 +102,11 @@ def test_user_submitter_template(job_doc: dict[str, Any]) -> None:
     assert env["KRAY_DASHBOARD_ADDRESS"]["value"] == "mine" and "KRAY_CLUSTER_TOKEN" in env
 
 
-def test_http_submission_request(job: models.RayJob, job_doc: dict[str, Any]) -> None:
+def test_http_submission_request(job: job_models.RayJob, job_doc: dict[str, Any]) -> None:
     assert jobs.submission_request(job, "id") == {
         "entrypoint": job.spec.entrypoint, "submission_id": "id", "runtime_env": {"env_vars": {"KRAY_SAMPLE": "1"}}}
     job_doc["spec"].update(entrypointNumCpus=2, entrypointResources='{"a": 1}', metadata={"k": "v"})
-    body = jobs.submission_request(models.RayJob.model_validate(job_doc), "id")
+    body = jobs.submission_request(job_models.RayJob.model_validate(job_doc), "id")
     assert body["entrypoint_num_cpus"] == 2 and body["entrypoint_resources"] == {"a": 1.0} and body["metadata"] == {"k": "v"}
 
 
@@ -116,6 +117,7 @@ def test_dashboard_url() -> None:
 
 def test_selector_jobs_create_no_cluster(job_doc: dict[str, Any]) -> None:
     del job_doc["spec"]["rayClusterSpec"]
-    job_doc["spec"].update(clusterSelector={"a": "b"}, shutdownAfterJobFinishes=False)
+    job_doc["spec"].update(clusterSelector={"ray.io/cluster": "b"}, shutdownAfterJobFinishes=False,
+                           ttlSecondsAfterFinished=0)
     with pytest.raises(ValueError, match="creates none"):
-        jobs.ray_cluster(models.RayJob.model_validate(job_doc), "x")
+        jobs.ray_cluster(job_models.RayJob.model_validate(job_doc), "x")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import crd_helpers
 import pydantic
 import pytest
 from kray_operator import models
@@ -129,71 +128,3 @@ def test_status_keeps_kopf_bookkeeping() -> None:
     )
     assert status.desired_cpu == "2" and status.head.pod_ip == "1.2.3.4"
     assert status.model_extra == {"kopf": {"progress": {}}}
-
-
-# ---- RayJob
-
-
-def test_sample_job_parses(job: models.RayJob) -> None:
-    spec = job.spec
-    assert spec.submission_mode is models.JobSubmissionMode.K8S_JOB
-    assert spec.runtime_env == {"env_vars": {"KRAY_SAMPLE": "1"}}
-    assert spec.shutdown_after_job_finishes and spec.ttl_seconds_after_finished == 10
-    assert spec.ray_cluster_spec is not None and spec.ray_cluster_spec.worker_group_specs[0].min_replicas == 1
-
-
-@pytest.mark.parametrize(
-    "change, expect",
-    [
-        ({"entrypoint": None}, "entrypoint is required in submissionMode K8sJobMode"),
-        ({"rayClusterSpec": None}, "set rayClusterSpec (a cluster to create for the job) or clusterSelector"),
-        ({"clusterSelector": {"a": "b"}, "shutdownAfterJobFinishes": False}, "either rayClusterSpec or clusterSelector"),
-        ({"rayClusterSpec": None, "clusterSelector": {"a": "b"}}, "shutdownAfterJobFinishes cannot be used with clusterSelector"),
-        ({"rayClusterSpec": None, "clusterSelector": {"a": "b"}, "shutdownAfterJobFinishes": False, "suspend": True},
-         "suspend cannot be used with clusterSelector"),
-        ({"runtimeEnvYAML": "pip: [a"}, "runtimeEnvYAML is not valid YAML"),
-        ({"runtimeEnvYAML": "- a\n- b\n"}, "runtimeEnvYAML must be a YAML mapping"),
-        ({"entrypointResources": "{a: 1}"}, "entrypointResources is not valid JSON"),
-        ({"entrypointResources": '{"a": "x"}'}, "JSON object of resource name to number"),
-        ({"submissionMode": "SSHMode"}, "spec.submissionMode: Input should be 'K8sJobMode', 'HTTPMode' or 'InteractiveMode'"),
-        ({"submissionMode": "HTTPMode", "submitterPodTemplate": {"spec": {"containers": [{"name": "s", "image": "i"}]}}},
-         "submitterPodTemplate is only used in K8sJobMode"),
-        ({"backoffLimit": -1}, "spec.backoffLimit"),
-        ({"activeDeadlineSeconds": 0}, "spec.activeDeadlineSeconds"),
-    ],
-)
-def test_bad_jobs(job_doc: dict[str, Any], change: dict[str, Any], expect: str) -> None:
-    for key, value in change.items():
-        if value is None:
-            job_doc["spec"].pop(key, None)
-        else:
-            job_doc["spec"][key] = value
-    assert expect in error_of(models.RayJob, job_doc)
-
-
-def test_interactive_job_needs_no_entrypoint(job_doc: dict[str, Any]) -> None:
-    del job_doc["spec"]["entrypoint"]
-    job_doc["spec"]["submissionMode"] = "InteractiveMode"
-    assert models.RayJob.model_validate(job_doc).spec.submission_mode is models.JobSubmissionMode.INTERACTIVE
-
-
-def test_job_on_a_selected_cluster(job_doc: dict[str, Any]) -> None:
-    spec = job_doc["spec"]
-    del spec["rayClusterSpec"]
-    spec.update(clusterSelector={"kray.io/cluster": "shared"}, shutdownAfterJobFinishes=False,
-                entrypointResources='{"accel": 2}')
-    parsed = models.RayJob.model_validate(job_doc).spec
-    assert parsed.cluster_selector == {"kray.io/cluster": "shared"}
-    assert parsed.entrypoint_resources_dict == {"accel": 2.0}
-
-
-def test_job_status_enums() -> None:
-    assert models.JobStatus("SUCCEEDED").terminal and not models.JobStatus("RUNNING").terminal
-    assert models.JobDeploymentStatus("Complete") is models.JobDeploymentStatus.COMPLETE
-    assert {m.value for m in models.DeletionPolicy} == {"DeleteCluster", "DeleteWorkers", "DeleteSelf", "DeleteNone"}
-
-
-def test_job_enum_values_match_the_crd() -> None:
-    spec = crd_helpers.crd_schema("RayJob")["properties"]["spec"]["properties"]
-    assert spec["submissionMode"]["enum"] == [m.value for m in models.JobSubmissionMode]
-    assert spec["deletionPolicy"]["enum"] == [m.value for m in models.DeletionPolicy]

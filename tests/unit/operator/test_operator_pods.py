@@ -27,11 +27,11 @@ def test_head_pod(cluster: models.RayCluster) -> None:
         "controller": True, "blockOwnerDeletion": True,
     }]
     kray = pod["spec"]["containers"][0]
-    assert kray["command"] == [
-        "kray", "start", "--head", "--block", "--dashboard-host=0.0.0.0", "--memory=1073741824",
-        "--metrics-export-port=8080", "--num-cpus=1", "--port=6379",
-    ]
-    assert "args" not in kray
+    start = ("kray start --head --block --dashboard-host=0.0.0.0 --memory=1073741824 "
+             "--metrics-export-port=8080 --num-cpus=1 --port=6379")
+    assert kray["command"] == ["/bin/bash", "-c", "--"]
+    assert kray["args"] == [f"ulimit -n ${{RAY_START_ULIMIT_OPEN_FILES:-65536}}; exec {start}"]
+    assert env_of(pod)["KUBERAY_GEN_RAY_START_CMD"]["value"] == env_of(pod)["KRAY_GEN_START_CMD"]["value"] == start
     kubernetes_validate.validate(pod, "1.35", strict=True)
 
 
@@ -40,9 +40,9 @@ def test_worker_pod(cluster: models.RayCluster) -> None:
     assert pod["metadata"]["name"] == "raycluster-sample-small-worker-x1y2z"
     assert pod["metadata"]["labels"][names.NODE_TYPE_LABEL] == "worker"
     assert pod["metadata"]["labels"][names.GROUP_LABEL] == "small"
-    command = pod["spec"]["containers"][0]["command"]
-    assert command[:3] == ["kray", "start", "--address=raycluster-sample-head-svc.ns1.svc.cluster.local:6379"]
-    assert "--block" in command and "--num-cpus=1" in command and "--head" not in command
+    line = pod["spec"]["containers"][0]["args"][0]
+    assert "; exec kray start --address=raycluster-sample-head-svc.ns1.svc.cluster.local:6379 --block" in line
+    assert "--num-cpus=1" in line and "--head" not in line
     kubernetes_validate.validate(pod, "1.35", strict=True)
 
 
@@ -55,6 +55,60 @@ def test_env_token_address_and_pod_ip(cluster: models.RayCluster) -> None:
     assert env["KRAY_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["KRAY_NODE_GROUP"]["value"] == "small" and env["KRAY_NODE_TYPE"]["value"] == "worker"
     assert env["KRAY_GEN_START_CMD"]["value"].startswith("kray start --address=")
+
+
+def test_kuberay_env(cluster: models.RayCluster) -> None:
+    fqdn = "raycluster-sample-head-svc.ns1.svc.cluster.local"
+    head, worker = env_of(pods.head_pod(cluster, "a1")), env_of(pods.worker_pod(cluster, "small", "a1"))
+    for env in (head, worker):
+        assert env["RAY_CLUSTER_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.labels['ray.io/cluster']"}}
+        assert env["RAY_CLUSTER_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        assert env["RAY_CLOUD_INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        assert env["RAY_NODE_TYPE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.labels['ray.io/group']"}}
+        assert env["RAY_PORT"]["value"] == "6379"
+        assert "RAY_AUTH_MODE" not in env and "RAY_AUTH_TOKEN" not in env
+    assert head["RAY_ADDRESS"]["value"] == "127.0.0.1:6379" and "FQ_RAY_IP" not in head
+    assert worker["RAY_ADDRESS"]["value"] == f"{fqdn}:6379"
+    assert worker["FQ_RAY_IP"]["value"] == fqdn and worker["RAY_IP"]["value"] == "raycluster-sample-head-svc"
+
+
+def test_auth_mode_token_env(cluster_doc: dict[str, Any]) -> None:
+    cluster_doc["spec"]["authOptions"] = {"mode": "token"}
+    cluster = models.RayCluster.model_validate(cluster_doc)
+    for pod in (pods.head_pod(cluster, "a1"), pods.worker_pod(cluster, "small", "a1")):
+        env = env_of(pod)
+        assert env["RAY_AUTH_MODE"]["value"] == "token"
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "raycluster-sample", "key": "auth_token"}}
+        assert env["KRAY_CLUSTER_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "raycluster-sample-token"
+    cluster_doc["spec"]["authOptions"] = {"mode": "disabled"}
+    assert "RAY_AUTH_MODE" not in env_of(pods.head_pod(models.RayCluster.model_validate(cluster_doc), "a1"))
+
+
+def test_custom_head_service_name_is_the_address(cluster_doc: dict[str, Any]) -> None:
+    cluster_doc["spec"]["headGroupSpec"]["headService"] = {"metadata": {"name": "my-head"}}
+    cluster_doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]["initContainers"] = [
+        {"name": "wait", "image": "busybox", "command": ["true"]}]
+    pod = pods.worker_pod(models.RayCluster.model_validate(cluster_doc), "small", "a1")
+    env = env_of(pod)
+    assert env["KRAY_ADDRESS"]["value"] == env["RAY_ADDRESS"]["value"] == "my-head.ns1.svc.cluster.local:6379"
+    assert "--address=my-head.ns1.svc.cluster.local:6379" in pod["spec"]["containers"][0]["args"][0]
+    init_env = {e["name"]: e["value"] for e in pod["spec"]["initContainers"][0]["env"]}
+    assert init_env == {"FQ_RAY_IP": "my-head.ns1.svc.cluster.local", "RAY_IP": "my-head"}
+
+
+def test_unquoted_quantities_become_strings(cluster_doc: dict[str, Any]) -> None:
+    spec = cluster_doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]
+    spec["containers"][0]["resources"] = {"limits": {"cpu": 1, "memory": "1Gi"}, "requests": {"cpu": 0.5}}
+    spec["initContainers"] = [{"name": "i", "image": "x", "resources": {"limits": {"cpu": 2}}}]
+    spec["volumes"] = [{"name": "scratch", "emptyDir": {"sizeLimit": 1000000}}]
+    del spec["containers"][0]["volumeMounts"]
+    pod = pods.worker_pod(models.RayCluster.model_validate(cluster_doc), "small", "a1")
+    kray = pod["spec"]["containers"][0]
+    assert kray["resources"] == {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "0.5"}}
+    assert pod["spec"]["initContainers"][0]["resources"] == {"limits": {"cpu": "2"}}
+    assert pod["spec"]["volumes"][0] == {"name": "scratch", "emptyDir": {"sizeLimit": "1000000"}}
+    assert kray["args"][0].endswith("--num-cpus=1")
+    kubernetes_validate.validate(pod, "1.35", strict=True)
 
 
 def test_health_check_probes_unless_the_template_has_its_own(cluster_doc: dict[str, Any]) -> None:
@@ -93,6 +147,21 @@ def test_labels_cannot_be_overridden_but_are_kept(cluster_doc: dict[str, Any]) -
     assert pod["metadata"]["annotations"] == {"a": "b"}
 
 
+def test_kuberay_labels(cluster: models.RayCluster) -> None:
+    head = pods.head_pod(cluster, "a")["metadata"]["labels"]
+    worker = pods.worker_pod(cluster, "small", "a")["metadata"]["labels"]
+    assert {k: v for k, v in head.items() if k.startswith("ray.io/")} == {
+        "ray.io/cluster": "raycluster-sample", "ray.io/node-type": "head", "ray.io/group": "headgroup",
+        "ray.io/is-ray-node": "yes", "ray.io/identifier": "raycluster-sample-head"}
+    assert {k: v for k, v in worker.items() if k.startswith("ray.io/")} == {
+        "ray.io/cluster": "raycluster-sample", "ray.io/node-type": "worker", "ray.io/group": "small",
+        "ray.io/is-ray-node": "yes", "ray.io/identifier": "raycluster-sample-worker"}
+    assert head["app.kubernetes.io/created-by"] == "kray-operator" and head["app.kubernetes.io/name"] == "kray"
+    assert names.RAY_REPLICA_INDEX_LABEL not in worker
+    indexed = pods.worker_pod(cluster, "small", "a", replica_index=2)["metadata"]["labels"]
+    assert indexed[names.RAY_REPLICA_INDEX_LABEL] == "2"
+
+
 def test_head_ports_added_unless_declared(cluster: models.RayCluster, cluster_doc: dict[str, Any]) -> None:
     head_ports = {p["name"]: p["containerPort"] for p in pods.head_pod(cluster, "a")["spec"]["containers"][0]["ports"]}
     assert head_ports == {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080}
@@ -118,9 +187,10 @@ def test_shm_added_sized_to_memory_limit(cluster_doc: dict[str, Any]) -> None:
 def test_custom_gcs_port_moves_worker_address(cluster_doc: dict[str, Any]) -> None:
     cluster_doc["spec"]["headGroupSpec"]["rayStartParams"] = {"port": "7000"}
     cluster = models.RayCluster.model_validate(cluster_doc)
-    assert "--port=7000" in pods.head_pod(cluster, "a")["spec"]["containers"][0]["command"]
-    worker = pods.worker_pod(cluster, "small", "a")["spec"]["containers"][0]["command"]
-    assert "--address=raycluster-sample-head-svc.ns1.svc.cluster.local:7000" in worker
+    assert "--port=7000" in pods.head_pod(cluster, "a")["spec"]["containers"][0]["args"][0]
+    worker = pods.worker_pod(cluster, "small", "a")
+    assert "--address=raycluster-sample-head-svc.ns1.svc.cluster.local:7000" in worker["spec"]["containers"][0]["args"][0]
+    assert env_of(worker)["RAY_PORT"]["value"] == "7000"
 
 
 def test_user_command_runs_before_kray_start(cluster_doc: dict[str, Any]) -> None:
@@ -128,8 +198,9 @@ def test_user_command_runs_before_kray_start(cluster_doc: dict[str, Any]) -> Non
     kray["command"] = ["echo", "setup"]
     pod = pods.worker_pod(models.RayCluster.model_validate(cluster_doc), "small", "a")
     container = pod["spec"]["containers"][0]
-    assert container["command"] == ["/bin/sh", "-c"]
-    assert container["args"][0].startswith("echo setup && exec kray start --address=")
+    assert container["command"] == ["/bin/bash", "-c", "--"]
+    assert container["args"][0].startswith(" echo  setup  && ulimit -n ${RAY_START_ULIMIT_OPEN_FILES:-65536}; "
+                                           "exec kray start --address=")
 
 
 def test_overwrite_annotation_keeps_command(cluster_doc: dict[str, Any]) -> None:
@@ -138,6 +209,19 @@ def test_overwrite_annotation_keeps_command(cluster_doc: dict[str, Any]) -> None
     template["spec"]["containers"][0].update(command=["my-start"], args=["--x"])
     container = pods.head_pod(models.RayCluster.model_validate(cluster_doc), "a")["spec"]["containers"][0]
     assert container["command"] == ["my-start"] and container["args"] == ["--x"]
+
+
+def test_kuberay_overwrite_annotation_on_the_cluster(cluster_doc: dict[str, Any]) -> None:
+    # KubeRay's overwrite-command sample: the generated line is run from the environment.
+    cluster_doc["metadata"]["annotations"] = {names.RAY_OVERWRITE_CMD_ANNOTATION: "true"}
+    own = ["/bin/bash", "-c", "--"], ["ulimit -n 65536; echo head; $KUBERAY_GEN_RAY_START_CMD"]
+    cluster_doc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].update(command=own[0], args=own[1])
+    pod = pods.head_pod(models.RayCluster.model_validate(cluster_doc), "a")
+    container = pod["spec"]["containers"][0]
+    assert (container["command"], container["args"]) == own
+    assert env_of(pod)["KUBERAY_GEN_RAY_START_CMD"]["value"].startswith("kray start --head --block")
+    worker = pods.worker_pod(models.RayCluster.model_validate(cluster_doc), "small", "a")
+    assert "command" not in worker["spec"]["containers"][0], "no command of its own: the image's runs"
 
 
 def test_building_does_not_touch_the_model(cluster: models.RayCluster) -> None:

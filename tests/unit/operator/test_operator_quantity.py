@@ -41,3 +41,18 @@ def test_format() -> None:
     assert quantity.format_bytes(decimal.Decimal(0)) == "0"
     assert quantity.format_count(decimal.Decimal("0.5")) == "1"
     assert quantity.is_zero("0m") and not quantity.is_zero("1m")
+
+
+@pytest.mark.parametrize(("value", "text"), [(1, "1"), (2.0, "2"), (1.5, "1.5"), (0.25, "0.25"), ("500m", "500m"),
+                                             ("2Gi", "2Gi")])
+def test_to_string(value, text) -> None:
+    assert quantity.to_string(value) == text
+    assert quantity.parse(text) == quantity.parse(value)
+
+
+def test_strings_of_a_resource_list() -> None:
+    assert quantity.strings({"cpu": 1, "memory": "1Gi", "nvidia.com/gpu": 2}) == {
+        "cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "2"}
+    assert quantity.strings(None) == {}
+    with pytest.raises(quantity.QuantityError):
+        quantity.to_string(True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -133,3 +134,19 @@ def test_pod_view_from_manifest() -> None:
     assert not view.alive and not view.running
     bare = observed.PodView.from_manifest({"metadata": {"name": "q"}})
     assert bare.phase == "Pending" and not bare.ready and bare.alive
+
+
+def test_free_replica_indices_fill_gaps_first() -> None:
+    pods = [dataclasses.replace(worker("a"), replica_index=0), dataclasses.replace(worker("b"), replica_index=2),
+            dataclasses.replace(worker("c", deleting=True), replica_index=1),
+            dataclasses.replace(worker("d", group="other"), replica_index=3), worker("e")]
+    assert scaling.free_replica_indices(pods, "g", 3) == [1, 3, 4]
+    assert scaling.free_replica_indices([], "g", 0) == []
+
+
+def test_replica_index_is_read_from_the_label() -> None:
+    pod = {"metadata": {"name": "w", "labels": {names.NODE_TYPE_LABEL: "worker", names.GROUP_LABEL: "g",
+                                                 names.RAY_REPLICA_INDEX_LABEL: "4"}}}
+    assert observed.PodView.from_manifest(pod).replica_index == 4
+    pod["metadata"]["labels"][names.RAY_REPLICA_INDEX_LABEL] = "x"
+    assert observed.PodView.from_manifest(pod).replica_index is None

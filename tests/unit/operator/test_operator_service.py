@@ -49,6 +49,36 @@ def test_head_service_overlay(cluster_doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(svc, "1.35", strict=True)
 
 
+def test_custom_head_service_name_and_appended_ports(cluster_doc: dict[str, Any]) -> None:
+    # KubeRay's custom-head-service sample: the user's ports come first, the default named ports are
+    # appended unless a port of that name or number is already there.
+    cluster_doc["spec"]["headGroupSpec"]["headService"] = {
+        "metadata": {"name": "custom-ray-head"},
+        "spec": {"ports": [{"name": "my-app", "port": 7777, "targetPort": 7777},
+                           {"name": "dash", "port": 8265, "targetPort": 8265}]},
+    }
+    cluster = models.RayCluster.model_validate(cluster_doc)
+    svc = service.head_service(cluster)
+    assert svc["metadata"]["name"] == "custom-ray-head"
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [
+        ("my-app", 7777), ("dash", 8265), ("gcs-server", 6379), ("client", 10001), ("metrics", 8080)]
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"] == names.head_selector("raycluster-sample")
+    assert names.gcs_address(cluster) == "custom-ray-head.ns1.svc.cluster.local:6379"
+    assert names.dashboard_address("raycluster-sample", "ns1", {}, service="custom-ray-head") == \
+        "custom-ray-head.ns1.svc.cluster.local:8265"
+    kubernetes_validate.validate(svc, "1.35", strict=True)
+    cluster_doc["spec"]["headGroupSpec"]["headService"]["metadata"]["name"] = "Not_OK"
+    with pytest.raises(names.InvalidNameError, match="headService.metadata.name 'Not_OK'"):
+        service.head_service(models.RayCluster.model_validate(cluster_doc))
+
+
+def test_service_labels_include_kuberay_ones(cluster: models.RayCluster) -> None:
+    labels = service.head_service(cluster)["metadata"]["labels"]
+    assert labels["ray.io/cluster"] == labels[names.CLUSTER_LABEL] == "raycluster-sample"
+    assert labels["ray.io/node-type"] == "head" and labels["ray.io/identifier"] == "raycluster-sample-head"
+
+
 def test_bad_port_param(cluster_doc: dict[str, Any]) -> None:
     cluster_doc["spec"]["headGroupSpec"]["rayStartParams"] = {"port": "http"}
     with pytest.raises(ValueError, match="rayStartParams port='http' is not a port number"):
@@ -67,6 +97,15 @@ def test_token_secret(cluster: models.RayCluster) -> None:
         secret.token_secret(cluster, "short")
     with pytest.raises(ValueError, match="has no key 'token'"):
         secret.read_token({"metadata": {"name": "s"}, "data": {}})
+
+
+def test_auth_secret_is_kuberays(cluster: models.RayCluster) -> None:
+    token = "t0ken-" + "x" * 20
+    made = secret.auth_secret(cluster, token)
+    assert made["metadata"]["name"] == "raycluster-sample"
+    assert made["metadata"]["labels"]["ray.io/cluster"] == "raycluster-sample"
+    assert secret.read_token(made, names.AUTH_TOKEN_KEY) == token
+    kubernetes_validate.validate(made, "1.35", strict=True)
 
 
 def test_owner_needs_uid(cluster_doc: dict[str, Any]) -> None:
