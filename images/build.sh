@@ -175,6 +175,7 @@ content_hash() {
         echo "base $("$engine" image inspect --format '{{.Id}}' "$base")"
     } | sha256sum | cut -c1-12
 }
+keep_tags=3
 inputs=(images/runtime.Dockerfile images/operator.Dockerfile pyproject.toml README.md runtime operator)
 
 qualified() {  # the name the engine lists an image under
@@ -199,10 +200,14 @@ if (( if_changed )) && image_exists "kray:$hash_tag" && image_exists "kray-opera
 else
     build "kray:$hash_tag" images/runtime.Dockerfile "BASE=$base"
     build "kray-operator:$hash_tag" images/operator.Dockerfile "RUNTIME_IMAGE=kray:$hash_tag"
-    if (( if_changed )); then  # keep one hash tag per image: each build of a changed tree is ~0.5 GB
-        "$engine" images --format '{{.Repository}}:{{.Tag}}' \
-            | grep -E '(^|/)kray(-operator)?:h-[0-9a-f]{12}$' | grep -v ":$hash_tag\$" \
-            | xargs -r "$engine" rmi >/dev/null 2>&1 || true
+    if (( if_changed )); then
+        # Keep the newest few hash tags per image (each build of a changed tree is ~0.5 GB): test sessions
+        # of a tree edited meanwhile may still start pods from theirs. Engines list the newest first.
+        for name in kray kray-operator; do
+            "$engine" images --format '{{.Repository}}:{{.Tag}}' \
+                | grep -E "(^|/)$name:h-[0-9a-f]{12}\$" | tail -n +$((keep_tags + 1)) \
+                | xargs -r "$engine" rmi >/dev/null 2>&1 || true
+        done
         [[ "$engine" == podman ]] && podman image prune -f >/dev/null 2>&1 || true
     fi
 fi

@@ -73,6 +73,13 @@ HEARTBEAT_KEEPALIVE_S = _float("KRAY_HEARTBEAT_KEEPALIVE_S", 1.0)
 MAXIMUM_STARTUP_CONCURRENCY = _int(
     "KRAY_WORKER_MAXIMUM_STARTUP_CONCURRENCY", _int("RAY_worker_maximum_startup_concurrency", 0))
 
+# The GCS keeps this many records of dead actors and of removed placement groups (for get_actor by id and
+# the state API; Ray's maximum_gcs_destroyed_actor_cached_count); older ones are forgotten, so that
+# churn leaves its tables bounded.
+DESTROYED_ACTORS_KEPT = _int(
+    "KRAY_MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT", _int("RAY_maximum_gcs_destroyed_actor_cached_count", 100_000))
+REMOVED_PLACEMENT_GROUPS_KEPT = _int("KRAY_MAXIMUM_GCS_REMOVED_PLACEMENT_GROUP_CACHED_COUNT", 1000)
+
 # Workers run at this niceness, below the GCS and the raylet, as Ray's (RAY_worker_niceness, 15).
 WORKER_NICENESS = _int("KRAY_WORKER_NICENESS", _int("RAY_worker_niceness", 15))
 

@@ -2,8 +2,8 @@
 # `make e2e-kind`: kray on a real kind cluster, for machines with Docker, kind, helm and kubectl.
 # Builds the images, loads them into a fresh kind cluster, installs the operator with Helm, applies
 # crds/samples/raycluster.yaml, waits for it to be ready, and runs a driver in the head pod that must
-# see every pod as a node. Deletes the kind cluster at the end (KRAY_E2E_KEEP=1 keeps it).
-# (RayJob is not reconciled yet; it joins this script when it is.)
+# see every pod as a node; then applies crds/samples/rayjob.yaml as a CI step would (kubectl wait for
+# Complete, kubectl logs of the submitter). Deletes the kind cluster at the end (KRAY_E2E_KEEP=1 keeps it).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -50,4 +50,11 @@ ran = set(kray.get([where.options(scheduling_strategy="SPREAD").remote() for _ i
 assert len(nodes) == 2 and ran == nodes, (nodes, ran)
 print(f"e2e-kind: {len(nodes)} nodes, tasks ran on every one")
 '
+log "RayJob rayjob-sample: apply, wait for Complete, read its logs"
+$kubectl apply -n "$ns" -f "$repo/crds/samples/rayjob.yaml"
+if ! $kubectl wait -n "$ns" --for=jsonpath='{.status.jobDeploymentStatus}'=Complete rayjob/rayjob-sample --timeout=600s; then
+    $kubectl describe -n "$ns" rayjob rayjob-sample; $kubectl logs -n "$ns" job/rayjob-sample || true; exit 1
+fi
+$kubectl logs -n "$ns" job/rayjob-sample | grep -q "hello from a RayJob" || { log "no job output in the submitter's log"; exit 1; }
+$kubectl get -n "$ns" rayjob rayjob-sample
 log "passed"

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from kray.job_submission import JobStatus, JobSubmissionClient
 
-from . import helpers, multinode
+from . import helpers, multinode, test_runtime_env_pip
 
 UPLOAD_LIMIT = 4 * helpers.MiB
 
@@ -317,3 +317,23 @@ def test_a_runtime_env_that_cannot_be_set_up_fails_the_job_with_the_reason(clien
     assert info.status == JobStatus.FAILED and info.error_type == "RUNTIME_ENV_SETUP_FAILURE", info
     assert "kray-no-such-package-anywhere" in info.message
     assert "never runs" not in client.get_job_logs(job_id)
+
+
+def test_a_pip_runtime_env_is_the_entrypoints_python_and_its_tasks(client: JobSubmissionClient,
+                                                                   tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    test_runtime_env_pip.build_wheel(wheels, "2.5")
+    script = _script(tmp_path, f"""
+        import kray, {test_runtime_env_pip.PACKAGE} as pkg
+        kray.init()
+        @kray.remote
+        def version_in_a_task():
+            import {test_runtime_env_pip.PACKAGE} as pkg
+            return pkg.VERSION
+        print("driver", pkg.VERSION, "task", kray.get(version_in_a_task.remote()))
+    """)
+    env = test_runtime_env_pip.pip_env(wheels, f"{test_runtime_env_pip.PACKAGE}==2.5")
+    job_id = client.submit_job(entrypoint=f"python {script}", runtime_env=env)
+    info = _wait_terminal(client, job_id)
+    assert info.status == JobStatus.SUCCEEDED, info.message
+    assert "driver 2.5 task 2.5" in client.get_job_logs(job_id)

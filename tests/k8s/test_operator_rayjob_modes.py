@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from operator_support import Clusters, sample, wait_for
 from podrunner import PodRunner
-from rayjob_support import RayJobs, job_manifest
+from rayjob_support import RayJobs, job_manifest, kubectl
 
 pytestmark = pytest.mark.k8s
 
@@ -101,7 +101,8 @@ def test_sidecar_mode_submits_from_the_head_pod(pod_runner: PodRunner, rayjobs: 
     head = cluster["spec"]["headGroupSpec"]["template"]["spec"]
     assert [c["name"] for c in head["containers"]][-1] == "kray-job-submitter" and head["restartPolicy"] == "Never"
     head_pod = cluster["status"]["head"]["podName"]
-    assert "job output 42" in pod_runner.read_log(k8s_namespace, head_pod, "kray-job-submitter")
+    logs = kubectl("logs", "-n", k8s_namespace, head_pod, "-c", "kray-job-submitter").stdout
+    assert "job output 42" in logs, pod_runner.read_log(k8s_namespace, head_pod, "kray-job-submitter")
 
 
 def test_interactive_mode_waits_for_the_users_job_id(rayjobs: RayJobs, k8s_namespace: str) -> None:
@@ -113,3 +114,30 @@ def test_interactive_mode_waits_for_the_users_job_id(rayjobs: RayJobs, k8s_names
     rayjobs.patch_spec("repl", {"jobId": submitted})
     done = rayjobs.wait("repl", RUN_TIMEOUT_S, "Complete", jobDeploymentStatus="Complete")
     assert done["jobId"] == "by-hand-1" and done["jobStatus"] == "SUCCEEDED"
+
+
+def test_deletion_rules_delete_the_cluster_then_the_rayjob(rayjobs: RayJobs, k8s_namespace: str) -> None:
+    rules = [{"policy": "DeleteCluster", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}},
+             {"policy": "DeleteSelf", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 8}},
+             {"policy": "DeleteSelf", "condition": {"jobStatus": "FAILED", "ttlSeconds": 0}}]
+    rayjobs.create(job_manifest(k8s_namespace, "tidy", submissionMode="HTTPMode", entrypoint=PRINT,
+                                shutdownAfterJobFinishes=False, ttlSecondsAfterFinished=0,
+                                deletionStrategy={"deletionRules": rules}))
+    status = rayjobs.wait("tidy", RUN_TIMEOUT_S, "Complete", jobDeploymentStatus="Complete")
+    wait_for(lambda: rayjobs.cluster(status["rayClusterName"]) is None, 30, "DeleteCluster at once", rayjobs.operator)
+    assert rayjobs.get("tidy") is not None, "DeleteSelf waits for its ttlSeconds"
+    wait_for(lambda: rayjobs.get("tidy") is None, 60, "DeleteSelf after 8 s", rayjobs.operator)
+
+
+def test_deleting_a_running_rayjob_stops_its_job(rayjobs: RayJobs, clusters: Clusters, k8s_namespace: str) -> None:
+    shared = sample(k8s_namespace, "keeper")
+    shared["spec"]["workerGroupSpecs"] = []
+    clusters.create(shared)
+    rayjobs.create(job_manifest(k8s_namespace, "doomed", rayClusterSpec=None, entrypoint="sleep 300",
+                                clusterSelector={"ray.io/cluster": "keeper"}, submissionMode="HTTPMode",
+                                shutdownAfterJobFinishes=False, ttlSecondsAfterFinished=0))
+    status = rayjobs.wait("doomed", RUN_TIMEOUT_S, "RUNNING", jobDeploymentStatus="Running", jobStatus="RUNNING")
+    rayjobs.delete_all()
+    client = rayjobs.job_client("keeper")
+    wait_for(lambda: client.get_job_status(status["jobId"]).value == "STOPPED", 30,
+             "the job stopped by the RayJob's finalizer", rayjobs.operator)

@@ -100,6 +100,5 @@ def test_the_sample_runs_from_the_image_and_a_driver_in_the_head_container_uses_
 
     _kubectl("delete", "-n", ns, "raycluster", NAME, "--wait=true", "--timeout=60s")
     wait_for(lambda: not clusters.pods(NAME), 60, "the cluster's pods gone", kray_operator)
-    for pod in pods:
-        wait_for(lambda name=pod.metadata.name: podman.containers(ns, name) == [], 30,
-                 f"the container of {pod.metadata.name} removed")
+    names = [p.metadata.name for p in pods]
+    wait_for(lambda: not any(podman.containers(ns, name) for name in names), 30, "the pods' containers removed")

@@ -156,3 +156,29 @@ def test_build_script_without_an_engine_exits_2(tmp_path: pathlib.Path) -> None:
                             text=True, timeout=30, check=False)
     assert result.returncode == 2, result.stderr
     assert "no working container engine" in result.stderr
+
+
+def test_build_script_if_engine_without_an_engine_says_so_and_exits_0(tmp_path: pathlib.Path) -> None:
+    # `make test` calls `build.sh --if-changed --if-engine`: no engine is not an error there (the
+    # container-mode tests fail instead, saying why), and no image reference is printed.
+    for tool in ("bash", "dirname", "cat", "timeout"):
+        found = shutil.which(tool)
+        assert found, f"{tool} is not installed"
+        (tmp_path / tool).symlink_to(found)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KRAY_")}
+    env["PATH"] = str(tmp_path)
+    result = subprocess.run([str(tmp_path / "bash"), str(IMAGES / "build.sh"), "--if-changed", "--if-engine"],
+                            env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "images not built" in result.stderr and "KRAY_IMAGE" not in result.stdout
+
+
+def test_build_script_rejects_unknown_options() -> None:
+    result = subprocess.run(["bash", str(IMAGES / "build.sh"), "--if-unchanged"], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 1 and "unknown option --if-unchanged" in result.stderr
+
+
+def test_runtime_image_carries_numpy_and_pandas() -> None:
+    build_steps = " ".join(args_of(RUNTIME, "RUN"))
+    assert '"numpy>=' in build_steps and '"pandas>=' in build_steps

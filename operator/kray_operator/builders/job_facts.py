@@ -1,5 +1,6 @@
 """What one reconcile pass of a RayJob observed, as plain frozen data: its RayCluster, its submitter
-(the batch Job, or the sidecar in the head Pod), the job API's answer; and what the pass decided.
+(the batch Job, or the sidecar in the head Pod), the job API's answer; what the pass decided; and RFC 3339
+times to and from Unix seconds (calendar arithmetic, so deadlines need no clock: "now" is passed in).
 
 Pure parsing of API objects into facts; no I/O.
 """
@@ -8,9 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from typing import Any
-
-from kray_operator.builders import rfc3339
 
 API_FOUND = "found"
 API_NOT_FOUND = "not_found"
@@ -139,7 +139,7 @@ def batch_job_facts(body: dict[str, Any] | None) -> SubmitterFacts:
             continue
         if cond.get("type") == "Failed":
             failed, reason, message = True, str(cond.get("reason") or ""), str(cond.get("message") or "")
-        finished_at = finished_at or rfc3339.parse_or_none(cond.get("lastTransitionTime"))
+        finished_at = finished_at or parse_time_or_none(cond.get("lastTransitionTime"))
     return SubmitterFacts(exists=True, deleting=bool((body.get("metadata") or {}).get("deletionTimestamp")),
                           failed=failed, reason=reason, message=message, finished_at=finished_at)
 
@@ -158,7 +158,7 @@ def sidecar_facts(head_pod: dict[str, Any] | None, container: str) -> SubmitterF
         return SubmitterFacts(
             exists=True, failed=code != 0, reason=str(done.get("reason") or ""),
             message=f"the submitter container {container} exited with code {code} ({done.get('reason') or ''})",
-            finished_at=rfc3339.parse_or_none(done.get("finishedAt")))
+            finished_at=parse_time_or_none(done.get("finishedAt")))
     return SubmitterFacts(exists=True)
 
 
@@ -173,3 +173,67 @@ def api_facts(info: dict[str, Any]) -> ApiFacts:
     return ApiFacts(outcome=API_FOUND, status=str(info.get("status") or ""),
                     message=str(info.get("message") or ""), start_ms=millis(info.get("start_time")),
                     end_ms=millis(info.get("end_time")))
+
+
+# ---- RFC 3339 times (UTC) and Unix seconds
+
+_TIME = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|z|[+-]\d{2}:\d{2})$"
+)
+_DAY_S = 86400
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a Gregorian date."""
+    year -= month <= 2
+    era = (year if year >= 0 else year - 399) // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _civil_from_days(days: int) -> tuple[int, int, int]:
+    """The Gregorian (year, month, day) of a day count since 1970-01-01."""
+    days += 719468
+    era = (days if days >= 0 else days - 146096) // 146097
+    doe = days - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + (3 if mp < 10 else -9)
+    return yoe + era * 400 + (month <= 2), month, day
+
+
+def parse_time(text: str) -> float:
+    """Unix seconds of an RFC 3339 time; ValueError when `text` is not one."""
+    m = _TIME.match(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not an RFC 3339 time like 2025-01-01T00:00:00Z")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    seconds = _days_from_civil(year, month, day) * _DAY_S + hour * 3600 + minute * 60 + second
+    fraction = float(m.group(7)) if m.group(7) else 0.0
+    zone = m.group(8)
+    if zone not in ("Z", "z"):
+        sign = 1 if zone[0] == "+" else -1
+        seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    return seconds + fraction
+
+
+def parse_time_or_none(text: str | None) -> float | None:
+    """parse_time(), or None for an empty or malformed value."""
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        return None
+
+
+def format_time(seconds: float) -> str:
+    """The RFC 3339 UTC time (as Kubernetes writes it: "2025-01-01T00:00:00Z"), to the second, of Unix `seconds`."""
+    whole = int(seconds // 1)
+    days, rest = divmod(whole, _DAY_S)
+    year, month, day = _civil_from_days(days)
+    return f"{year:04d}-{month:02d}-{day:02d}T{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}Z"

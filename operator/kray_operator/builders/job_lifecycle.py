@@ -2,7 +2,8 @@
 (actions to run, the status to write, events to post).
 
 jobDeploymentStatus: "" -> Initializing -> [Waiting ->] Running -> Complete | Failed, with Suspending ->
-Suspended and Retrying -> "" on the side. Times are Unix seconds passed in; no I/O, no clock.
+Suspended and Retrying -> "" on the side; once finished, what deletionStrategy, shutdownAfterJobFinishes and
+ttlSecondsAfterFinished delete, and when. Times are Unix seconds passed in; no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import copy
 from typing import Any
 
 from kray_operator import job_models
-from kray_operator.builders import job_cleanup, job_facts, jobs, rfc3339
+from kray_operator.builders import job_facts, jobs
 
 Dep = job_models.JobDeploymentStatus
 Reason = job_models.JobFailedReason
@@ -36,7 +37,7 @@ def step(job: job_models.RayJob, facts: job_facts.Facts, now: float) -> job_fact
     dep = s.get("jobDeploymentStatus") or ""
     if dep == Dep.NEW.value:
         _initialize(job, s, facts)
-        s["startTime"] = rfc3339.format(now)
+        s["startTime"] = job_facts.format_time(now)
     elif dep == Dep.INITIALIZING.value:
         _initializing(job, facts, now, out)
     elif dep == Dep.WAITING.value:
@@ -52,7 +53,7 @@ def step(job: job_models.RayJob, facts: job_facts.Facts, now: float) -> job_fact
         s["jobStatus"] = None
         s["jobDeploymentStatus"] = None
     elif dep in (Dep.COMPLETE.value, Dep.FAILED.value):
-        job_cleanup.finished(job, facts, now, out)
+        finished(job, facts, now, out)
         out.write = False
         return out
     else:
@@ -65,7 +66,7 @@ def step(job: job_models.RayJob, facts: job_facts.Facts, now: float) -> job_fact
         return out
     _count_and_retry(job, s)
     if any(old.get(k) != s.get(k) for k in _KEY_FIELDS) and _terminal(s):
-        s["endTime"] = rfc3339.format(now)
+        s["endTime"] = job_facts.format_time(now)
     s["observedGeneration"] = job.metadata.generation
     return out
 
@@ -82,8 +83,8 @@ def invalid_status(status: dict[str, Any], message: str, generation: int | None,
     new.update(jobDeploymentStatus=Dep.FAILED.value, reason=Reason.VALIDATION_FAILED.value,
                message=message[:4096], observedGeneration=generation)
     if status.get("jobDeploymentStatus") != Dep.FAILED.value:
-        new["endTime"] = rfc3339.format(now)
-    new.setdefault("startTime", rfc3339.format(now))
+        new["endTime"] = job_facts.format_time(now)
+    new.setdefault("startTime", job_facts.format_time(now))
     return new
 
 
@@ -122,7 +123,7 @@ def _initialize(job: job_models.RayJob, s: dict[str, Any], facts: job_facts.Fact
 
 
 def _past(start: str | None, seconds: int | None, now: float) -> bool:
-    began = rfc3339.parse_or_none(start)
+    began = job_facts.parse_time_or_none(start)
     return seconds is not None and began is not None and now >= began + seconds
 
 
@@ -254,7 +255,7 @@ def _running(job: job_models.RayJob, facts: job_facts.Facts, now: float, out: jo
         if finished_at is not None and now >= finished_at + SUBMITTER_FINISHED_GRACE_S:
             s["jobStatus"] = "FAILED"
             _fail(s, Reason.TRANSITION_GRACE_PERIOD_EXCEEDED, f"The RayJob submitter finished at "
-                  f"{rfc3339.format(finished_at)} but the job did not reach a terminal state within "
+                  f"{job_facts.format_time(finished_at)} but the job did not reach a terminal state within "
                   f"{SUBMITTER_FINISHED_GRACE_S}s")
             return
         if sub.failed:
@@ -277,7 +278,7 @@ def _from_job_api(job: job_models.RayJob, facts: job_facts.Facts, finished_at: f
         if s.get("jobStatusCheckFailureStartTime"):
             out.write = False
         else:
-            s["jobStatusCheckFailureStartTime"] = rfc3339.format(now)
+            s["jobStatusCheckFailureStartTime"] = job_facts.format_time(now)
         return
     s["jobStatusCheckFailureStartTime"] = None
     terminal = _is_terminal_job(api.status)
@@ -293,9 +294,9 @@ def _from_job_api(job: job_models.RayJob, facts: job_facts.Facts, finished_at: f
              message=api.message or None)
     info = dict(s.get("rayJobInfo") or {})
     if api.start_ms:
-        info["startTime"] = rfc3339.format(api.start_ms / 1000)
+        info["startTime"] = job_facts.format_time(api.start_ms / 1000)
     if api.end_ms:
-        info["endTime"] = rfc3339.format(api.end_ms / 1000)
+        info["endTime"] = job_facts.format_time(api.end_ms / 1000)
     s["rayJobInfo"] = info or None
 
 
@@ -306,7 +307,7 @@ def _submit(facts: job_facts.Facts, out: job_facts.Step, now: float) -> None:
     if facts.submit_refused:
         _fail(s, Reason.SUBMISSION_FAILED, f"the job API refused the submission: {facts.submit_error}")
     elif facts.submit_error:
-        s["jobStatusCheckFailureStartTime"] = s.get("jobStatusCheckFailureStartTime") or rfc3339.format(now)
+        s["jobStatusCheckFailureStartTime"] = s.get("jobStatusCheckFailureStartTime") or job_facts.format_time(now)
         s["message"] = f"submitting the job failed: {facts.submit_error}"[:4096]
     else:
         out.actions.append(job_facts.Action.SUBMIT)
@@ -346,3 +347,73 @@ def _count_and_retry(job: job_models.RayJob, s: dict[str, Any]) -> None:
     no_retry = (Reason.DEADLINE_EXCEEDED.value, Reason.STATUS_CHECK_TIMEOUT_EXCEEDED.value)
     if dep == Dep.FAILED.value and failed < job.spec.backoff_limit + 1 and s.get("reason") not in no_retry:
         s["jobDeploymentStatus"] = Dep.RETRYING.value
+
+
+# ---- clean-up of a finished RayJob (Complete or Failed), KubeRay's order of mechanisms
+
+Policy = job_models.DeletionPolicyType
+# Most destructive first: when several rules are overdue, the most impactful one runs (KubeRay's rule).
+_IMPACT = {Policy.DELETE_SELF: 4, Policy.DELETE_CLUSTER: 3, Policy.DELETE_WORKERS: 2, Policy.DELETE_NONE: 1}
+_ACTIONS = {
+    Policy.DELETE_CLUSTER: job_facts.Action.DELETE_CLUSTER,
+    Policy.DELETE_WORKERS: job_facts.Action.SUSPEND_WORKERS,
+    Policy.DELETE_SELF: job_facts.Action.DELETE_SELF,
+}
+
+
+def finished(job: job_models.RayJob, facts: job_facts.Facts, now: float, out: job_facts.Step) -> None:
+    """Append to `out` the deletion due now, if any; a selected cluster is never touched."""
+    if job.spec.selected_cluster:
+        return
+    status = out.status
+    ended = job_facts.parse_time_or_none(status.get("endTime"))
+    if ended is None:
+        ended = now
+    cluster = facts.cluster or job_facts.ClusterFacts()
+    strategy = job.spec.deletion_strategy
+    if strategy is not None and strategy.deletion_rules:
+        policy = due_rule(strategy.deletion_rules, status, cluster, ended, now)
+    elif strategy is not None:
+        policy = _legacy(strategy, status, cluster, ended + job.spec.ttl_seconds_after_finished, now)
+    elif job.spec.shutdown_after_job_finishes and now >= ended + job.spec.ttl_seconds_after_finished:
+        policy = None if done(Policy.DELETE_CLUSTER, cluster) else Policy.DELETE_CLUSTER
+    else:
+        policy = None
+    if policy is not None and policy in _ACTIONS:
+        out.actions.append(_ACTIONS[policy])
+
+
+def matches(rule: job_models.DeletionRule, status: dict[str, object]) -> bool:
+    """Whether the rule's condition names the RayJob's current jobStatus or jobDeploymentStatus."""
+    cond = rule.condition
+    if cond.job_status is not None:
+        return cond.job_status == status.get("jobStatus")
+    return cond.job_deployment_status == status.get("jobDeploymentStatus")
+
+
+def done(policy: job_models.DeletionPolicyType, cluster: job_facts.ClusterFacts) -> bool:
+    """Whether what `policy` deletes is gone already (so running it again would do nothing)."""
+    if policy == Policy.DELETE_NONE:
+        return True
+    if policy == Policy.DELETE_SELF:
+        return False
+    if not cluster.present:
+        return True
+    return policy == Policy.DELETE_WORKERS and cluster.workers_suspended
+
+
+def due_rule(rules: list[job_models.DeletionRule], status: dict[str, object], cluster: job_facts.ClusterFacts,
+             ended: float, now: float) -> job_models.DeletionPolicyType | None:
+    """The most impactful matching rule whose ttlSeconds passed and whose deletion is not done yet."""
+    overdue = [r.policy for r in rules
+               if matches(r, status) and now >= ended + r.condition.ttl_seconds and not done(r.policy, cluster)]
+    return max(overdue, key=lambda p: _IMPACT[p]) if overdue else None
+
+
+def _legacy(strategy: job_models.DeletionStrategy, status: dict[str, object], cluster: job_facts.ClusterFacts,
+            due: float, now: float) -> job_models.DeletionPolicyType | None:
+    """onSuccess for SUCCEEDED, onFailure for FAILED, after ttlSecondsAfterFinished."""
+    chosen = {"SUCCEEDED": strategy.on_success, "FAILED": strategy.on_failure}.get(str(status.get("jobStatus")))
+    if chosen is None or chosen.policy is None or now < due or done(chosen.policy, cluster):
+        return None
+    return chosen.policy

@@ -19,6 +19,8 @@ WATCH_SERVER_TIMEOUT_S = 300
 WATCH_CLIENT_TIMEOUT_S = 330
 REQUEST_TIMEOUT_S = 30.0
 MAX_WORKERS = 8
+TIMER_EXIT_WAIT_S = 0.5
+TIMER_EXIT_POLL_S = 1.0
 
 
 def apply(settings: kopf.OperatorSettings) -> None:
@@ -31,6 +33,10 @@ def apply(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
     settings.networking.request_timeout = REQUEST_TIMEOUT_S
     settings.execution.max_workers = MAX_WORKERS
+    # A deleted RayJob keeps its finalizer until its resync timer has stopped: check often (kopf polls
+    # every 60 s by default, which would hold every RayJob deletion for a minute).
+    settings.background.instant_exit_timeout = TIMER_EXIT_WAIT_S
+    settings.background.cancellation_polling = TIMER_EXIT_POLL_S
 
 
 @kopf.on.startup()

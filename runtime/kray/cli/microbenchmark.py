@@ -19,7 +19,7 @@ import click
 import psutil
 
 import kray
-from kray.cli import microbenchmark_actors, microbenchmark_jobs
+from kray.cli import microbenchmark_actors, microbenchmark_idle, microbenchmark_jobs
 
 PER_SECOND = "per second"
 
@@ -271,6 +271,8 @@ def run(pattern: str = "", duration: float = 3.0) -> list[Result]:
             actor_rows(bench)
         finally:
             kray.shutdown()
+    for name, seconds in microbenchmark_idle.idle_rows(bench):
+        bench.add(Result(name, seconds, 0.0, unit=""))
     microbenchmark_jobs.job_rows(bench)
     print_table(bench.results)
     return bench.results

@@ -125,7 +125,7 @@ class CoreWorker:
 
     def wake_flush(self) -> None:
         """Any thread (ObjectRef.__del__ included): make sure a flush runs within FLUSH_DELAY_S."""
-        if not self._flush_due:
+        if not self._flush_due and not self._closed:
             self._flush_due = True
             self.loop.call_soon_threadsafe(self.loop.call_later, FLUSH_DELAY_S, self._due_flush)
 

@@ -7,11 +7,12 @@ it when an actor's worker dies, and the worker reports the creation task's resul
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from typing import Any
 
-from kray import serialization
+from kray import config, serialization
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages
 from kray.scheduling import resources as res
@@ -44,6 +45,7 @@ class ActorManager:
         self.named: dict[tuple[str, str], bytes] = {}
         self.by_creation_task: dict[bytes, bytes] = {}
         self.subscribers: dict[bytes, dict[bytes | None, loop_mod.Peer]] = {}
+        self.dead: collections.deque[bytes] = collections.deque()  # dead actors' ids, oldest first
         on = loop.on
         on(messages.RegisterActor, self._on_register)
         on(messages.GetActor, self._on_get)
@@ -257,6 +259,9 @@ class ActorManager:
 
     def _mark_dead(self, record: ActorRecord, cause: str) -> None:
         info = record.info
+        if info.state != DEAD:
+            self._keep_dead(info.actor_id)
+        self.by_creation_task.pop(record.creation.task_id, None)
         info.state = DEAD
         info.death_cause = cause
         info.address = ""
@@ -264,3 +269,14 @@ class ActorManager:
         if opts.name and self.named.get((opts.namespace, opts.name)) == info.actor_id:
             del self.named[(opts.namespace, opts.name)]
         self._publish(record)
+
+    def _keep_dead(self, actor_id: bytes) -> None:
+        """Remember a dead actor (its callers and the state API ask for it), forgetting the oldest
+        beyond the bound, with their subscribers."""
+        self.dead.append(actor_id)
+        while len(self.dead) > max(0, config.DESTROYED_ACTORS_KEPT):
+            old = self.dead.popleft()
+            record = self.actors.get(old)
+            if record is not None and record.info.state == DEAD:
+                del self.actors[old]
+                self.subscribers.pop(old, None)

@@ -6,11 +6,13 @@ Runs on the GCS loop; talks only to raylets (ReserveBundle / ReturnBundle).
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from kray import config
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages
 from kray.scheduling import placement, policy
@@ -37,6 +39,7 @@ class PlacementGroupManager:
         self.nodes = nodes
         self.available = available
         self.groups: dict[bytes, GroupRecord] = {}
+        self.removed: collections.deque[bytes] = collections.deque()  # oldest first
         on = loop.on
         on(messages.CreatePlacementGroup, self._on_create)
         on(messages.WaitPlacementGroup, self._on_wait)
@@ -96,7 +99,17 @@ class PlacementGroupManager:
             for waiter, req_id in record.waiters:
                 waiter.reply(req_id, "the placement group was removed before it was created", ok=False)
             record.waiters.clear()
+            self._keep_removed(msg.pg_id)
         peer.reply(msg.req_id, True)
+
+    def _keep_removed(self, pg_id: bytes) -> None:
+        """Remember a removed group for the state API, forgetting the oldest beyond the bound."""
+        self.removed.append(pg_id)
+        while len(self.removed) > max(0, config.REMOVED_PLACEMENT_GROUPS_KEPT):
+            old = self.removed.popleft()
+            record = self.groups.get(old)
+            if record is not None and record.info.state == REMOVED:
+                del self.groups[old]
 
     # ------------------------------------------------------------ placing
 

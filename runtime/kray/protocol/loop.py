@@ -117,7 +117,7 @@ class Loop:
 
     def call_soon_threadsafe(self, fn: Callable, *args: Any) -> None:
         self._calls.append((fn, args))
-        if not self._signaled:
+        if not self._signaled and self._wake_fd >= 0:
             self._signaled = True
             os.eventfd_write(self._wake_fd, 1)
 
@@ -197,10 +197,8 @@ class Loop:
     def stop(self) -> None:
         """Stop the loop after the current step; safe from any thread (it wakes the loop)."""
         self.running = False
-        try:
+        if self._wake_fd >= 0:
             os.eventfd_write(self._wake_fd, 1)
-        except OSError:
-            pass  # closed already
 
     def close(self) -> None:
         for sock in list(self._peers.values()):
@@ -210,7 +208,10 @@ class Loop:
                 sock.close(0)
         self._peers.clear()
         self._readers.clear()
-        os.close(self._wake_fd)
+        # Never write to the number once closed (a late call_soon_threadsafe, e.g. from an ObjectRef's
+        # __del__): zmq may have reused it for a descriptor of its own.
+        fd, self._wake_fd = self._wake_fd, -1
+        os.close(fd)
         wire.stop_authenticator(self.ctx)
 
     def _run_timers(self) -> None:

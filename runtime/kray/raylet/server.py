@@ -106,13 +106,16 @@ class Raylet:
 
     def start(self) -> None:
         self.loop.request(self.gcs_address, lambda rid: messages.RegisterNode(rid, self.node), self._on_registered)
-        self.heartbeat.start()
         for _ in range(min(self.prestart, self.max_starting)):
             self.pool.start_worker()
 
     def _on_registered(self, msg: Any, payload: list) -> None:
         if isinstance(msg, messages.Reply) and not msg.ok:
             log.error("the GCS refused this node: %s", msg.value)
+        # Heartbeats travel on a connection of their own: only once the GCS knows the node (a heartbeat
+        # that overtook the registration would be refused). A refused or unanswered registration
+        # starts them too, so that the node leaves (NodeRejected, or the GCS's silence).
+        self.heartbeat.start()
 
     def report(self) -> liveness.Report:
         """What the heartbeat thread sends (called on that thread: copies only, no iteration of live tables)."""
@@ -147,6 +150,7 @@ class Raylet:
 
     def _on_job_finished(self, msg: messages.JobFinished, payload: list, peer: loop_mod.Peer) -> None:
         """The job's driver is gone: nobody will use or return its leases, so end that work here."""
+        self.log_subscribers.pop(msg.job_id, None)
         self.pending = [r for r in self.pending if r.msg.job_id != msg.job_id or r.msg.owner == self.gcs_address]
         for worker in list(self.leases.values()):
             if worker.lease_job == msg.job_id:

@@ -144,7 +144,7 @@ class ControlPlane:
             f"--service-account-signing-key-file={p.service_account_key}",
             f"--service-cluster-ip-range={pki.SERVICE_CLUSTER_IP_RANGE}",
             "--allow-privileged=true", "--endpoint-reconciler-type=none", "--profiling=false",
-            # `kubectl logs/exec` go to a node's InternalIP (the pod runner's Node has no resolvable hostname).
+            # `kubectl logs` goes to a node's InternalIP (the pod runner's Node has no resolvable hostname).
             "--kubelet-preferred-address-types=InternalIP",
         ])
         self._wait_until("kube-apiserver /readyz", lambda: self._get("/readyz") == 200)

@@ -1,5 +1,6 @@
 """A container as local processes: the argv that enters the pod's namespaces and mounts its volumes,
-the process group it runs in, how it is stopped, and its readiness probes.
+the process group it runs in, how it is stopped; and the probes of any `Running` container (this
+module's processes or podman.py's containers).
 
 Starts and signals processes, enters namespaces with nsenter for exec probes, and opens TCP/HTTP
 connections to pod IPs; writes only the container's log file.

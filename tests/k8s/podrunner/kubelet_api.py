@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import re
 import ssl
 import subprocess
 import threading
@@ -19,6 +20,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 FOLLOW_POLL_S = 0.2
+# The runner's own lines in a container log ("--- kray pod runner: starting CMD at TIME"); a kubelet's
+# log has only the container's output, so they are left out.
+_RUNNER_LINE = re.compile(rb"--- kray pod runner: .*? at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n", re.DOTALL)
 CHUNK = 64 * 1024
 
 # (namespace, pod, container) -> the log file, and whether the container may still write to it.
@@ -100,7 +104,7 @@ class KubeletApi:
         tail = int((query.get("tailLines") or ["-1"])[0])
         limit = int((query.get("limitBytes") or ["0"])[0])
         follow = (query.get("follow") or ["false"])[0] in ("true", "1")
-        body = _tail(data, tail)
+        body = _tail(_RUNNER_LINE.sub(b"", data), tail)
         if limit > 0:
             body = body[:limit]
         request.send_response(200)
@@ -110,7 +114,7 @@ class KubeletApi:
             request.end_headers()
             request.wfile.write(body)
             return
-        request.send_header("Transfer-Encoding", "chunked")
+        request.send_header("Connection", "close")  # HTTP/1.0: the body ends when the connection does
         request.end_headers()
         try:
             self._follow(request, path, body, len(data), (namespace, pod, container))
@@ -121,7 +125,7 @@ class KubeletApi:
                 key: tuple[str, str, str]) -> None:
         def send(chunk: bytes) -> None:
             if chunk:
-                request.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                request.wfile.write(chunk)
                 request.wfile.flush()
 
         send(first)
@@ -132,9 +136,8 @@ class KubeletApi:
                 chunk = f.read(CHUNK)
             if chunk:
                 offset += len(chunk)
-                send(chunk)
+                send(_RUNNER_LINE.sub(b"", chunk))
                 continue
             if not running:
                 break
             time.sleep(FOLLOW_POLL_S)
-        request.wfile.write(b"0\r\n\r\n")

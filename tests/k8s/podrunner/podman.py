@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from . import network, podspec, status, volumes
+from . import apiserver, network, podspec, status, volumes
 
 if TYPE_CHECKING:
     from .worker import PodWorker
@@ -118,9 +118,36 @@ def security_args(pod: Any, container: Any) -> list[str]:
         for gid in [pod_ctx.fs_group, *(pod_ctx.supplemental_groups or [])]:
             if gid is not None:
                 out.append(f"--group-add={gid}")
-    if ctx is not None and ctx.read_only_root_filesystem:
-        out.append("--read-only")
+    if ctx is not None:
+        if ctx.read_only_root_filesystem:
+            out.append("--read-only")
+        if ctx.allow_privilege_escalation is False:
+            out.append("--security-opt=no-new-privileges")
+        caps = ctx.capabilities
+        out += [f"--cap-drop={c}" for c in (caps.drop or [])] if caps else []
+        out += [f"--cap-add={c}" for c in (caps.add or [])] if caps else []
     return out
+
+
+def own_volumes(pod: Any, container: Any, vols: Mapping[str, volumes.Volume]) -> None:
+    """File ownership as the kubelet sets it: fsGroup owns the pod's volumes (group-readable), and a
+    projected ServiceAccount token belongs to the runAsUser, so a non-root process can read its 0600 file."""
+    pod_ctx, ctx = pod.spec.security_context, container.security_context
+    user = ctx.run_as_user if ctx and ctx.run_as_user is not None else (pod_ctx.run_as_user if pod_ctx else None)
+    fs_group = pod_ctx.fs_group if pod_ctx else None
+    kinds = {v.name: v for v in pod.spec.volumes or []}
+    for vm in container.volume_mounts or []:
+        vol, spec = vols.get(vm.name), kinds.get(vm.name)
+        if vol is None or vol.host_path is None or spec is None or spec.host_path is not None:
+            continue
+        has_token = spec.projected is not None and any(
+            src.service_account_token is not None for src in spec.projected.sources or [])
+        for path in [vol.host_path, *vol.host_path.rglob("*")]:
+            if fs_group is not None:
+                os.chown(path, -1, fs_group, follow_symlinks=False)
+                path.chmod(path.stat().st_mode | (0o2070 if path.is_dir() else 0o040))
+            if has_token and user is not None:
+                os.chown(path, user, -1, follow_symlinks=False)
 
 
 def mount_args(pod: Any, container: Any, vols: Mapping[str, volumes.Volume], sandbox: network.Sandbox) -> list[str]:
@@ -212,16 +239,25 @@ class Podman:
 
     def __init__(self, token: str) -> None:
         self.token = token
+        self.node_ip = ""
         self._images: dict[str, ImageConfig] = {}
         self._lock = threading.Lock()
+        self._relay: apiserver.ApiRelay | None = None
 
-    def setup(self) -> str:
-        """Checks podman works and removes containers that dead runs left; returns podman's version."""
+    def setup(self, node_ip: str, api_server: str) -> str:
+        """Checks podman works, removes containers that dead runs left, and serves the `kubernetes`
+        Service on node_ip (a relay to the API server at URL api_server); returns podman's version."""
         if shutil.which("podman") is None:
             raise RuntimeError("container mode needs podman: apt-get install podman (see .ci/run)")
         version = podman("version", "--format", "{{.Client.Version}}").stdout.strip()
         self.reap_stale()
+        self.node_ip = node_ip
+        self._relay = apiserver.ApiRelay(node_ip, apiserver.upstream_of(api_server)).start()
         return version
+
+    def hosts_lines(self) -> str:
+        """What every pod's hosts file adds in container mode: the `kubernetes` Service's names."""
+        return apiserver.hosts_lines(self.node_ip) if self.node_ip else ""
 
     def reap_stale(self) -> None:
         """Removes containers of pod runners whose registry entry is gone (killed test sessions)."""
@@ -233,9 +269,11 @@ class Podman:
                 podman("rm", "--force", "--ignore", cid, check=False)
                 log.warning("pod runner: removed container %s left by a dead run (%s)", cid[:12], token)
 
-    def remove_all(self) -> None:
-        """Removes every container this runner started (teardown)."""
+    def teardown(self) -> None:
+        """Removes every container this runner started and stops the API server relay."""
         podman("rm", "--force", "--ignore", "--filter", f"label={LABEL}={self.token}", check=False)
+        if self._relay is not None:
+            self._relay.stop()
 
     def image(self, ref: str, policy: str | None) -> ImageConfig:
         """The image's config, pulled first as imagePullPolicy asks (Never, IfNotPresent, Always)."""
@@ -268,9 +306,11 @@ class Podman:
                f"--label={LABEL}={self.token}", f"--label={POD_LABEL}={worker.namespace}/{worker.name}",
                f"--label={CONTAINER_LABEL}={spec.name}", f"--network=ns:/run/netns/{sandbox.netns}",
                f"--hostname={worker.hostname}", "--entrypoint=" + json.dumps(argv)]
+        env = {**apiserver.service_env(), **env}  # the kubelet's service variables; the pod's own win
         run += [f"--env={k}={v}" for k, v in env.items() if k != "HOSTNAME"]
         if spec.working_dir:
             run.append(f"--workdir={spec.working_dir}")
+        own_volumes(pod, spec, worker.volumes)
         run += security_args(pod, spec) + limit_args(spec) + mount_args(pod, spec, worker.volumes, sandbox)
         run.append(image.ref)
         return PodmanContainer(name, run, worker.log_path(spec.name), argv)

@@ -107,7 +107,8 @@ class PodRunner:
         try:
             self.pods_dir.mkdir(parents=True, exist_ok=True)
             self.net.setup()
-            self.runtime_version = self.podman.setup() if self.podman is not None else self.net.mode
+            if self.podman is not None:
+                self.runtime_version = self.podman.setup(self.host_ip, self.api.configuration.host)
             self.kubelet_api = kubelet_api.KubeletApi(self.host_ip, self.workdir / "kubelet", self.log_path,
                                                       self.container_running).start()
             self._register_node()
@@ -139,7 +140,7 @@ class PodRunner:
             self.kubelet_api.stop()
         self.mount_points.remove_all()
         if self.podman is not None:
-            self.podman.remove_all()
+            self.podman.teardown()
         self.net.teardown()
         for delete in (lambda: self.core.delete_node(self.node_name, _request_timeout=5),
                        lambda: client.CoordinationV1Api(self.api).delete_namespaced_lease(
@@ -295,7 +296,8 @@ class PodRunner:
                 if me is None or sandbox is None:
                     continue
                 try:
-                    self.net.write_etc(sandbox, "hosts", dns.hosts_file(me, services, known))
+                    extra = self.podman.hosts_lines() if self.podman is not None else ""
+                    self.net.write_etc(sandbox, "hosts", dns.hosts_file(me, services, known) + extra)
                     self.net.write_etc(sandbox, "resolv.conf", dns.resolv_conf(w.namespace))
                 except OSError:
                     pass  # the sandbox went away meanwhile

@@ -8,7 +8,7 @@ from typing import Any
 
 import kubernetes_validate
 from kray_operator import job_models, models
-from kray_operator.builders import job_facts, jobs, rfc3339
+from kray_operator.builders import job_facts, jobs
 
 
 def test_cluster_facts() -> None:
@@ -30,7 +30,7 @@ def test_batch_job_facts() -> None:
     done = job_facts.batch_job_facts({"metadata": {}, "status": {"conditions": [
         {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": "2026-01-01T00:00:01Z"},
         {"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T00:00:02Z"}]}})
-    assert not done.failed and done.finished_at == rfc3339.parse("2026-01-01T00:00:02Z")
+    assert not done.failed and done.finished_at == job_facts.parse_time("2026-01-01T00:00:02Z")
     failed = job_facts.batch_job_facts({"metadata": {}, "status": {"conditions": [
         {"type": "FailureTarget", "status": "True"},
         {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "limit",
@@ -47,7 +47,7 @@ def test_sidecar_facts() -> None:
 
     assert job_facts.sidecar_facts(pod({"running": {}}), "s") == job_facts.SubmitterFacts(exists=True)
     ok = job_facts.sidecar_facts(pod({"terminated": {"exitCode": 0, "finishedAt": "2026-01-01T00:00:09Z"}}), "s")
-    assert not ok.failed and ok.finished_at == rfc3339.parse("2026-01-01T00:00:09Z")
+    assert not ok.failed and ok.finished_at == job_facts.parse_time("2026-01-01T00:00:09Z")
     bad = job_facts.sidecar_facts(pod({"terminated": {"exitCode": 1, "reason": "Error"}}), "s")
     assert bad.failed and "exited with code 1" in bad.message
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 from kray_operator import job_models
-from kray_operator.builders import job_facts, job_lifecycle, rfc3339
+from kray_operator.builders import job_facts, job_lifecycle
 
 A = job_facts.Action
-T0 = rfc3339.parse("2026-01-01T00:00:00Z")
+T0 = job_facts.parse_time("2026-01-01T00:00:00Z")
 READY = job_facts.ClusterFacts(exists=True, state="ready", status={"state": "ready"},
                                dashboard_url="c-head-svc.ns1.svc.cluster.local:8265")
 RUNNING_SUBMITTER = job_facts.SubmitterFacts(exists=True)
@@ -22,7 +22,7 @@ def make(job_doc: dict[str, Any], **spec: Any) -> job_models.RayJob:
 
 def running(**extra: Any) -> dict[str, Any]:
     return {"jobDeploymentStatus": "Running", "jobId": "rayjob-sample-j1", "rayClusterName": "rayjob-sample-c1",
-            "dashboardURL": READY.dashboard_url, "startTime": rfc3339.format(T0), **extra}
+            "dashboardURL": READY.dashboard_url, "startTime": job_facts.format_time(T0), **extra}
 
 
 def step(job: job_models.RayJob, status: dict[str, Any], now: float = T0 + 5, **facts: Any) -> job_facts.Step:
@@ -56,7 +56,7 @@ def test_interactive_jobs_get_no_generated_id(job_doc: dict[str, Any]) -> None:
 
 def test_initializing_creates_the_cluster_then_waits_for_it(job: job_models.RayJob) -> None:
     status = {"jobDeploymentStatus": "Initializing", "jobId": "rayjob-sample-j1",
-              "rayClusterName": "rayjob-sample-c1", "startTime": rfc3339.format(T0)}
+              "rayClusterName": "rayjob-sample-c1", "startTime": job_facts.format_time(T0)}
     out = step(job, status, cluster=job_facts.ClusterFacts())
     assert out.actions == [A.CREATE_CLUSTER] and not out.write
     pending = job_facts.ClusterFacts(exists=True, state="", status={"desiredWorkerReplicas": 1})
@@ -84,13 +84,13 @@ def test_a_missing_selected_cluster_is_reported_not_created(job_doc: dict[str, A
                                          ("InteractiveMode", "Waiting")])
 def test_other_modes_create_no_submitter_job(job_doc: dict[str, Any], mode: str, state: str) -> None:
     job = make(job_doc, submissionMode=mode, backoffLimit=0)
-    out = step(job, {"jobDeploymentStatus": "Initializing", "rayClusterName": "c", "startTime": rfc3339.format(T0)},
+    out = step(job, {"jobDeploymentStatus": "Initializing", "rayClusterName": "c", "startTime": job_facts.format_time(T0)},
                cluster=READY)
     assert out.actions == [] and out.status["jobDeploymentStatus"] == state
 
 
 def test_interactive_waits_for_the_user_to_set_the_job_id(job_doc: dict[str, Any]) -> None:
-    waiting = {"jobDeploymentStatus": "Waiting", "rayClusterName": "c", "startTime": rfc3339.format(T0)}
+    waiting = {"jobDeploymentStatus": "Waiting", "rayClusterName": "c", "startTime": job_facts.format_time(T0)}
     out = step(make(job_doc, submissionMode="InteractiveMode"), waiting, cluster=READY)
     assert out.status["jobDeploymentStatus"] == "Waiting"
     out = step(make(job_doc, submissionMode="InteractiveMode", jobId="raysubmit_1"), waiting, cluster=READY)
@@ -149,7 +149,7 @@ def test_active_deadline_fails_the_job_without_retry(job_doc: dict[str, Any]) ->
     out = step(job, running(), T0 + 11, cluster=READY, submitter=RUNNING_SUBMITTER, api=found("RUNNING"))
     assert (out.status["jobDeploymentStatus"], out.status["reason"]) == ("Failed", "DeadlineExceeded")
     assert "ActiveDeadlineSeconds: 10" in out.status["message"] and out.status["failed"] == 1
-    initializing = {"jobDeploymentStatus": "Initializing", "startTime": rfc3339.format(T0), "rayClusterName": "c"}
+    initializing = {"jobDeploymentStatus": "Initializing", "startTime": job_facts.format_time(T0), "rayClusterName": "c"}
     assert step(job, initializing, T0 + 10, cluster=READY).status["reason"] == "DeadlineExceeded"
 
 
@@ -206,7 +206,7 @@ def test_http_mode_submits_when_the_job_is_unknown(job_doc: dict[str, Any]) -> N
 
 
 def test_status_checks_failing_for_300_s_fail_the_job(job: job_models.RayJob) -> None:
-    since = running(jobStatusCheckFailureStartTime=rfc3339.format(T0))
+    since = running(jobStatusCheckFailureStartTime=job_facts.format_time(T0))
     out = step(job, since, T0 + 299, cluster=READY, submitter=RUNNING_SUBMITTER, api=job_facts.ApiFacts(error="x"))
     assert not out.write, "the first failure time is kept; nothing else changed"
     out = step(job, since, T0 + 300, cluster=READY, submitter=RUNNING_SUBMITTER)
@@ -226,12 +226,12 @@ def test_suspend_deletes_everything_and_resume_starts_over(job_doc: dict[str, An
     assert not step(job, out.status).write, "stays suspended"
     resumed = step(make(job_doc, suspend=False), out.status).status
     assert resumed["jobDeploymentStatus"] is None and resumed["jobStatus"] is None
-    initializing = step(job, {"jobDeploymentStatus": "Initializing", "startTime": rfc3339.format(T0)}).status
+    initializing = step(job, {"jobDeploymentStatus": "Initializing", "startTime": job_facts.format_time(T0)}).status
     assert initializing["jobDeploymentStatus"] == "Suspending", "suspended before the cluster exists"
 
 
 def test_a_finished_job_deletes_its_cluster_after_the_ttl(job: job_models.RayJob) -> None:
-    complete = running(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED", endTime=rfc3339.format(T0))
+    complete = running(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED", endTime=job_facts.format_time(T0))
     out = step(job, complete, T0 + 9, cluster=READY)
     assert out.actions == [] and not out.write
     out = step(job, complete, T0 + 10, cluster=READY)
@@ -240,7 +240,7 @@ def test_a_finished_job_deletes_its_cluster_after_the_ttl(job: job_models.RayJob
 
 
 def test_no_deletion_without_shutdown_or_on_a_selected_cluster(job_doc: dict[str, Any]) -> None:
-    complete = running(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED", endTime=rfc3339.format(T0))
+    complete = running(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED", endTime=job_facts.format_time(T0))
     kept = make(job_doc, shutdownAfterJobFinishes=False, ttlSecondsAfterFinished=0)
     assert step(kept, complete, T0 + 100, cluster=READY).actions == []
     job_doc["spec"].pop("rayClusterSpec")
@@ -258,20 +258,20 @@ def test_deletion_rules_run_the_most_impactful_overdue_one(job_doc: dict[str, An
         ("DeleteCluster", {"jobStatus": "SUCCEEDED", "ttlSeconds": 10}),
         ("DeleteSelf", {"jobStatus": "SUCCEEDED", "ttlSeconds": 20}),
         ("DeleteSelf", {"jobDeploymentStatus": "Failed", "ttlSeconds": 0})))
-    complete = running(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED", endTime=rfc3339.format(T0))
+    complete = running(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED", endTime=job_facts.format_time(T0))
     assert step(job, complete, T0 + 1, cluster=READY).actions == [A.SUSPEND_WORKERS]
     suspended = job_facts.ClusterFacts(exists=True, state="ready", workers_suspended=True)
     assert step(job, complete, T0 + 1, cluster=suspended).actions == []
     assert step(job, complete, T0 + 11, cluster=READY).actions == [A.DELETE_CLUSTER]
     assert step(job, complete, T0 + 25, cluster=READY).actions == [A.DELETE_SELF]
-    failed = running(jobDeploymentStatus="Failed", jobStatus="FAILED", endTime=rfc3339.format(T0))
+    failed = running(jobDeploymentStatus="Failed", jobStatus="FAILED", endTime=job_facts.format_time(T0))
     assert step(job, failed, T0, cluster=READY).actions == [A.DELETE_SELF]
 
 
 def test_legacy_on_success_on_failure(job_doc: dict[str, Any]) -> None:
     job = make(job_doc, deletionStrategy={"onSuccess": {"policy": "DeleteCluster"},
                                           "onFailure": {"policy": "DeleteWorkers"}})
-    ended = rfc3339.format(T0)
+    ended = job_facts.format_time(T0)
     ok = running(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED", endTime=ended)
     bad = running(jobDeploymentStatus="Failed", jobStatus="FAILED", endTime=ended)
     assert step(job, ok, T0 + 5, cluster=READY).actions == [], "ttlSecondsAfterFinished (10) applies"
@@ -283,7 +283,7 @@ def test_an_invalid_spec_is_recorded_once() -> None:
     first = job_lifecycle.invalid_status({}, "spec: set rayClusterSpec", 3, T0)
     assert first is not None
     assert (first["jobDeploymentStatus"], first["reason"]) == ("Failed", "ValidationFailed")
-    assert first["message"] == "spec: set rayClusterSpec" and first["endTime"] == rfc3339.format(T0)
+    assert first["message"] == "spec: set rayClusterSpec" and first["endTime"] == job_facts.format_time(T0)
     assert job_lifecycle.invalid_status(first, "spec: set rayClusterSpec", 3, T0 + 9) is None
     assert job_lifecycle.invalid_status(first, "spec: set rayClusterSpec", 4, T0 + 9) is not None
 
@@ -299,11 +299,11 @@ def test_a_corrected_spec_starts_over(job: job_models.RayJob) -> None:
 
 def test_rfc3339_round_trip() -> None:
     for text in ("1970-01-01T00:00:00Z", "2000-02-29T23:59:59Z", "2026-12-07T12:34:56Z", "2100-03-01T00:00:00Z"):
-        assert rfc3339.format(rfc3339.parse(text)) == text
-    assert rfc3339.parse("2026-01-01T01:00:00+01:00") == T0
-    assert rfc3339.parse("2026-01-01T00:00:00.250Z") == T0 + 0.25
-    assert rfc3339.parse("2026-01-01T00:00:00Z") == 1767225600
-    assert rfc3339.parse_or_none("yesterday") is None and rfc3339.parse_or_none(None) is None
+        assert job_facts.format_time(job_facts.parse_time(text)) == text
+    assert job_facts.parse_time("2026-01-01T01:00:00+01:00") == T0
+    assert job_facts.parse_time("2026-01-01T00:00:00.250Z") == T0 + 0.25
+    assert job_facts.parse_time("2026-01-01T00:00:00Z") == 1767225600
+    assert job_facts.parse_time_or_none("yesterday") is None and job_facts.parse_time_or_none(None) is None
 
 
 def test_the_jobs_head_service_follows_its_current_cluster(job: job_models.RayJob, job_doc: dict[str, Any]) -> None:

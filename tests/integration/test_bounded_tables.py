@@ -1,0 +1,58 @@
+"""Tables that churn stay bounded (issue 20 item 7): removed placement groups and dead actors are
+forgotten beyond the GCS's bound, as Ray's destroyed-actor cache, so churn leaves the tables at size.
+
+Starts local clusters with kray.init(); the bounds are set small through the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import kray
+import pytest
+from kray.util import state
+from kray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+from . import helpers
+
+KEPT = 5
+CHURN = 60
+
+
+@kray.remote(num_cpus=0)
+class Short:
+    def ping(self) -> str:
+        return "pong"
+
+
+def test_placement_group_churn_leaves_the_gcs_table_bounded(
+        cluster_factory: Callable[..., helpers.LocalCluster], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KRAY_MAXIMUM_GCS_REMOVED_PLACEMENT_GROUP_CACHED_COUNT", str(KEPT))
+    cluster_factory(num_cpus=2)
+    kept = placement_group([{"CPU": 1}])
+    assert kept.wait(60)
+    for _ in range(CHURN):
+        group = placement_group([{"CPU": 0.5}])
+        assert group.wait(60)
+        remove_placement_group(group)
+    table = placement_group_table()
+    assert len(table) <= KEPT + 1, f"{len(table)} groups kept after {CHURN} were created and removed"
+    assert kept.id.hex() in table, "a live group is never forgotten"
+    assert kray.available_resources().get("CPU") == 1.0
+
+
+def test_actor_churn_leaves_the_gcs_table_bounded(
+        cluster_factory: Callable[..., helpers.LocalCluster], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KRAY_MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT", str(KEPT))
+    cluster_factory(num_cpus=1)
+    alive = Short.remote()
+    assert kray.get(alive.ping.remote(), timeout=60) == "pong"
+    for _ in range(CHURN // 3):
+        actors = [Short.remote() for _ in range(3)]
+        assert kray.get([a.ping.remote() for a in actors], timeout=120) == ["pong"] * 3
+        for actor in actors:
+            kray.kill(actor)
+    helpers.wait_until(lambda: len(state.list_actors()) <= KEPT + 1, 60,
+                       f"the GCS to keep at most {KEPT} dead actors")
+    assert any(a["state"] == "ALIVE" for a in state.list_actors()), "a live actor is never forgotten"
+    assert kray.get(alive.ping.remote(), timeout=60) == "pong"
