@@ -201,14 +201,14 @@ else
     build "kray:$hash_tag" images/runtime.Dockerfile "BASE=$base"
     build "kray-operator:$hash_tag" images/operator.Dockerfile "RUNTIME_IMAGE=kray:$hash_tag"
     if (( if_changed )); then
-        # Keep the newest few hash tags per image (each build of a changed tree is ~0.5 GB): test sessions
-        # of a tree edited meanwhile may still start pods from theirs. Engines list the newest first.
+        # Keep the newest few hash tags per image: test sessions of a tree edited meanwhile may still start
+        # pods from theirs. Engines list the newest first; rmi takes the untagged parents along. No prune:
+        # the untagged images of the deps stage are the build cache that makes a rebuild take seconds.
         for name in kray kray-operator; do
             "$engine" images --format '{{.Repository}}:{{.Tag}}' \
                 | grep -E "(^|/)$name:h-[0-9a-f]{12}\$" | tail -n +$((keep_tags + 1)) \
                 | xargs -r "$engine" rmi >/dev/null 2>&1 || true
         done
-        [[ "$engine" == podman ]] && podman image prune -f >/dev/null 2>&1 || true
     fi
 fi
 "$engine" tag "kray:$hash_tag" "kray:$tag"

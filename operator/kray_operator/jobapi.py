@@ -100,6 +100,14 @@ class Client:
         result = self._request("GET", "/api/jobs/")
         return list(result) if isinstance(result, list) else []
 
+    def cluster_demand(self) -> dict[str, Any]:
+        """GET /api/cluster/demand: nodes (with idle time and labels), pending shapes, placement groups
+        and resource requests, as the autoscaler reads them."""
+        result = self._request("GET", "/api/cluster/demand")
+        if not isinstance(result, dict):
+            raise JobApiError(f"GET /api/cluster/demand: expected a JSON object, got {result!r:.200}")
+        return result
+
     def logs(self, submission_id: str) -> str:
         """GET /api/jobs/{id}/logs: the driver's output so far."""
         result = self._request("GET", f"/api/jobs/{urllib.parse.quote(submission_id, safe='')}/logs")

@@ -92,6 +92,18 @@ def cluster_token() -> str | None:
     """The cluster token given to this process (KRAY_CLUSTER_TOKEN), read when asked."""
     return os.environ.get("KRAY_CLUSTER_TOKEN") or None
 
+# Labels a node reports (NodeInfo.labels): its worker group and Pod, from the environment the operator
+# gives its Pods, so that the autoscaler maps nodes to groups and Pods.
+NODE_GROUP_LABEL = "ray.io/node-group"
+POD_NAME_LABEL = "kray.io/pod-name"
+
+
+def node_labels() -> dict[str, str]:
+    """This node's labels: ray.io/node-group from KRAY_NODE_GROUP, kray.io/pod-name from KRAY_POD_NAME."""
+    found = {NODE_GROUP_LABEL: os.environ.get("KRAY_NODE_GROUP", ""), POD_NAME_LABEL: os.environ.get("KRAY_POD_NAME", "")}
+    return {k: v for k, v in found.items() if v}
+
+
 # Debug logging of kray's own processes.
 LOG_LEVEL = os.environ.get("KRAY_LOG_LEVEL", "WARNING")
 
@@ -125,3 +137,9 @@ def job_runtime_env() -> str | None:
     """The job-level runtime_env (JSON, packages already uploaded) the job server gives a job's driver
     in KRAY_JOB_RUNTIME_ENV; read when kray.init() asks."""
     return os.environ.get("KRAY_JOB_RUNTIME_ENV") or None
+
+# runtime_env packages in the GCS: a fresh upload (or existence check) keeps a package this long even
+# when no job or actor holds it yet (Ray's RAY_RUNTIME_ENV_TEMPORARY_REFERENCE_EXPIRATION_S, 10 min);
+# unheld packages are looked for this often.
+PACKAGE_PIN_S = _float("KRAY_RUNTIME_ENV_TEMPORARY_REFERENCE_EXPIRATION_S", 600.0)
+PACKAGE_GC_PERIOD_S = _float("KRAY_PACKAGE_GC_PERIOD_S", 30.0)

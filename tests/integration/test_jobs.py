@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -32,7 +33,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[multinode.Mult
     """A head with 2 CPUs and a node with 2 CPUs and one `entry_slot`."""
     with multinode.running(
         tmp_path_factory.mktemp("jobs"), num_cpus=2, num_nodes=2, resources=[None, {"entry_slot": 1}],
-        extra_env={"KRAY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT), "KRAY_JOB_STOP_WAIT_TIME_S": "2"},
+        extra_env={"KRAY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT), "KRAY_JOB_STOP_WAIT_TIME_S": "2",
+                   # Packages nobody holds go within about a second.
+                   "KRAY_RUNTIME_ENV_TEMPORARY_REFERENCE_EXPIRATION_S": "1", "KRAY_PACKAGE_GC_PERIOD_S": "0.2"},
     ) as started:
         yield started
 
@@ -337,3 +340,43 @@ def test_a_pip_runtime_env_is_the_entrypoints_python_and_its_tasks(client: JobSu
     info = _wait_terminal(client, job_id)
     assert info.status == JobStatus.SUCCEEDED, info.message
     assert "driver 2.5 task 2.5" in client.get_job_logs(job_id)
+
+
+def test_a_package_stays_while_a_job_or_an_actor_uses_it_and_goes_after(
+    client: JobSubmissionClient, cluster: multinode.MultiNodeCluster, tmp_path: Path,
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "tool.py").write_text("NAME = 'tool'\n")
+    gate = tmp_path / "gate"
+    (project / "main.py").write_text(textwrap.dedent(f"""
+        import os, time, kray, tool
+        kray.init(namespace="packages")
+        @kray.remote
+        class Keeper:
+            def name(self):
+                import tool
+                return tool.NAME
+        keeper = Keeper.options(name="package-keeper", lifetime="detached").remote()
+        print("keeper", kray.get(keeper.name.remote()), flush=True)
+        while not os.path.exists({str(gate)!r}):
+            time.sleep(0.05)
+    """))
+    job_id = client.submit_job(entrypoint="python main.py", runtime_env={"working_dir": str(project)})
+    helpers.wait_until(lambda: "keeper tool" in client.get_job_logs(job_id), what="the detached actor")
+    uri = client.get_job_info(job_id).runtime_env["working_dir"]
+    package = "/api/packages/gcs/" + uri.removeprefix("gcs://")
+    time.sleep(2)  # past the temporary pin: the running job and the actor hold the package
+    assert _http(cluster, "GET", package)[0] == 200
+    gate.touch()
+    assert _wait_terminal(client, job_id).status == JobStatus.SUCCEEDED
+    time.sleep(2)
+    assert _http(cluster, "GET", package)[0] == 200, "the detached actor still uses the package"
+    script = _script(tmp_path, f"""
+        import kray
+        kray.init(namespace="packages")
+        kray.kill(kray.get_actor("package-keeper"))
+    """)
+    killer = client.submit_job(entrypoint=f"python {script}")
+    assert _wait_terminal(client, killer).status == JobStatus.SUCCEEDED, client.get_job_logs(killer)
+    helpers.wait_until(lambda: _http(cluster, "GET", package)[0] == 404, what="the unused package to be deleted")

@@ -59,6 +59,9 @@ def test_helm_installs_the_operator_from_its_image_and_it_reconciles_the_sample(
     _run(helm, "install", RELEASE, str(CHART), "--namespace", ns, "--skip-crds", "--values",
          str(tmp_path / "values.yaml"))
 
+    def ready_operator() -> Any:
+        return next((p for p in operator_pods() if _ready(p)), None)
+
     def operator_pods() -> list[Any]:
         return list(clusters.core.list_namespaced_pod(ns, label_selector="app.kubernetes.io/name=kray-operator").items)
 
@@ -66,8 +69,7 @@ def test_helm_installs_the_operator_from_its_image_and_it_reconciles_the_sample(
         return "\n".join(runner.read_log(ns, p.metadata.name)[-4000:] for p in operator_pods())
 
     try:
-        pod = wait_for(lambda: next((p for p in operator_pods() if _ready(p)), None), TIMEOUT_S,
-                       "the operator pod Ready")
+        pod = wait_for(ready_operator, TIMEOUT_S, "the operator pod Ready")
     except AssertionError as e:
         raise AssertionError(f"{e}\noperator log:\n{operator_log()}") from None
     to_ready = time.monotonic() - installed

@@ -196,3 +196,30 @@ def test_restarts_keep_the_emptydir_and_an_oom_kill_fails_the_pod(container_pod_
             and statuses[0].state.waiting.reason == "ErrImageNeverPull"
 
     runner.wait_for_pod(ns, "absent", never_pulled, TIMEOUT_S, "waiting with ErrImageNeverPull")
+
+
+def test_init_containers_run_first_and_a_failing_exec_liveness_probe_restarts_the_container(
+        container_pod_runner: PodRunner, kray_images: Images, kube_api: client.ApiClient, k8s_namespace: str) -> None:
+    runner, core, ns = container_pod_runner, _core(kube_api), k8s_namespace
+    pod = _pod("lively", kray_images.runtime, restart="Always", volumes=[{"name": "data", "emptyDir": {}}],
+               command=["sh", "-c", "cat /data/from-init; touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 600"],
+               volumeMounts=[{"name": "data", "mountPath": "/data"}],
+               livenessProbe={"exec": {"command": ["test", "-f", "/tmp/alive"]}, "initialDelaySeconds": 1,
+                              "periodSeconds": 1, "failureThreshold": 2})
+    pod["spec"]["initContainers"] = [{"name": "init", "image": kray_images.runtime, "imagePullPolicy": "Never",
+                                      "command": ["sh", "-c", "echo written by init as $(id -u) > /data/from-init"],
+                                      "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]
+    core.create_namespaced_pod(ns, pod)
+
+    def restarted(p: Any) -> bool:
+        statuses = (p.status.container_statuses if p else None) or []
+        return bool(statuses) and statuses[0].restart_count >= 1
+
+    got = runner.wait_for_pod(ns, "lively", restarted, TIMEOUT_S, "restarted by its liveness probe")
+    (init,) = got.status.init_container_statuses
+    assert init.state.terminated.exit_code == 0
+    assert got.status.container_statuses[0].last_state.terminated is not None
+    deadline = time.monotonic() + TIMEOUT_S
+    while runner.read_log(ns, "lively", "main").count("written by init as 1000") < 2:  # each run reads it
+        assert time.monotonic() < deadline, runner.read_log(ns, "lively", "main")
+        time.sleep(0.2)

@@ -38,18 +38,17 @@ def notices(spec: models.RayClusterSpec) -> list[str]:
             "processes still authenticate with the cluster token in the Secret "
             "<cluster>-token (kray cannot run without it)"
         )
-    if spec.enable_in_tree_autoscaling:
-        lines.append(
-            "enableInTreeAutoscaling has no effect yet: kray's operator does not autoscale yet; worker groups "
-            "keep their replicas"
-        )
     if spec.autoscaler_options is not None:
-        sidecar = sorted(spec.autoscaler_options.model_dump(by_alias=True, exclude_unset=True).keys() - HONOURED_AUTOSCALER)
+        given = spec.autoscaler_options.model_dump(by_alias=True, exclude_unset=True).keys()
+        sidecar = sorted(given - HONOURED_AUTOSCALER)
         if sidecar:
             lines.append(
                 f"autoscalerOptions {sidecar} have no effect: kray's autoscaler runs in the operator, not as a "
-                "sidecar container"
+                "sidecar container, so it needs no image, command, resources, env or version"
             )
+        policy = sorted(given & HONOURED_AUTOSCALER)
+        if policy and not spec.enable_in_tree_autoscaling:
+            lines.append(f"autoscalerOptions {policy} have no effect without enableInTreeAutoscaling: true")
     if spec.gcs_fault_tolerance_options is not None:
         lines.append(
             "gcsFaultToleranceOptions has no effect: kray keeps no GCS state outside the head, so a restarted "

@@ -17,6 +17,7 @@ from typing import Any
 import kopf
 
 from kray_operator import kube, models
+from kray_operator.autoscaler import loop as autoscaler
 from kray_operator.builders import names
 from kray_operator.handlers import cluster_sync, coalescing
 
@@ -79,15 +80,21 @@ def child_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> N
 
 
 @kopf.on.event(models.GROUP, models.VERSION, PLURAL)
-def cluster_event(namespace: str | None, name: str | None, type: str | None, **_: Any) -> None:
+def cluster_event(namespace: str | None, name: str | None, type: str | None,
+                  body: Mapping[str, Any] | None = None, **_: Any) -> None:
     """Any change of the RayCluster: a pass on its latest state (level-triggered).
 
     The create/update handlers alone are not enough: kopf compares the spec with the last one it
     handled, so a change that is undone while a pass runs (replicas 1 -> 3 -> 1) never reaches them,
     though the pass may have acted on the middle state.
+
+    It also starts or stops the cluster's autoscaler loop as enableInTreeAutoscaling says (kopf lists
+    every RayCluster when the operator starts, so the loops of a restarted operator resume here).
     """
     key = (namespace or "", name or "")
     if type == "DELETED":
         _passes.forget(key)  # its children go by garbage collection
+        autoscaler.ensure(*key, wanted=False)
     elif all(key):
         _passes.request(key, lambda: _sync_quietly(*key))
+        autoscaler.ensure(*key, wanted=bool(((body or {}).get("spec") or {}).get("enableInTreeAutoscaling")))

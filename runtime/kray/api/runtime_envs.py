@@ -47,6 +47,7 @@ def start_job(core: Any, env: dict[str, Any]) -> None:
         return
     text = validation.serialize(upload(core, env))
     core.runtime_env = text
+    hold(core, text)
     if validation.eager_install(env):
         core.send(core.raylet_address, messages.PrepareRuntimeEnv(text))
 
@@ -70,6 +71,15 @@ def upload(core: Any, env: dict[str, Any]) -> dict[str, Any]:
     return packaging.upload_local(env, exists, put)
 
 
+def hold(core: Any, text: str) -> None:
+    """Tell the GCS this job uses the env's packages, so they stay until the job ends."""
+    from kray.gcs import packages
+
+    uris = packages.uris_of(text)
+    if uris and core.job_id:
+        core.call(core.gcs_address, lambda rid: messages.HoldPackages(rid, f"job:{core.job_id}", uris))
+
+
 def resolve(core: Any, task_env: dict[str, Any] | None) -> str:
     """The canonical text of the env a task or actor submitted now runs in ("" for none)."""
     if not task_env:
@@ -80,6 +90,7 @@ def resolve(core: Any, task_env: dict[str, Any] | None) -> str:
     if text is None:
         merged = validation.merge(validation.deserialize(core.runtime_env), upload(core, task_env))
         text = validation.serialize(merged)
+        hold(core, text)
         with _lock:
             if len(_resolved) >= _MAX_RESOLVED:
                 _resolved.clear()  # many one-off envs (e.g. env_vars per task): start over, never grow without bound

@@ -103,6 +103,7 @@ class KeyQueue:
         self.requests: dict[int, str] = {}  # outstanding lease requests: id -> raylet address
         self.task_seconds = 1.0  # moving average of how long its tasks run (unknown: assume long)
         self.saturated = False  # the raylet said it has no free resources right now
+        self.backlog_sent = (0, 0)  # (request id, backlog) last told to a raylet (ReportBacklog)
         self.warned = False
 
 
@@ -283,6 +284,7 @@ class Submitter:
         wanted = min(len(queue.pending), 8) if spread else min(len(queue.pending), 1)
         while len(queue.requests) < wanted:
             self._request_lease(queue)
+        self._sync_demand(queue)
         for lease in list(queue.leases):
             if not lease.in_flight and (spread and lease.used):
                 self._return_lease(lease)
@@ -533,7 +535,25 @@ class Submitter:
         if queue is not None and record in queue.pending:
             queue.pending.remove(record)
             self._finish_with_error(record, exceptions.TaskCancelledError(task_id.hex()))
+            self._sync_demand(queue)
         # else it is still waiting for its arguments: _resolve finishes it as cancelled
+
+    def _sync_demand(self, queue: KeyQueue) -> None:
+        """Keep the raylets' view of this queue's demand (what the autoscaler reads) true: with no task left
+        waiting, outstanding lease requests are withdrawn (a late grant is returned when idle); else the
+        first request carries the number of tasks waiting behind the requests."""
+        if not queue.requests:
+            return
+        if not queue.pending:
+            for req_id, target in queue.requests.items():
+                self.loop.connect(target).send(messages.CancelLeaseRequest(req_id))
+            queue.requests.clear()
+            return
+        req_id, target = next(iter(queue.requests.items()))
+        backlog = max(0, len(queue.pending) - len(queue.requests))
+        if queue.backlog_sent != (req_id, backlog) and (backlog or queue.backlog_sent[0] == req_id):
+            queue.backlog_sent = (req_id, backlog)
+            self.loop.connect(target).send(messages.ReportBacklog(req_id, backlog))
 
     def cancel_children(self, parent_task_id: bytes, force: bool) -> None:
         for record in list(self.tasks.values()):

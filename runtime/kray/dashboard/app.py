@@ -100,7 +100,8 @@ def make_app(gcs_address: str, session_dir: str, session_name: str, token: str |
 
     async def demand(request: web.Request) -> web.Response:
         state = await gcs.cluster_state()
-        return web.json_response({"demand": state["demand"], "nodes": state["nodes"]})
+        keys = ("demand", "nodes", "task_demand", "placement_groups", "resource_requests")
+        return web.json_response({key: state[key] for key in keys if key in state})
 
     async def nodes(request: web.Request) -> web.Response:
         state = await gcs.cluster_state()

@@ -42,5 +42,8 @@ class GcsClient:
         state: dict[str, Any] = await self._request(lambda rid: messages.GetClusterState(rid))
         return state
 
+    async def hold_packages(self, holder: str, uris: list[str]) -> None:
+        await self._request(lambda rid: messages.HoldPackages(rid, holder, uris))
+
     async def submission_ended(self, submission_id: str) -> None:
         await self._request(lambda rid: messages.SubmissionEnded(rid, submission_id))

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from kray import config, serialization
+from kray.gcs import packages
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages
 from kray.scheduling import resources as res
@@ -37,8 +38,10 @@ class ActorRecord:
 
 
 class ActorManager:
-    def __init__(self, loop: loop_mod.Loop, address: str, nodes: dict[bytes, messages.NodeInfo]) -> None:
+    def __init__(self, loop: loop_mod.Loop, address: str, nodes: dict[bytes, messages.NodeInfo],
+                 package_refs: packages.PackageRefs) -> None:
         self.loop = loop
+        self.package_refs = package_refs
         self.address = address
         self.nodes = nodes
         self.actors: dict[bytes, ActorRecord] = {}
@@ -76,6 +79,8 @@ class ActorManager:
                     )
                 return
             self.named[(opts.namespace, opts.name)] = spec.actor_id
+        # Its runtime_env's packages stay while it may (re)start, after its job too (a detached actor).
+        self.package_refs.hold(f"actor:{spec.actor_id.hex()}", packages.uris_of(spec.runtime_env))
         info = messages.ActorInfo(spec.actor_id, PENDING, opts, spec.job_id)
         record = ActorRecord(info, spec)
         self.actors[spec.actor_id] = record
@@ -264,6 +269,7 @@ class ActorManager:
         self.by_creation_task.pop(record.creation.task_id, None)
         info.state = DEAD
         info.death_cause = cause
+        self.package_refs.release(f"actor:{info.actor_id.hex()}")
         info.address = ""
         opts = info.options
         if opts.name and self.named.get((opts.namespace, opts.name)) == info.actor_id:

@@ -47,6 +47,7 @@ class NodeLiveness:
         self.last_seen: dict[bytes, float] = {}
         self.peers: dict[bytes, loop_mod.Peer] = {}  # each raylet's heartbeat thread
         self._pinged: dict[bytes, float] = {}
+        self._warned: set[bytes] = set()  # busy nodes already logged during their current silence
         self._last_check = time.monotonic()
         self._hostname = socket.gethostname()
         self._local_ips = _local_ips()
@@ -55,6 +56,7 @@ class NodeLiveness:
     def seen(self, node_id: bytes, peer: loop_mod.Peer | None = None) -> None:
         self.last_seen[node_id] = time.monotonic()
         self._pinged.pop(node_id, None)
+        self._warned.discard(node_id)
         if peer is not None:
             self.peers[node_id] = peer
 
@@ -62,6 +64,7 @@ class NodeLiveness:
         self.last_seen.pop(node_id, None)
         self.peers.pop(node_id, None)
         self._pinged.pop(node_id, None)
+        self._warned.discard(node_id)
 
     def check(self) -> None:
         now = time.monotonic()
@@ -83,7 +86,8 @@ class NodeLiveness:
             if state == GONE:
                 self.on_dead(node, f"no heartbeat for {silent:.0f}s and its raylet process (pid={node.pid}) is gone")
             elif state == RUNNING and silent <= timeout * BUSY_GRACE_TIMEOUTS:
-                if silent > timeout:
+                if silent > timeout and node.node_id not in self._warned:
+                    self._warned.add(node.node_id)
                     log.warning("node %s has been silent for %.0fs, but its raylet process runs: busy, not dead",
                                 node.node_id.hex(), silent)
             elif silent > timeout:

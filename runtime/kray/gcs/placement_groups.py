@@ -50,6 +50,11 @@ class PlacementGroupManager:
         """Bundles of groups that wait to be placed (for the autoscaler)."""
         return [dict(b) for g in self.groups.values() if g.info.state == PENDING for b in g.info.bundles]
 
+    def pending(self) -> list[dict[str, Any]]:
+        """Groups that wait to be placed, each with its strategy and bundles (for the autoscaler)."""
+        return [{"strategy": g.info.strategy, "bundles": [dict(b) for b in g.info.bundles]}
+                for g in self.groups.values() if g.info.state == PENDING]
+
     def _views(self) -> list[policy.NodeView]:
         return [policy.NodeView(n.node_id, n.raylet_address, n.resources, self.available(n.node_id), n.alive)
                 for n in self.nodes.values()]

@@ -12,7 +12,7 @@ from typing import Any
 import zmq
 
 from kray import config
-from kray.gcs import actors, liveness, placement_groups
+from kray.gcs import actors, autoscaling, liveness, packages, placement_groups
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages, wire
 
@@ -39,9 +39,11 @@ class Gcs:
         self.jobs: dict[int, dict[str, Any]] = {}
         self.kv: dict[str, bytes] = {}
         self.started_at = time.time()
-        self.actors = actors.ActorManager(self.loop, self.address, self.nodes)
+        self.packages = packages.PackageRefs(self.kv, self.loop)
+        self.actors = actors.ActorManager(self.loop, self.address, self.nodes, self.packages)
         self.available: dict[bytes, dict[str, float]] = {}
         self.pending: dict[bytes, list[dict[str, float]]] = {}
+        self.idle = autoscaling.IdleTracker()
         self.liveness = liveness.NodeLiveness(self.loop, self.nodes, self._node_died)
         self.view_version = 1
         self._view_push: list | None = None  # the pending (debounced) push of a changed view
@@ -56,7 +58,8 @@ class Gcs:
         on(messages.RegisterJob, self._on_register_job)
         on(messages.KvPut, self._on_kv_put)
         on(messages.KvGet, lambda m, p, peer: peer.reply(m.req_id, self.kv.get(m.key)))
-        on(messages.KvExists, lambda m, p, peer: peer.reply(m.req_id, m.key in self.kv))
+        on(messages.KvExists, self._on_kv_exists)
+        on(messages.HoldPackages, self._on_hold_packages)
         on(messages.KvKeys, lambda m, p, peer: peer.reply(m.req_id, [k for k in self.kv if k.startswith(m.prefix)]))
         on(messages.KvDel, lambda m, p, peer: peer.reply(m.req_id, self.kv.pop(m.key, None) is not None))
         on(messages.GetClusterState, lambda m, p, peer: peer.reply(m.req_id, self.cluster_state()))
@@ -71,6 +74,7 @@ class Gcs:
         self.nodes[node.node_id] = node
         self.liveness.seen(node.node_id)
         self.available[node.node_id] = dict(node.resources)
+        self.idle.update(node.node_id, node.resources, node.resources, [])
         self.placement_groups.node_added()
         log.info("node %s registered at %s", node.node_id.hex(), node.raylet_address)
         peer.reply(msg.req_id, True)
@@ -87,6 +91,7 @@ class Gcs:
         if job is not None:
             job.setdefault("end_time", time.time())
         self.actors.end_job(msg.job_id)
+        self.packages.release(f"job:{msg.job_id}")
         for node in self.nodes.values():
             if node.alive:
                 self.loop.connect(node.raylet_address).send(msg)
@@ -103,6 +108,7 @@ class Gcs:
         self.liveness.seen(msg.node_id, peer)
         if msg.changed:  # else a keep-alive: the last report stands
             self.pending[msg.node_id] = msg.pending
+            self.idle.update(msg.node_id, msg.total or node.resources, msg.available, msg.pending)
             if msg.available != self.available.get(msg.node_id) or (msg.total and msg.total != node.resources):
                 self.available[msg.node_id] = msg.available
                 if msg.total:
@@ -143,6 +149,7 @@ class Gcs:
         node.death_reason = EXPECTED_TERMINATION if expected else UNEXPECTED_TERMINATION
         node.death_message = reason
         self.pending.pop(node.node_id, None)
+        self.idle.forget(node.node_id)
         self.liveness.forget(node.node_id)
         for peer in self.node_subscribers.values():
             peer.send(messages.NodeDied(node.node_id, reason))
@@ -174,6 +181,7 @@ class Gcs:
         for job_id, job in list(self.jobs.items()):
             if job.get("submission_id") == msg.submission_id and "end_time" not in job:
                 self._on_job_finished(messages.JobFinished(job_id), [], peer)
+        self.packages.release(f"submission:{msg.submission_id}")
         peer.reply(msg.req_id, True)
 
     def cluster_state(self) -> dict[str, Any]:
@@ -190,11 +198,24 @@ class Gcs:
                 "pending_demand": list(self.pending.get(node.node_id, [])) if node.alive else [],
                 "labels": dict(node.labels),
             })
-        return {"nodes": nodes, "demand": self.demand(), "jobs": [dict(j) for j in self.jobs.values()]}
+        state = {"nodes": nodes, "demand": self.demand(), "jobs": [dict(j) for j in self.jobs.values()]}
+        return autoscaling.report(state, self.idle, list(self.nodes), self.pending, self.placement_groups.pending(),
+                                  self.kv.get(autoscaling.RESOURCE_REQUEST_KEY))
+
+    def _on_kv_exists(self, msg: messages.KvExists, payload: list, peer: loop_mod.Peer) -> None:
+        found = msg.key in self.kv
+        if found:
+            self.packages.touched(msg.key)  # about to be used: keep it until its user holds it
+        peer.reply(msg.req_id, found)
+
+    def _on_hold_packages(self, msg: messages.HoldPackages, payload: list, peer: loop_mod.Peer) -> None:
+        self.packages.hold(msg.holder, msg.uris)
+        peer.reply(msg.req_id, True)
 
     def _on_kv_put(self, msg: messages.KvPut, payload: list, peer: loop_mod.Peer) -> None:
         if not msg.overwrite and msg.key in self.kv:
             peer.reply(msg.req_id, False)
             return
         self.kv[msg.key] = msg.value
+        self.packages.touched(msg.key)
         peer.reply(msg.req_id, True)

@@ -139,6 +139,12 @@ class JobManager:
                 f"Job with submission_id {submission_id} already exists. Please use a different submission_id."
             )
         self.jobs[submission_id] = job
+        from kray.gcs import packages
+        from kray.runtime_env import validation
+
+        uris = packages.uris_of(validation.serialize(request.runtime_env))
+        if uris:  # the job's packages stay until it ends (SubmissionEnded releases them)
+            await self.gcs.hold_packages(f"submission:{submission_id}", uris)
         self.changed[submission_id] = asyncio.Condition()
         self.watchers[submission_id] = asyncio.get_running_loop().create_task(self._run(job, request))
         return submission_id
@@ -254,8 +260,9 @@ class JobManager:
         if job.job_id is None and job.submission_id in self._driver_ips:
             await self._find_driver(job)
         await self._save(job)
-        self.watchers.pop(job.submission_id, None)
-        self.handles.pop(job.submission_id, None)
+        for table in (self.watchers, self.handles, self._driver_ips, self._driver_looked_up):
+            table.pop(job.submission_id, None)
+        self.stopping.discard(job.submission_id)
         try:
             await self.gcs.submission_ended(job.submission_id)
         except Exception:  # noqa: BLE001 - the GCS may be gone; the job's record says how it ended

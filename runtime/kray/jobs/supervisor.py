@@ -31,9 +31,8 @@ class JobSupervisor:
         self.exit_code: int | None = None
         self.size = 0
         self.changed: asyncio.Event | None = None
-        self.log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the actor
-            prefix=f"kray-job-{submission_id}-", suffix=".log", delete=True,
-        )
+        # Unlinked at once: nothing is left behind however this worker ends.
+        self.log_file = tempfile.TemporaryFile(prefix=f"kray-job-{submission_id}-")  # noqa: SIM115
 
     async def start(self) -> dict[str, Any]:
         """Set up the runtime_env, start the entrypoint, and say where it runs."""
@@ -122,7 +121,7 @@ class JobSupervisor:
                 await asyncio.wait_for(self.changed.wait(), wait_s)
             except asyncio.TimeoutError:
                 pass
-        data = _read_chunk(self.log_file.name, offset) if self.size > offset else b""
+        data = os.pread(self.log_file.fileno(), MAX_CHUNK, offset) if self.size > offset else b""
         done = self.exit_code is not None and offset + len(data) >= self.size
         return {"data": data, "exit_code": self.exit_code if done else None}
 
@@ -139,12 +138,6 @@ class JobSupervisor:
         # Whatever the shell started in its group goes too (a driver that ignored SIGTERM, its children).
         _signal_group(pgid, signal.SIGKILL)
         return True
-
-
-def _read_chunk(path: str, offset: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(MAX_CHUNK)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

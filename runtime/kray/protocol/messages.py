@@ -3,11 +3,12 @@
 Pure data: dataclasses registered with a fixed type code in `wire`. Who sends what:
 
     driver/worker -> GCS      RegisterNode, GetNodes, RegisterJob, KvPut, KvGet, KvKeys, KvDel,
-                              GetClusterState, SubmissionEnded, Shutdown
+                              GetClusterState, SubmissionEnded, HoldPackages,
+                              Shutdown
     worker -> raylet          RegisterWorker, WorkerBlocked, WorkerSetupFailed
     driver -> raylet          PrepareRuntimeEnv (eager install of the job's runtime_env)
     driver/worker -> GCS      KvExists (is a runtime_env package uploaded already?)
-    owner -> raylet           RequestLease, CancelLeaseRequest, ReturnLease, KillWorker
+    owner -> raylet           RequestLease, CancelLeaseRequest, ReturnLease, KillWorker, ReportBacklog
     any -> raylet             ObjectSealed, DeleteObjects, MakeRoom, GetNodeStats
     raylet -> owner           LeaseGranted, LeaseInfeasible, ReleaseIdleLeases, RuntimeEnvSetupFailed
     owner -> leased worker    PushTasks, CancelTask
@@ -232,6 +233,15 @@ class GetClusterState:
     """Nodes with free resources and pending demand, for the head's HTTP API (reply: a dict)."""
 
     req_id: int
+
+
+@message(84)
+class HoldPackages:
+    """`holder` ("job:<id>", "submission:<id>") uses these runtime_env package URIs until it ends."""
+
+    req_id: int
+    holder: str
+    uris: list[str]
 
 
 @message(83)
@@ -665,6 +675,18 @@ class RegisterDriver:
 
     job_id: int
     pid: int
+
+
+# ---------------------------------------------------------------- autoscaler demand (issue 13)
+
+
+@message(120)
+class ReportBacklog:
+    """owner -> raylet: `backlog` more tasks of a pending lease request's shape wait at the owner, so the
+    raylet reports the shape 1 + backlog times as demand (sent when the number changes)."""
+
+    req_id: int
+    backlog: int
 
 
 for _record in (NodeInfo, ArgValue, TaskSpec, ReturnValue, ActorOptions, ActorInfo, PlacementGroupInfo):

@@ -43,6 +43,7 @@ def main() -> None:
         is_head=args.head,
         hostname=socket.gethostname(),
         object_store_memory=args.object_store_memory,
+        labels=config.node_labels(),
     )
     raylet = server.Raylet(
         node=node, gcs_address=args.gcs, port=args.port,

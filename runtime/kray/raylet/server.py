@@ -30,12 +30,13 @@ log = logging.getLogger(__name__)
 
 
 class LeaseRequest:
-    __slots__ = ("hops", "infeasible_sent", "msg", "peer", "queued_sent", "since", "spread_slot", "stays")
+    __slots__ = ("backlog", "hops", "infeasible_sent", "msg", "peer", "queued_sent", "since", "spread_slot", "stays")
 
     def __init__(self, msg: messages.RequestLease, peer: loop_mod.Peer) -> None:
         self.msg = msg
         self.peer = peer
         self.hops = msg.spilled
+        self.backlog = 0  # tasks of its shape waiting at the owner behind it (ReportBacklog)
         self.queued_sent = False
         self.infeasible_sent = False
         self.since = time.monotonic()
@@ -78,6 +79,7 @@ class Raylet:
         on(messages.PrepareRuntimeEnv, self._on_prepare_runtime_env)
         on(messages.RequestLease, self._on_request_lease)
         on(messages.CancelLeaseRequest, self._on_cancel_request)
+        on(messages.ReportBacklog, self._on_report_backlog)
         on(messages.ReturnLease, self._on_return_lease)
         on(messages.WorkerBlocked, self._on_worker_blocked)
         on(messages.KillWorker, self._on_kill_worker)
@@ -119,7 +121,7 @@ class Raylet:
 
     def report(self) -> liveness.Report:
         """What the heartbeat thread sends (called on that thread: copies only, no iteration of live tables)."""
-        pending = [dict(r.msg.resources) for r in list(self.pending)]
+        pending = [dict(r.msg.resources) for r in list(self.pending) for _ in range(1 + r.backlog)]
         free = {k: max(0.0, v) for k, v in list(self.available.items())}
         return free, pending, dict(self.total)
 
@@ -291,6 +293,11 @@ class Raylet:
     def _on_cancel_request(self, msg: messages.CancelLeaseRequest, payload: list, peer: loop_mod.Peer) -> None:
         self.pending = [r for r in self.pending if not (r.msg.req_id == msg.req_id and r.peer.identity == peer.identity)]
 
+    def _on_report_backlog(self, msg: messages.ReportBacklog, payload: list, peer: loop_mod.Peer) -> None:
+        for req in self.pending:
+            if req.msg.req_id == msg.req_id and req.peer.identity == peer.identity:
+                req.backlog = max(0, msg.backlog)
+
     def _schedule(self) -> None:
         """Grant every pending lease that fits here, spill back the ones another node should run,
         and start workers as needed."""
@@ -368,7 +375,7 @@ class Raylet:
         worker.lease_id = lease_id
         worker.resources = dict(req.msg.resources)
         worker.owner_peer = req.peer
-        worker.gpus = self._take_gpus(req.msg.resources.get("GPU", 0.0))
+        worker.gpus = res.take_gpus(self.gpu_free, req.msg.resources.get("GPU", 0.0))
         worker.lease_job = req.msg.job_id if req.msg.owner != self.gcs_address else 0
         self.leases[lease_id] = worker
         req.peer.send(
@@ -377,25 +384,6 @@ class Raylet:
                 sorted(worker.gpus),
             )
         )
-
-    def _take_gpus(self, amount: float) -> dict[int, float]:
-        """Pick GPU indices for a lease: whole free GPUs, or a share of one for fractions."""
-        if amount <= 0:
-            return {}
-        if amount < 1:
-            for index, free in sorted(self.gpu_free.items(), key=lambda kv: (kv[1], kv[0])):
-                if free + 1e-9 >= amount:
-                    self.gpu_free[index] = free - amount
-                    return {index: amount}
-            return {}
-        taken: dict[int, float] = {}
-        for index, free in sorted(self.gpu_free.items()):
-            if len(taken) >= int(amount):
-                break
-            if free >= 1.0 - 1e-9:
-                taken[index] = 1.0
-                self.gpu_free[index] = 0.0
-        return taken
 
     def _ask_for_idle_leases(self) -> None:
         now = time.monotonic()

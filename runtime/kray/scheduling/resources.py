@@ -65,3 +65,24 @@ def task_request(
 
 def describe(request: Mapping[str, float]) -> str:
     return ", ".join(f"{k}: {v:g}" for k, v in sorted(request.items())) or "no resources"
+
+
+def take_gpus(gpu_free: dict[int, float], amount: float) -> dict[int, float]:
+    """Pick GPU indices for a lease from `gpu_free` (index -> free share, updated): whole free GPUs,
+    or a share of one for fractions."""
+    if amount <= 0:
+        return {}
+    if amount < 1:
+        for index, free in sorted(gpu_free.items(), key=lambda kv: (kv[1], kv[0])):
+            if free + 1e-9 >= amount:
+                gpu_free[index] = free - amount
+                return {index: amount}
+        return {}
+    taken: dict[int, float] = {}
+    for index, free in sorted(gpu_free.items()):
+        if len(taken) >= int(amount):
+            break
+        if free >= 1.0 - 1e-9:
+            taken[index] = 1.0
+            gpu_free[index] = 0.0
+    return taken

@@ -27,10 +27,17 @@ def test_each_field_without_effect_is_named(cluster_doc: dict[str, Any]) -> None
     assert lines[0].startswith("rayStartParams ['redis-password'] of group 'headgroup' have no effect")
     assert lines[1].startswith("rayStartParams ['log-color', 'temp-dir'] of group 'small' have no effect")
     assert "authOptions.mode disabled" in lines[2] and "<cluster>-token" in lines[2]
-    assert lines[3].startswith("enableInTreeAutoscaling has no effect yet")
-    assert lines[4].startswith("autoscalerOptions ['image', 'version'] have no effect")
-    assert lines[5].startswith("gcsFaultToleranceOptions has no effect")
-    assert "enableIngress" in lines[6] and len(lines) == 7
+    assert lines[3].startswith("autoscalerOptions ['image', 'version'] have no effect")
+    assert lines[4].startswith("gcsFaultToleranceOptions has no effect")
+    assert "enableIngress" in lines[5] and len(lines) == 6
+
+
+def test_autoscaler_policy_options_need_in_tree_autoscaling(cluster_doc: dict[str, Any]) -> None:
+    cluster_doc["spec"]["autoscalerOptions"] = {"idleTimeoutSeconds": 5, "upscalingMode": "Conservative"}
+    assert compat.notices(spec(cluster_doc)) == [
+        "autoscalerOptions ['idleTimeoutSeconds', 'upscalingMode'] have no effect without enableInTreeAutoscaling: true"]
+    cluster_doc["spec"]["enableInTreeAutoscaling"] = True
+    assert compat.notices(spec(cluster_doc)) == []
 
 
 def test_auth_mode_token_is_honoured_not_reported(cluster_doc: dict[str, Any]) -> None:

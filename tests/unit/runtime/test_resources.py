@@ -34,3 +34,13 @@ def test_task_request_defaults_and_validation() -> None:
         res.task_request(None, None, None, {"CPU": 1})
     with pytest.raises(ValueError, match="negative"):
         res.task_request(None, None, None, {"x": -1})
+
+
+def test_take_gpus_gives_whole_free_gpus_or_a_share_of_the_fullest_one() -> None:
+    free = {0: 1.0, 1: 1.0, 2: 0.5}
+    assert res.take_gpus(free, 0.5) == {2: 0.5}  # the fullest GPU that fits the share
+    assert free[2] == 0.0
+    assert res.take_gpus(free, 2) == {0: 1.0, 1: 1.0}
+    assert free == {0: 0.0, 1: 0.0, 2: 0.0}
+    assert res.take_gpus(free, 1) == {}
+    assert res.take_gpus(free, 0) == {}
