@@ -52,8 +52,8 @@ e2e-kind:
 
 lint: install
 	$(BIN)/pip install -q ruff==0.17.6 mypy==$(MYPY_VERSION) types-PyYAML
-	$(BIN)/ruff check runtime operator tests
-	$(BIN)/mypy runtime/kray operator/kray_operator
+	$(BIN)/ruff check runtime operator tests compat tools
+	$(BIN)/mypy runtime/kray operator/kray_operator compat/ray
 
 clean:
 	rm -rf $(VENV) .pytest_cache

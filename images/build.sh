@@ -2,7 +2,7 @@
 # Builds kray's container images: kray:latest (runtime) and kray-operator:latest (operator on top).
 # Called by `make images`; run from anywhere. Needs docker (with a running daemon) or podman.
 # Both images are also tagged with a content hash of what goes into them (the Dockerfiles, pyproject.toml,
-# README.md, runtime/ and operator/ sources, the base image's id): kray:h-<12 hex>. The last lines on
+# README.md, runtime/, operator/ and compat/ sources, the base image's id): kray:h-<12 hex>. The last lines on
 # stdout name the images built, `KRAY_IMAGE=<ref>` and `KRAY_OPERATOR_IMAGE=<ref>`; logs go to stderr.
 #
 # Options:
@@ -176,7 +176,7 @@ content_hash() {
     } | sha256sum | cut -c1-12
 }
 keep_tags=3
-inputs=(images/runtime.Dockerfile images/operator.Dockerfile pyproject.toml README.md runtime operator)
+inputs=(images/runtime.Dockerfile images/operator.Dockerfile pyproject.toml README.md runtime operator compat)
 
 qualified() {  # the name the engine lists an image under
     if [[ "$engine" == podman ]]; then echo "localhost/$1"; else echo "$1"; fi

@@ -31,8 +31,9 @@ RUN --mount=type=secret,id=hostca \
 COPY pyproject.toml README.md /src/
 COPY runtime /src/runtime
 COPY operator /src/operator
+COPY compat /src/compat
 RUN /opt/tools/bin/pip wheel --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation \
-        --wheel-dir /wheels /src
+        --wheel-dir /wheels /src /src/compat
 
 # --- final stage: the base, a non-root user, the dependencies, then kray; no sources, no caches
 FROM ${BASE}
@@ -47,7 +48,8 @@ COPY --from=wheel /wheels /opt/kray/wheels
 RUN /opt/kray/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --no-index \
         /opt/kray/wheels/*.whl \
     && rm -rf /opt/kray/wheels \
-    && /opt/kray/venv/bin/python -c "import kray, zmq, cloudpickle, psutil, click, aiohttp, yaml, kray.dashboard.app, numpy, pandas"
+    && /opt/kray/venv/bin/python -c "import kray, zmq, cloudpickle, psutil, click, aiohttp, yaml, kray.dashboard.app, numpy, pandas, ray; assert ray is kray" \
+    && ray --version
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 1000:1000
 WORKDIR /home/kray

@@ -372,7 +372,7 @@ def test_a_package_stays_while_a_job_or_an_actor_uses_it_and_goes_after(
     assert _wait_terminal(client, job_id).status == JobStatus.SUCCEEDED
     time.sleep(2)
     assert _http(cluster, "GET", package)[0] == 200, "the detached actor still uses the package"
-    script = _script(tmp_path, f"""
+    script = _script(tmp_path, """
         import kray
         kray.init(namespace="packages")
         kray.kill(kray.get_actor("package-keeper"))

@@ -24,6 +24,8 @@ RUN_TIMEOUT_S = 240.0
 
 def _job_from_image(image: str) -> dict[str, Any]:
     job = yaml.safe_load(JOB_SAMPLE.read_text())
+    # As KubeRay's samples are written: `import ray` (the image's compat package makes that kray).
+    job["spec"]["entrypoint"] = "python -c \"import ray; ray.init(); print(ray.get(ray.put('hello from a RayJob')))\""
     job["spec"]["rayClusterSpec"] = with_image({"spec": job["spec"]["rayClusterSpec"]}, image)["spec"]
     job["spec"]["submitterPodTemplate"] = {"spec": on_container_node({
         "restartPolicy": "Never",

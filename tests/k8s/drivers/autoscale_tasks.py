@@ -7,6 +7,7 @@ printing `REPORT {"nodes": [...]}` with where each ran.
 `hold IDLE_S DIR`: a STRICT_SPREAD placement group of 2 x {CPU: 1} (printing where its bundles went), removed
 once ready; then `request_resources(num_cpus=2)` until both worker nodes have been idle for IDLE_S (as the
 head reports it), writing DIR/held, and until DIR/gate exists; then the request is cleared.
+`timed`: one 1-CPU task; prints when it was submitted and when it started (wall clock, for the benchmark).
 `busy DIR`: two 1-CPU tasks on two nodes at once (marks in DIR/marks), then one long task that writes its
 Pod's name to DIR/busy and runs until DIR/gate exists.
 """
@@ -38,6 +39,11 @@ def hold_until(workers: int, directory: str) -> str:
 @kray.remote(num_gpus=1)
 def needs_gpu() -> int:
     return 1
+
+
+@kray.remote(num_cpus=1)
+def started_at() -> float:
+    return time.time()
 
 
 @kray.remote(num_cpus=1)
@@ -89,6 +95,10 @@ def main(argv: list[str]) -> None:
             time.sleep(POLL_S)
         ready, _ = kray.wait([pending], timeout=0)
         print("REPORT " + json.dumps({"ran": bool(ready)}), flush=True)
+    elif argv[0] == "timed":
+        submitted = time.time()
+        started = kray.get(started_at.remote(), timeout=600)
+        print("REPORT " + json.dumps({"submitted": submitted, "started": started}), flush=True)
     elif argv[0] == "busy":
         marks = os.path.join(argv[1], "marks")
         nodes = kray.get([hold_until.remote(2, marks) for _ in range(2)], timeout=600)
