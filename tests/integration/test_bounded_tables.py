@@ -56,3 +56,27 @@ def test_actor_churn_leaves_the_gcs_table_bounded(
                        f"the GCS to keep at most {KEPT} dead actors")
     assert any(a["state"] == "ALIVE" for a in state.list_actors()), "a live actor is never forgotten"
     assert kray.get(alive.ping.remote(), timeout=60) == "pong"
+
+
+def _gcs_fds() -> int:
+    gcs = [p for p in helpers.kray_processes() if "kray.gcs" in " ".join(p.cmdline())]
+    assert len(gcs) == 1, f"expected this test's one GCS, found {helpers.describe(gcs)}"
+    return gcs[0].num_fds()
+
+
+def test_actor_churn_leaves_the_gcs_connections_bounded(
+        cluster_factory: Callable[..., helpers.LocalCluster]) -> None:
+    """The GCS pushes each actor's creation task over a connection of its own: it must not keep one per
+    actor ever created (sockets, and descriptors, only grow)."""
+    cluster_factory(num_cpus=1)
+    first = Short.remote()
+    assert kray.get(first.ping.remote(), timeout=60) == "pong"
+    kray.kill(first)
+    before = _gcs_fds()
+    for _ in range(CHURN // 3):
+        actors = [Short.remote() for _ in range(3)]
+        assert kray.get([a.ping.remote() for a in actors], timeout=120) == ["pong"] * 3
+        for actor in actors:
+            kray.kill(actor)
+    helpers.wait_until(lambda: _gcs_fds() <= before + 4, 60,
+                       f"the GCS to hold as many descriptors as before {CHURN} actors came and went ({before})")

@@ -33,3 +33,15 @@ def test_the_job_rows_run_a_job_and_report_latency() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     match = re.search(rf"^{re.escape(row)} ([\d.]+) \+- ([\d.]+)$", done.stdout, re.MULTILINE)
     assert match and float(match.group(1)) > 0, done.stdout
+
+
+def test_the_idle_rows_report_cpu_per_process_kind() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "from kray.cli.main import main; main()", "microbenchmark", "--filter=idle CPU"],
+        capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for kind in ("GCS (s)", "raylet (s)", "per idle actor (ms)", "driver (s)", "100 idle actors + node (s)"):
+        row = f"idle CPU per 10 s: {kind}"
+        match = re.search(rf"^{re.escape(row)} ([\d.]+) \+- ([\d.]+)$", done.stdout, re.MULTILINE)
+        assert match, f"no {row!r} line in:\n{done.stdout}"
+        assert float(match.group(1)) >= 0

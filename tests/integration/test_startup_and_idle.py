@@ -13,6 +13,7 @@ from pathlib import Path
 
 import kray
 import psutil
+import pytest
 
 from . import helpers
 
@@ -34,6 +35,11 @@ class Numbered:
     def pid(self) -> int:
         return os.getpid()
 
+    def started(self) -> int:
+        """When this process started, in clock ticks since boot (/proc; pids may wrap, this does not)."""
+        with open("/proc/self/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+
 
 def test_300_actors_created_at_once_on_a_2_cpu_node_all_answer(
         cluster_factory: Callable[..., helpers.LocalCluster]) -> None:
@@ -45,6 +51,18 @@ def test_300_actors_created_at_once_on_a_2_cpu_node_all_answer(
     assert kray.available_resources().get("CPU") == 2.0
     assert kray.get(calls, timeout=900) == list(range(ACTORS))
     assert all(n["Alive"] for n in kray.nodes())
+
+
+def test_queued_actor_creations_get_their_workers_in_order(
+        cluster_factory: Callable[..., helpers.LocalCluster], monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker starts at a time: each new worker goes to the oldest creation still waiting, so the
+    actors' worker processes were started in the order the actors were created (a worker starts only
+    once the one before it registered, so their start times differ)."""
+    monkeypatch.setenv("KRAY_WORKER_MAXIMUM_STARTUP_CONCURRENCY", "1")
+    cluster_factory(num_cpus=1)
+    actors = [Numbered.remote(i) for i in range(12)]
+    started = kray.get([a.started.remote() for a in actors], timeout=300)
+    assert started == sorted(set(started)), f"workers were not given to creations in order: {started}"
 
 
 def _wakeups(pid: int) -> int:

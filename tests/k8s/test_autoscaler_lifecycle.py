@@ -1,5 +1,6 @@
 """The autoscaler while things change: a worker busy with a long task stays when its idle peer is removed,
-and an operator killed in the middle of a scale-up is replaced by one that converges without extra Pods.
+an operator killed in the middle of a scale-up is replaced by one that converges without extra Pods, and
+cancelled pending tasks leave the demand (they start nothing once their group may scale again).
 
 Drivers run inside the head Pod; gates (files the test creates) decide when tasks end.
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from autoscaler_support import NAME, TIMEOUT_S, MostWorkers, driver_run, head_ready, manifest, replicas
-from operator_support import Clusters, OperatorProcess, wait_for
+from operator_support import Clusters, OperatorProcess, condition, wait_for
 from podrunner import PodRunner
 
 pytestmark = pytest.mark.k8s
@@ -81,3 +82,34 @@ def test_an_operator_restarted_mid_scale_up_converges_without_extra_pods(
             driver.join(TIMEOUT_S)
     assert seen.most == 3
     assert len(clusters.events("CreatedWorkerPod")) == 3
+
+
+def test_cancelled_pending_tasks_start_nothing(
+        pod_runner: PodRunner, kray_operator: OperatorProcess, clusters: Clusters, k8s_namespace: str,
+        tmp_path: Path) -> None:
+    body = manifest(k8s_namespace)
+    body["spec"]["workerGroupSpecs"][0]["suspend"] = True  # no group to scale while the tasks are pending
+    clusters.create(body)
+    head = head_ready(clusters, kray_operator)
+    shared = _shared_dir(tmp_path)
+
+    def infeasible() -> str:
+        return str(condition(clusters.status(NAME), "InfeasibleDemand").get("status", ""))
+
+    with MostWorkers(clusters) as seen:
+        driver, result = _background(lambda: driver_run(pod_runner, k8s_namespace, head, "cancel", str(shared)))
+        try:
+            wait_for(lambda: infeasible() == "True", TIMEOUT_S, "the pending tasks in the demand", kray_operator)
+            (shared / "cancel").touch()
+            wait_for((shared / "cancelled").exists, TIMEOUT_S, "the tasks to be cancelled", kray_operator)
+            wait_for(lambda: infeasible() == "False", TIMEOUT_S, "the cancelled tasks to leave the demand",
+                     kray_operator)
+            clusters.patch(NAME, [{"op": "replace", "path": "/spec/workerGroupSpecs/0/suspend", "value": False}])
+            (shared / "go").touch()  # one more task: it alone may start a worker
+            driver.join(TIMEOUT_S * 2)
+        finally:
+            (shared / "cancel").touch()
+            (shared / "go").touch()
+            driver.join(TIMEOUT_S)
+    assert result == {"cancelled": 3}
+    assert seen.most == 1 and len(clusters.events("CreatedWorkerPod")) == 1

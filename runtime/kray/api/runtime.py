@@ -228,7 +228,7 @@ def _finish_connect(driver: _Driver, log_to_driver: bool) -> None:
         core.call(core.raylet_address, lambda rid: messages.SubscribeLogs(rid, core.job_id), timeout=timeout)
     # The raylet ends the job if this process dies without kray.shutdown() (SIGKILL), and this process
     # fails its calls if the raylet goes.
-    core.send(core.raylet_address, messages.RegisterDriver(core.job_id, os.getpid()))
+    core.send(core.raylet_address, messages.RegisterDriver(core.job_id, os.getpid(), core.worker_id))
     core.loop.call_soon_threadsafe(core.node_watch.watch_raylet)
     _wait_for_node(core, timeout)
     refs.set_core(core)

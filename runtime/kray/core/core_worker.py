@@ -85,7 +85,7 @@ class CoreWorker:
 
     def subscribe_nodes(self) -> None:
         """Hear about dead nodes (tasks and objects there are retried or lost)."""
-        self.send(self.gcs_address, messages.SubscribeNodes())
+        self.send(self.gcs_address, messages.SubscribeNodes(self.worker_id))
 
     def _run_loop(self) -> None:
         try:

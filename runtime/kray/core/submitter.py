@@ -104,6 +104,7 @@ class KeyQueue:
         self.task_seconds = 1.0  # moving average of how long its tasks run (unknown: assume long)
         self.saturated = False  # the raylet said it has no free resources right now
         self.backlog_sent = (0, 0)  # (request id, backlog) last told to a raylet (ReportBacklog)
+        self.backlog_timer: list | None = None  # the pending ReportBacklog (at most one per heartbeat period)
         self.warned = False
 
 
@@ -541,13 +542,21 @@ class Submitter:
     def _sync_demand(self, queue: KeyQueue) -> None:
         """Keep the raylets' view of this queue's demand (what the autoscaler reads) true: with no task left
         waiting, outstanding lease requests are withdrawn (a late grant is returned when idle); else the
-        first request carries the number of tasks waiting behind the requests."""
+        first request carries the number of tasks waiting behind the requests (sent within a heartbeat
+        period, not once per submitted task)."""
         if not queue.requests:
             return
         if not queue.pending:
             for req_id, target in queue.requests.items():
                 self.loop.connect(target).send(messages.CancelLeaseRequest(req_id))
             queue.requests.clear()
+            return
+        if queue.backlog_timer is None:
+            queue.backlog_timer = self.loop.call_later(config.HEARTBEAT_PERIOD_S, self._report_backlog, queue)
+
+    def _report_backlog(self, queue: KeyQueue) -> None:
+        queue.backlog_timer = None
+        if not queue.requests or not queue.pending:
             return
         req_id, target = next(iter(queue.requests.items()))
         backlog = max(0, len(queue.pending) - len(queue.requests))

@@ -183,6 +183,9 @@ class ActorManager:
         record = self.actors.get(actor_id) if actor_id else None
         if record is None or record.info.state == DEAD:
             return
+        # The creation task has arrived: the GCS's connection to the worker is no longer needed (one
+        # per actor ever created would be a table, and sockets, that only grow).
+        self.loop.disconnect(record.info.address)
         ret = msg.returns[0] if msg.returns else None
         if ret is not None and ret.kind == "error":
             try:
@@ -225,6 +228,7 @@ class ActorManager:
         record.killing = False
         info.state = RESTARTING
         info.num_restarts += 1
+        self.loop.disconnect(info.address)
         info.address = ""
         self._publish(record)
         self._schedule(record)
@@ -270,6 +274,7 @@ class ActorManager:
         info.state = DEAD
         info.death_cause = cause
         self.package_refs.release(f"actor:{info.actor_id.hex()}")
+        self.loop.disconnect(info.address)
         info.address = ""
         opts = info.options
         if opts.name and self.named.get((opts.namespace, opts.name)) == info.actor_id:

@@ -48,6 +48,7 @@ class Gcs:
         self.view_version = 1
         self._view_push: list | None = None  # the pending (debounced) push of a changed view
         self.node_subscribers: dict[bytes | None, loop_mod.Peer] = {}
+        self.subscriber_of: dict[bytes, bytes | None] = {}  # worker id -> its node_subscribers key
         self.placement_groups = placement_groups.PlacementGroupManager(
             self.loop, self.nodes, lambda node_id: self.available.get(node_id, {})
         )
@@ -66,7 +67,8 @@ class Gcs:
         on(messages.SubmissionEnded, self._on_submission_ended)
         on(messages.NodeHeartbeat, self._on_heartbeat)
         on(messages.JobFinished, self._on_job_finished)
-        on(messages.SubscribeNodes, lambda m, p, peer: self.node_subscribers.__setitem__(peer.identity, peer))
+        on(messages.SubscribeNodes, self._on_subscribe_nodes)
+        on(messages.WorkersExited, self._on_workers_exited)
 
     def _on_register_node(self, msg: messages.RegisterNode, payload: list, peer: loop_mod.Peer) -> None:
         node = msg.node
@@ -95,6 +97,18 @@ class Gcs:
         for node in self.nodes.values():
             if node.alive:
                 self.loop.connect(node.raylet_address).send(msg)
+
+    def _on_subscribe_nodes(self, msg: messages.SubscribeNodes, payload: list, peer: loop_mod.Peer) -> None:
+        self.node_subscribers[peer.identity] = peer
+        if msg.worker_id:
+            self.subscriber_of[msg.worker_id] = peer.identity
+
+    def _on_workers_exited(self, msg: messages.WorkersExited, payload: list, peer: loop_mod.Peer) -> None:
+        """Processes that ended: their subscriptions go (churned workers would otherwise pile up)."""
+        for worker_id in msg.worker_ids:
+            identity = self.subscriber_of.pop(worker_id, None)
+            if identity is not None:
+                self.node_subscribers.pop(identity, None)
 
     def _on_heartbeat(self, msg: messages.NodeHeartbeat, payload: list, peer: loop_mod.Peer) -> None:
         node = self.nodes.get(msg.node_id)

@@ -282,7 +282,7 @@ class ClusterView:
 
 @message(19)
 class SubscribeNodes:
-    pass
+    worker_id: bytes = b""  # the subscriber (its raylet says when it exits: WorkersExited)
 
 
 @message(58)
@@ -675,6 +675,14 @@ class RegisterDriver:
 
     job_id: int
     pid: int
+    worker_id: bytes = b""
+
+
+@message(103)
+class WorkersExited:
+    """raylet -> GCS: these workers (or drivers) of the node are gone; the GCS forgets their subscriptions."""
+
+    worker_ids: list[bytes]
 
 
 # ---------------------------------------------------------------- autoscaler demand (issue 13)

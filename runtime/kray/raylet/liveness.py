@@ -143,32 +143,32 @@ class DriverWatch:
     """The drivers attached to this node: when one's process ends without saying goodbye (SIGKILL),
     `on_gone(job_id)` runs on the loop. Uses a pidfd per driver: no polling, nothing at idle."""
 
-    def __init__(self, loop: loop_mod.Loop, on_gone: Callable[[int], None]) -> None:
+    def __init__(self, loop: loop_mod.Loop, on_gone: Callable[[int, bytes], None]) -> None:
         self.loop = loop
         self.on_gone = on_gone
-        self.watched: dict[int, tuple[int, int]] = {}  # pidfd -> (job id, pid)
+        self.watched: dict[int, tuple[int, int, bytes]] = {}  # pidfd -> (job id, pid, driver's worker id)
 
-    def watch(self, job_id: int, pid: int) -> None:
-        if any(p == pid and j == job_id for j, p in self.watched.values()):
+    def watch(self, job_id: int, pid: int, worker_id: bytes = b"") -> None:
+        if any(p == pid and j == job_id for j, p, _ in self.watched.values()):
             return
         try:
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
-            self.on_gone(job_id)  # gone already
+            self.on_gone(job_id, worker_id)  # gone already
             return
         except (OSError, AttributeError) as e:  # another pid namespace, or no pidfds here
             log.warning("cannot watch driver pid %d of job %d: %s", pid, job_id, e)
             return
-        self.watched[fd] = (job_id, pid)
+        self.watched[fd] = (job_id, pid, worker_id)
         self.loop.add_fd(fd, lambda: self._gone(fd))
 
     def _gone(self, fd: int) -> None:
-        job_id, pid = self.watched.pop(fd, (0, 0))
+        job_id, pid, worker_id = self.watched.pop(fd, (0, 0, b""))
         self.loop.remove_fd(fd)
         os.close(fd)
         if job_id:
             log.info("driver pid %d of job %d is gone: ending its job", pid, job_id)
-            self.on_gone(job_id)
+            self.on_gone(job_id, worker_id)
 
     def close(self) -> None:
         for fd in list(self.watched):

@@ -94,7 +94,7 @@ class Raylet:
         on(messages.ReturnBundle, self._on_return_bundle)
         on(messages.JobFinished, self._on_job_finished)
         on(messages.NodeRejected, lambda m, p, peer: self.leave(m.reason))
-        on(messages.RegisterDriver, lambda m, p, peer: self.drivers.watch(m.job_id, m.pid))
+        on(messages.RegisterDriver, lambda m, p, peer: self.drivers.watch(m.job_id, m.pid, m.worker_id))
         self.exit_reason = ""  # set when the node must leave the cluster; the process then exits non-zero
         self.last_gcs_answer = time.monotonic()
         self.view_version = 0
@@ -103,6 +103,7 @@ class Raylet:
         self.max_starting = config.MAXIMUM_STARTUP_CONCURRENCY or max(1, min(os.cpu_count() or 1, cpus))
         self.heartbeat = liveness.Heartbeat(self)
         self.drivers = liveness.DriverWatch(self.loop, self._on_driver_gone)
+        self.pool.on_exit = lambda worker: self._exited([worker.worker_id])
         self.loop.call_every(5.0, self._trim_workers)
         self.loop.call_every(1.0, lambda: self.store.drain_pool(older_than=2.0))
 
@@ -125,9 +126,15 @@ class Raylet:
         free = {k: max(0.0, v) for k, v in list(self.available.items())}
         return free, pending, dict(self.total)
 
-    def _on_driver_gone(self, job_id: int) -> None:
-        """A driver attached here died without ending its job (SIGKILL): the GCS ends it, as JobFinished."""
+    def _on_driver_gone(self, job_id: int, worker_id: bytes) -> None:
+        """A driver attached here exited; if without ending its job (SIGKILL), the GCS ends it now, as
+        JobFinished (a second JobFinished after kray.shutdown() changes nothing)."""
         self.loop.connect(self.gcs_address).send(messages.JobFinished(job_id))
+        if worker_id:
+            self._exited([worker_id])
+
+    def _exited(self, worker_ids: list[bytes]) -> None:
+        self.loop.connect(self.gcs_address).send(messages.WorkersExited(worker_ids))
 
     def leave(self, reason: str) -> None:
         """Stop this raylet (its workers die with it): the node is no longer part of a cluster."""

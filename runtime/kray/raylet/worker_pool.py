@@ -86,6 +86,7 @@ class WorkerPool:
         self.idle_env: dict[str, list[Worker]] = {}  # runtime_env text -> its idle workers
         self.gcs_address = gcs_address  # where a worker fetches its runtime_env's packages
         self.runtime_env_dir = runtime_env_dir  # the node's cache of unpacked packages and virtualenvs
+        self.on_exit: Callable[[Worker], None] | None = None  # every exit, expected or not
 
     @property
     def starting(self) -> int:
@@ -256,6 +257,8 @@ class WorkerPool:
         expected = worker.state == DEAD
         worker.state = DEAD
         self.workers.pop(worker.worker_id, None)
+        if self.on_exit is not None:
+            self.on_exit(worker)
         if not expected:
             reason = f"the worker process (pid={worker.pid}) exited with code {code}"
             if code is not None and code < 0:

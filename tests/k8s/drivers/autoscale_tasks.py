@@ -8,6 +8,8 @@ printing `REPORT {"nodes": [...]}` with where each ran.
 once ready; then `request_resources(num_cpus=2)` until both worker nodes have been idle for IDLE_S (as the
 head reports it), writing DIR/held, and until DIR/gate exists; then the request is cleared.
 `timed`: one 1-CPU task; prints when it was submitted and when it started (wall clock, for the benchmark).
+`cancel DIR`: three 1-CPU tasks (DIR/submitted), cancelled once DIR/cancel exists (DIR/cancelled), then once
+DIR/go exists one more task, waited for.
 `busy DIR`: two 1-CPU tasks on two nodes at once (marks in DIR/marks), then one long task that writes its
 Pod's name to DIR/busy and runs until DIR/gate exists.
 """
@@ -82,6 +84,12 @@ def hold(idle_s: float, directory: str) -> None:
     print("REPORT " + json.dumps({"bundle_nodes": bundle_nodes}), flush=True)
 
 
+def touch_and_wait(directory: str, mark: str, gate: str) -> None:
+    open(os.path.join(directory, mark), "w").close()
+    while not os.path.exists(os.path.join(directory, gate)):
+        time.sleep(POLL_S)
+
+
 def main(argv: list[str]) -> None:
     kray.init()
     if argv[0] == "tasks":
@@ -99,6 +107,20 @@ def main(argv: list[str]) -> None:
         submitted = time.time()
         started = kray.get(started_at.remote(), timeout=600)
         print("REPORT " + json.dumps({"submitted": submitted, "started": started}), flush=True)
+    elif argv[0] == "cancel":
+        refs = [started_at.remote() for _ in range(3)]
+        touch_and_wait(argv[1], "submitted", "cancel")
+        for ref in refs:
+            kray.cancel(ref)
+        cancelled = 0
+        for ref in refs:
+            try:
+                kray.get(ref, timeout=600)
+            except kray.exceptions.TaskCancelledError:
+                cancelled += 1
+        touch_and_wait(argv[1], "cancelled", "go")
+        kray.get(started_at.remote(), timeout=600)
+        print("REPORT " + json.dumps({"cancelled": cancelled}), flush=True)
     elif argv[0] == "busy":
         marks = os.path.join(argv[1], "marks")
         nodes = kray.get([hold_until.remote(2, marks) for _ in range(2)], timeout=600)
