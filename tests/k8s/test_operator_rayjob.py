@@ -58,7 +58,8 @@ def test_applied_sample_completes_logs_in_the_submitter_and_cleans_up_after_ttl(
     wait_for(lambda: rayjobs.cluster(cluster_name) is None, 60, "the cluster to be deleted", rayjobs.operator)
     gone_after = time.time()
     ended = status["endTime"]
-    assert rayjobs.events("DeletedRayCluster")
+    # The Event is posted once the delete call returned, which may be after the cluster is seen gone.
+    wait_for(lambda: rayjobs.events("DeletedRayCluster"), 30, "the DeletedRayCluster Event", rayjobs.operator)
     assert gone_after - time.mktime(time.strptime(ended, "%Y-%m-%dT%H:%M:%SZ")) + time.timezone >= 9
     assert rayjobs.batch_job(NAME) is not None, "the submitter Job stays so its logs can be read"
     assert rayjobs.status(NAME)["jobDeploymentStatus"] == "Complete"
