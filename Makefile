@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MYPY_VERSION := 2.4.1
 
-.PHONY: install demo test test-unit test-integration test-k8s bench k8s-env lint images images-if-changed e2e-kind clean
+.PHONY: install demo test test-unit test-integration test-k8s bench k8s-env lint images images-if-changed container-engine e2e-kind clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,11 @@ images:
 
 # Seconds when an image of this tree's content hash exists; without a container engine it says so and
 # the container-mode tests fail (they never skip).
-images-if-changed:
+# The k8s tier proves the images with podman: install it (apt) when it is missing.
+container-engine:
+	bash tools/ensure_podman.sh
+
+images-if-changed: container-engine
 	bash images/build.sh --if-changed --if-engine >/dev/null
 
 e2e-kind:
