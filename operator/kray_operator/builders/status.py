@@ -150,3 +150,16 @@ def cluster_status(cluster: models.RayCluster, pods: Sequence[observed.PodView],
     }
     status.update(desired_resources(spec))
     return status
+
+
+def _without_noise(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_noise(v) for k, v in value.items() if v is not None and k != "lastUpdateTime"}
+    if isinstance(value, list):
+        return [_without_noise(v) for v in value]
+    return value
+
+
+def unchanged(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Whether writing status `new` over `old` would change nothing but lastUpdateTime (or null fields)."""
+    return bool(_without_noise(new) == _without_noise(old))

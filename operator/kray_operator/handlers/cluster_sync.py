@@ -253,7 +253,7 @@ def _write_status(cluster: models.RayCluster, body: dict[str, Any], views: list[
             "observedGeneration": cluster.metadata.generation,
         })
     new["conditions"] = conditions
-    if _same(new, body.get("status") or {}):
+    if status.unchanged(new, body.get("status") or {}):
         return
     kube.patch_raycluster_status(cluster.metadata.namespace, cluster.metadata.name, new)
 
@@ -281,16 +281,3 @@ def record_invalid(body: dict[str, Any], message: str) -> None:
         "stateTransitionTimes": transitions, "observedGeneration": generation, "lastUpdateTime": stamp,
     })
     kube.post_event(body, "InvalidSpec", f"RayCluster spec is invalid: {message}", warning=True)
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None and k != "lastUpdateTime"}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value
-
-
-def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    """Whether writing `new` would change nothing but lastUpdateTime."""
-    return bool(_drop_none(new) == _drop_none(old))

@@ -18,6 +18,7 @@ import pydantic
 
 from kray_operator import job_models, jobapi, kube, models
 from kray_operator.builders import job_facts, job_lifecycle, jobs, names, secret
+from kray_operator.builders import status as status_builder
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def sync(namespace: str, name: str) -> None:
         log.warning("RayJob %s/%s: %s", namespace, name, e)
     for event in step.events:
         kube.post_event(body, event.reason, event.message, warning=event.warning)
-    if step.write and not _same(step.status, status):
+    if step.write and not status_builder.unchanged(step.status, status):
         log.info("RayJob %s/%s: %s/%s -> %s/%s", namespace, name, status.get("jobDeploymentStatus"),
                  status.get("jobStatus"), step.status.get("jobDeploymentStatus"), step.status.get("jobStatus"))
         kube.patch_rayjob_status(namespace, name, step.status)
@@ -280,16 +281,3 @@ def stop_job(body: dict[str, Any]) -> None:
         client.stop_job(job_id)
     except jobapi.JobApiError as e:
         log.info("could not stop job %s of deleted RayJob %s: %s", job_id, meta.get("name"), e)
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None and k != "lastUpdateTime"}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value
-
-
-def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    return bool(_drop_none(new) == _drop_none(old))
-

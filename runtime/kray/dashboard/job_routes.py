@@ -7,6 +7,7 @@ for a bad request, 404 for an unknown job, 413 for an upload over the size limit
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +25,24 @@ def _text(status: int, text: str) -> web.Response:
 
 def _not_found(job_id: str) -> web.Response:
     return _text(404, f"Job {job_id} does not exist")
+
+
+async def _answer(job_id: str, make: Callable[[], Awaitable[Any]]) -> web.Response:
+    """The JSON that `make` produces, or Ray's answer to an unknown job (404) or a bad request (400)."""
+    try:
+        return web.json_response(await make())
+    except manager_mod.JobNotFound:
+        return _not_found(job_id)
+    except records.BadRequest as e:
+        return _text(400, str(e))
+
+
+async def _keyed(key: str, value: Awaitable[Any]) -> dict[str, Any]:
+    return {key: await value}
+
+
+async def _as_json(job: Awaitable[records.JobDetails]) -> dict[str, Any]:
+    return (await job).to_json()
 
 
 def add_routes(app: web.Application, gcs: Any, session_dir: str) -> None:
@@ -52,20 +71,11 @@ def add_routes(app: web.Application, gcs: Any, session_dir: str) -> None:
 
     async def get_job(request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]
-        try:
-            job = await jobs.get(job_id)
-        except manager_mod.JobNotFound:
-            return _not_found(job_id)
-        return web.json_response(job.to_json())
+        return await _answer(job_id, lambda: _as_json(jobs.get(job_id)))
 
     async def logs(request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]
-        try:
-            return web.json_response({"logs": await jobs.logs(job_id)})
-        except manager_mod.JobNotFound:
-            return _not_found(job_id)
-        except records.BadRequest as e:
-            return _text(400, str(e))
+        return await _answer(job_id, lambda: _keyed("logs", jobs.logs(job_id)))
 
     async def tail(request: web.Request) -> web.StreamResponse:
         job_id = request.match_info["job_id"]
@@ -86,21 +96,11 @@ def add_routes(app: web.Application, gcs: Any, session_dir: str) -> None:
 
     async def stop(request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]
-        try:
-            return web.json_response({"stopped": await jobs.stop(job_id)})
-        except manager_mod.JobNotFound:
-            return _not_found(job_id)
-        except records.BadRequest as e:
-            return _text(400, str(e))
+        return await _answer(job_id, lambda: _keyed("stopped", jobs.stop(job_id)))
 
     async def delete(request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]
-        try:
-            return web.json_response({"deleted": await jobs.delete(job_id)})
-        except manager_mod.JobNotFound:
-            return _not_found(job_id)
-        except records.BadRequest as e:
-            return _text(400, str(e))
+        return await _answer(job_id, lambda: _keyed("deleted", jobs.delete(job_id)))
 
     async def package_exists(request: web.Request) -> web.Response:
         uri = _package_uri(request)
