@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MYPY_VERSION := 2.4.1
 
-.PHONY: install demo test test-unit test-integration test-k8s bench k8s-env lint images images-if-changed container-engine e2e-kind clean
+.PHONY: install demo test test-unit test-integration test-chaos test-k8s bench k8s-env k8s-up k8s-down lint images images-if-changed container-engine e2e-kind clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,16 @@ demo: install
 
 # The k8s tier runs pods from the images too (container mode): build them first when their content changed.
 test: install k8s-env images-if-changed
-	$(BIN)/pytest -q tests/unit tests/integration tests/k8s
+	$(BIN)/pytest -q tests/unit tests/integration tests/chaos tests/k8s
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
 
 test-integration: install
 	$(BIN)/pytest -q tests/integration
+
+test-chaos: install
+	$(BIN)/pytest -q tests/chaos
 
 test-k8s: install k8s-env images-if-changed
 	$(BIN)/pytest -q tests/k8s
@@ -38,6 +41,16 @@ bench: install
 
 k8s-env:
 	bash tests/k8s/controlplane/build.sh
+
+# A local Kubernetes for people and scripts (tools/local_k8s.py): control plane, pod runner, operator.
+# Pods run as host processes; K8S_PODS=container runs them (and the operator) from this tree's images.
+# The last line of k8s-up is `export KUBECONFIG=PATH`: eval "$$(make -s k8s-up | tail -1)".
+K8S_PODS ?= process
+k8s-up: install k8s-env $(if $(filter container,$(K8S_PODS)),images-if-changed)
+	@$(BIN)/python tools/local_k8s.py up --mode=$(K8S_PODS)
+
+k8s-down: install
+	@$(BIN)/python tools/local_k8s.py down
 
 images:
 	bash images/build.sh

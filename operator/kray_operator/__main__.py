@@ -2,7 +2,7 @@
 
 Parses argv, optionally waits to be elected leader (a Lease), registers the handlers and blocks in
 kopf's event loop until SIGINT/SIGTERM. Credentials: in-cluster ServiceAccount, else $KUBECONFIG /
-~/.kube/config. While it waits as a standby, it answers the liveness URL itself.
+~/.kube/config (credentials.py, for kopf and kube.py alike). While it waits as a standby, it answers the liveness URL itself.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
 
-import kopf
-
-from kray_operator import leader
+# `lean` imports kopf and the handlers without the kubernetes client: nothing before it may import kopf.
+from kray_operator import leader, lean, metrics
+from kray_operator.builders import names
+from kray_operator.handlers import requeue, settings
 
 log = logging.getLogger("kray_operator")
 NAMESPACE_ENV = "KRAY_OPERATOR_NAMESPACE"
@@ -54,10 +55,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                           help="seconds between attempts to take or renew the Lease (2)")
     parser.add_argument("--liveness", metavar="URL", default=None,
                         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument("--metrics", metavar="URL", default=None,
+                        help="serve Prometheus metrics, e.g. http://0.0.0.0:8081/metrics")
+    parser.add_argument("--cluster-domain", metavar="DOMAIN", default=None,
+                        help=f"DNS domain of the cluster in service addresses (default: ${settings.CLUSTER_DOMAIN_ENV}, "
+                             f"else {names.DEFAULT_CLUSTER_DOMAIN})")
+    retry = parser.add_argument_group("retries of failed passes and periodic resync")
+    retry.add_argument("--retry-base-delay", type=float, default=requeue.BASE_DELAY_S, metavar="S",
+                       help=f"first delay before a failed pass is retried; doubles per failure ({requeue.BASE_DELAY_S:g})")
+    retry.add_argument("--retry-max-delay", type=float, default=requeue.MAX_DELAY_S, metavar="S",
+                       help=f"longest delay between retries of a failed pass ({requeue.MAX_DELAY_S:g})")
+    retry.add_argument("--resync-period", type=float, default=requeue.RESYNC_S, metavar="S",
+                       help=f"seconds between passes of every RayCluster even without events ({requeue.RESYNC_S:g})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     parser.add_argument("--debug", action="store_true", help="log everything, including API traffic")
     args = parser.parse_args(argv)
+    try:
+        args.backoff = requeue.Backoff(args.retry_base_delay, args.retry_max_delay)
+        if args.resync_period <= 0:
+            raise ValueError(f"--resync-period must be positive, not {args.resync_period:g}")
+        if args.cluster_domain is not None:
+            settings.check_cluster_domain(args.cluster_domain)
+    except ValueError as e:
+        parser.error(str(e))
     if args.leader_elect:
         try:
             args.election = election_config(args)
@@ -115,14 +136,21 @@ def _lost(reason: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the operator until it is told to stop; returns the exit status."""
     args = parse_args(argv)
+    kopf = lean.kopf
     kopf.configure(verbose=args.verbose, quiet=args.quiet, debug=args.debug)
-    from kray_operator import handlers  # noqa: F401 - importing registers the handlers with kopf
+    if args.cluster_domain is not None:
+        os.environ[settings.CLUSTER_DOMAIN_ENV] = args.cluster_domain  # read by handlers.settings
+    from kray_operator.handlers import raycluster  # registered with kopf when `lean` was imported
 
+    raycluster.configure(args.backoff, args.resync_period)
+    if args.metrics:
+        metrics.serve(args.metrics)
     elector = leader.Elector(args.election, _lost) if args.leader_elect else None
     if elector is not None:
         with standby_health(args.liveness):
             elector.acquire()
         elector.keep()
+    metrics.leading()
     try:
         kopf.run(
             standalone=True,

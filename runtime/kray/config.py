@@ -92,6 +92,33 @@ def cluster_token() -> str | None:
     """The cluster token given to this process (KRAY_CLUSTER_TOKEN), read when asked."""
     return os.environ.get("KRAY_CLUSTER_TOKEN") or None
 
+
+# Authentication is on unless switched off explicitly (`kray start --no-auth`, or KRAY_AUTH_MODE=disabled):
+# without a token anyone who reaches a port can run code in the cluster. Ray's RAY_AUTH_MODE=disabled is
+# its default and does not switch kray's token off (KubeRay manifests set it, see the README).
+AUTH_MODE_VARIABLE = "KRAY_AUTH_MODE"
+
+
+def auth_disabled() -> bool:
+    """True when this process was told to run without a cluster token; read when asked."""
+    return (os.environ.get(AUTH_MODE_VARIABLE) or "token").strip().lower() == "disabled"
+
+
+def server_token(component: str) -> str | None:
+    """The token a kray server process (GCS, raylet, worker, HTTP server) requires of its peers.
+
+    Exits with a message saying what to do when there is none and authentication was not switched off,
+    so a server never listens unauthenticated by accident.
+    """
+    token = cluster_token()
+    if token or auth_disabled():
+        return token
+    raise SystemExit(
+        f"kray {component}: no cluster token (KRAY_CLUSTER_TOKEN) is set, and kray servers require one. "
+        "Start nodes with `kray start`, which makes and passes the token; to run without authentication "
+        f"(anyone who reaches the ports can run code here) pass --no-auth or set {AUTH_MODE_VARIABLE}=disabled."
+    )
+
 # Labels a node reports (NodeInfo.labels): its worker group and Pod, from the environment the operator
 # gives its Pods, so that the autoscaler maps nodes to groups and Pods.
 NODE_GROUP_LABEL = "ray.io/node-group"

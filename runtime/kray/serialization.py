@@ -8,6 +8,7 @@ reading them back never copies them through pickle.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import pickle
 import threading
@@ -78,6 +79,21 @@ def dumps_function(fn: Any, name: str) -> bytes:
             "It probably captures an object that cannot be pickled (a lock, a socket, an open file); "
             "create such objects inside the function instead."
         ) from e
+
+
+def dumps_by_value(value: Any, what: str) -> bytes:
+    """Pickle an option's value (e.g. retry_exceptions' classes) as function bodies are pickled, so that
+    classes of the driver's `__main__` reach workers intact."""
+    try:
+        return cloudpickle.dumps(value, protocol=5)
+    except Exception as e:
+        raise SerializationError(f"Could not serialize the option {what}={value!r}: {type(e).__name__}: {e}.") from e
+
+
+@functools.lru_cache(maxsize=256)
+def loads_by_value(blob: bytes) -> Any:
+    """The value of `dumps_by_value` (cached: the same options come with many tasks)."""
+    return cloudpickle.loads(blob)
 
 
 def _collector_stack() -> list:

@@ -36,6 +36,17 @@ def cluster_factory() -> Iterator[Callable[..., helpers.LocalCluster]]:
 
 
 @pytest.fixture
+def actors() -> Iterator[list[Any]]:
+    """Handles the test appends here are killed when it ends, so tests leave the cluster idle."""
+    import kray
+
+    made: list[Any] = []
+    yield made
+    for handle in made:
+        kray.kill(handle)  # harmless when the actor is already dead
+
+
+@pytest.fixture
 def connect(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Any], None]]:
     """Connect this process as a driver to a multinode.MultiNodeCluster (kray.init(address=...) with
     the cluster's token); the driver is shut down after the test."""

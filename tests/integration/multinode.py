@@ -135,6 +135,8 @@ class MultiNodeCluster:
         self.port = 0
         self.token = ""
         self.torn_down = False
+        self.left_processes = 0
+        self.left_shm = 0
 
     # --- addresses ---------------------------------------------------------------------------
 
@@ -292,7 +294,8 @@ class MultiNodeCluster:
         return [entry for node in self.nodes for entry in node.shm_entries()]
 
     def teardown(self, timeout: float = helpers.WAIT_S, check: bool = True) -> None:
-        """`kray stop` on every node (workers first, the head last), then check nothing is left."""
+        """`kray stop` on every node (workers first, the head last), then check nothing is left
+        (what was left is counted in `left_processes` and `left_shm` before it is cleaned up)."""
         if self.torn_down:
             return
         self.torn_down = True
@@ -313,6 +316,7 @@ class MultiNodeCluster:
         while (self.processes() or self.shm_entries()) and time.monotonic() < deadline:
             time.sleep(0.1)
         left = self.processes()
+        self.left_processes = len(left)
         if left:
             problems.append(f"processes left after `kray stop`: {helpers.describe(left)}")
             for proc in left:
@@ -321,6 +325,7 @@ class MultiNodeCluster:
                 except psutil.NoSuchProcess:
                     pass
         shm_left = self.shm_entries()
+        self.left_shm = len(shm_left)
         if shm_left:
             problems.append(f"/dev/shm entries left after `kray stop`: {[str(p) for p in shm_left]}")
             for entry in shm_left:

@@ -14,7 +14,6 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,6 @@ pytestmark = pytest.mark.usefixtures("cluster")
 
 RENDEZVOUS_TIMEOUT_S = 60.0
 
-
-@pytest.fixture
-def actors() -> Iterator[list[Any]]:
-    """Handles the test appends here are killed when it ends, so tests leave the cluster idle."""
-    made: list[Any] = []
-    yield made
-    for handle in made:
-        kray.kill(handle)  # harmless when the actor is already dead
 
 
 # --- what the actors' calls do (these functions travel to the workers by value) -----------------

@@ -7,7 +7,6 @@ One cluster for the module (4 CPUs); every test kills the actors it made.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,6 @@ from . import helpers, tasklib
 cluster = helpers.module_cluster(num_cpus=4)
 pytestmark = pytest.mark.usefixtures("cluster")
 
-
-@pytest.fixture
-def actors() -> Iterator[list[Any]]:
-    """Handles the test appends here are killed when it ends, so tests leave the cluster idle."""
-    made: list[Any] = []
-    yield made
-    for handle in made:
-        kray.kill(handle)  # harmless when the actor is already dead
 
 
 class InitError(Exception):

@@ -27,14 +27,6 @@ cluster = helpers.module_cluster(num_cpus=4)
 pytestmark = pytest.mark.usefixtures("cluster")
 
 
-@pytest.fixture
-def actors() -> Iterator[list[Any]]:
-    """Handles the test appends here are killed when it ends, so tests leave the cluster idle."""
-    made: list[Any] = []
-    yield made
-    for handle in made:
-        kray.kill(handle)  # harmless when the actor is already dead
-
 
 @kray.remote
 class Doubler:

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,6 @@ from . import helpers, tasklib
 CPUS = 4
 cluster = helpers.module_cluster(num_cpus=CPUS, num_gpus=1, resources={"gizmo": 2})
 
-
-@pytest.fixture
-def actors() -> Iterator[list[Any]]:
-    """Handles the test appends here are killed when it ends, so tests leave the cluster idle."""
-    made: list[Any] = []
-    yield made
-    for handle in made:
-        kray.kill(handle)  # harmless when the actor is already dead
 
 
 @kray.remote

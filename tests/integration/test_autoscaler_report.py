@@ -145,3 +145,21 @@ def test_queued_tasks_count_once_each_and_cancelled_ones_leave_at_once(
     gate.touch()
     assert len(kray.get(running, timeout=60)) == 2
     assert not (tmp_path / "never").exists()  # no cancelled task ran
+
+
+@kray.remote(num_cpus=1)
+def big_result() -> bytes:
+    return b"x" * (1 << 20)  # over the inline threshold: its primary copy stays in this node's store
+
+
+def test_a_node_holding_a_referenced_primary_copy_is_not_idle(
+        cluster: LabelledCluster, report: Callable[[], dict[str, Any]]) -> None:
+    nodes = _nodes_when(report, lambda n: n["pod-1"]["idle_s"] is not None, "the worker node idle")
+    affinity = NodeAffinitySchedulingStrategy(nodes["pod-1"]["node_id"], soft=False)
+    ref = big_result.options(scheduling_strategy=affinity).remote()
+    assert len(kray.get(ref, timeout=60)) == 1 << 20  # the driver's copy is fetched; the primary stays there
+    held = _nodes_when(report, lambda n: n["pod-1"]["primary_objects"] == 1, "the primary copy in the report")
+    assert held["pod-1"]["idle_s"] is None  # every resource is free, but the object would be lost with it
+    del ref  # the owner frees it: the node is idle again
+    _nodes_when(report, lambda n: n["pod-1"]["primary_objects"] == 0 and n["pod-1"]["idle_s"] is not None,
+                "the freed object to leave the report and the node to be idle")

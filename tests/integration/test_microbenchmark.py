@@ -45,3 +45,18 @@ def test_the_idle_rows_report_cpu_per_process_kind() -> None:
         match = re.search(rf"^{re.escape(row)} ([\d.]+) \+- ([\d.]+)$", done.stdout, re.MULTILINE)
         assert match, f"no {row!r} line in:\n{done.stdout}"
         assert float(match.group(1)) >= 0
+
+
+def test_the_scale_rows_report_actors_started_at_once_and_placement_group_churn() -> None:
+    for pattern, rows in (("300 actors", ("300 actors started at once: time to all answered (s)",
+                                          "300 actors started at once: RSS per actor (MB)")),
+                          ("placement groups", (("placement groups created, ready and removed (1,000 in a row) "
+                                                "per second"),))):
+        done = subprocess.run(
+            [sys.executable, "-c", "from kray.cli.main import main; main()", "microbenchmark", "--scale",
+             f"--filter={pattern}"], capture_output=True, text=True, timeout=1800, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        for row in rows:
+            match = re.search(rf"^{re.escape(row)} ([\d.]+) \+- ([\d.]+)$", done.stdout, re.MULTILINE)
+            assert match and float(match.group(1)) > 0, f"no {row!r} line in:\n{done.stdout}"
+        assert "1:1 actor calls sync" not in done.stdout  # --scale runs the scale rows only

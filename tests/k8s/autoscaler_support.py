@@ -1,5 +1,6 @@
 """Helpers of the autoscaler tests: the RayCluster they scale (a head with num-cpus 0, one 1-CPU worker
-group min 0 max 3, a short idleTimeoutSeconds), waiting for its head, and drivers run in the head Pod.
+group min 0 max 3, numOfHosts 1 unless asked, a short idleTimeoutSeconds), waiting for its head, and
+drivers run in the head Pod.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def container(name: str) -> dict[str, Any]:
             "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}
 
 
-def manifest(namespace: str) -> dict[str, Any]:
+def manifest(namespace: str, hosts: int = 1) -> dict[str, Any]:
     return {
         "apiVersion": "kray.io/v1", "kind": "RayCluster", "metadata": {"name": NAME, "namespace": namespace},
         "spec": {
@@ -34,6 +35,7 @@ def manifest(namespace: str) -> dict[str, Any]:
                               "template": {"spec": {"containers": [container("kray-head")]}}},
             "workerGroupSpecs": [{
                 "groupName": "cpu", "replicas": 0, "minReplicas": 0, "maxReplicas": 3, "rayStartParams": {},
+                "numOfHosts": hosts,
                 "template": {"spec": {"containers": [container("kray-worker")]}},
             }],
         },

@@ -1,4 +1,5 @@
-"""The autoscaler while things change: a worker busy with a long task stays when its idle peer is removed,
+"""The autoscaler while things change: a worker busy with a long task stays when its idle peer is removed
+(so does one holding the only copy of an object its driver still references, until the reference goes),
 an operator killed in the middle of a scale-up is replaced by one that converges without extra Pods, and
 cancelled pending tasks leave the demand (they start nothing once their group may scale again).
 
@@ -113,3 +114,29 @@ def test_cancelled_pending_tasks_start_nothing(
             driver.join(TIMEOUT_S)
     assert result == {"cancelled": 3}
     assert seen.most == 1 and len(clusters.events("CreatedWorkerPod")) == 1
+
+
+def test_a_worker_holding_a_referenced_object_stays_until_the_reference_goes(
+        pod_runner: PodRunner, kray_operator: OperatorProcess, clusters: Clusters, k8s_namespace: str,
+        tmp_path: Path) -> None:
+    clusters.create(manifest(k8s_namespace))
+    head = head_ready(clusters, kray_operator)
+    shared = _shared_dir(tmp_path)
+    driver, result = _background(lambda: driver_run(pod_runner, k8s_namespace, head, "object", str(shared)))
+    try:
+        wait_for((shared / "held").exists, TIMEOUT_S * 2, "both tasks to finish, one result held", kray_operator)
+        holder = (shared / "holder").read_text()
+        # both workers are free; the one without the object idles past the timeout and goes, the holder stays
+        wait_for(lambda: clusters.pod_names(NAME, "worker") == {holder} and replicas(clusters) == 1, TIMEOUT_S,
+                 "only the worker holding the object to remain", kray_operator)
+        removed = [e.message for e in clusters.events("AutoscalerScaled") if "removing idle" in e.message]
+        assert len(removed) == 1 and holder not in removed[0], removed
+        (shared / "gate").touch()  # the driver drops its reference (and stays connected)
+        wait_for((shared / "dropped").exists, TIMEOUT_S, "the driver to drop the reference", kray_operator)
+        wait_for(lambda: clusters.counts(NAME) == (1, 0) and replicas(clusters) == 0, TIMEOUT_S,
+                 "the holder to go once the object was freed", kray_operator)
+    finally:
+        (shared / "gate").touch()
+        (shared / "done").touch()
+        driver.join(TIMEOUT_S)
+    assert result.get("holder") == holder and result.get("other") not in ("", holder)

@@ -75,6 +75,12 @@ def test_one_replica_leads_and_the_standby_takes_over_when_it_dies(
     clusters.set_replicas(NAME, 2)
     wait_for(lambda: clusters.counts(NAME) == (1, 2), WAIT_S, "the new leader to add a worker", standby)
     stays(lambda: clusters.counts(NAME) == (1, 2), 2.0, "1 head and 2 workers")
+    # A RayCluster made after the failover is reconciled by the new leader from scratch.
+    clusters.create(sample(k8s_namespace, "after-failover"))
+    wait_for(lambda: clusters.counts("after-failover") == (1, 1), WAIT_S, "the new leader to build a new cluster",
+             standby)
+    wait_for(lambda: clusters.status("after-failover").get("desiredWorkerReplicas") == 1, WAIT_S,
+             "the new cluster's status", standby)
 
 
 def test_a_leader_that_stops_hands_the_lease_over_at_once(

@@ -52,6 +52,7 @@ metadata:
     {{- toYaml . | nindent 4 }}
 {{- end }}
 {{- end }}
+{{- $env := concat ($root.Values.common.containerEnv | default list) ($g.containerEnv | default list) ($g.env | default list) }}
 spec:
   {{- with $root.Values.imagePullSecrets }}
   imagePullSecrets:
@@ -59,6 +60,24 @@ spec:
   {{- end }}
   {{- with $g.serviceAccountName }}
   serviceAccountName: {{ . }}
+  {{- end }}
+  {{- with $g.restartPolicy }}
+  restartPolicy: {{ . }}
+  {{- end }}
+  {{- with $g.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with $g.podSecurityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $g.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $g.initContainers }}
+  initContainers:
+    {{- toYaml . | nindent 4 }}
   {{- end }}
   containers:
     - name: {{ .container }}
@@ -72,8 +91,12 @@ spec:
       args:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with $g.env }}
+      {{- with $env }}
       env:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $g.envFrom }}
+      envFrom:
         {{- toYaml . | nindent 8 }}
       {{- end }}
       {{- with $g.ports }}
@@ -98,6 +121,9 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- end }}
+    {{- with $g.sidecarContainers }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   {{- if or $g.shmSize $g.volumes }}
   volumes:
     {{- if $g.shmSize }}
@@ -135,4 +161,28 @@ spec:
 {{- end -}}
 {{- end -}}
 {{- toYaml $out -}}
+{{- end -}}
+
+
+{{/*
+Every worker group, in order: `worker` (unless disabled), `additionalWorkerGroups` by name (the key is the
+groupName; disabled ones left out), then the `workerGroups` list. Returned as JSON: {"groups": [...]}.
+*/}}
+{{- define "kray-cluster.workerGroups" -}}
+{{- $groups := list -}}
+{{- if and .Values.worker (not .Values.worker.disabled) -}}
+{{- $groups = append $groups .Values.worker -}}
+{{- end -}}
+{{- range $name, $g := .Values.additionalWorkerGroups -}}
+{{- if not $g.disabled -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $name) -}}
+{{- fail (printf "additionalWorkerGroups.%s: the key is the group's name and must be a DNS label (lowercase letters, digits, '-'), e.g. %q" $name (lower $name)) -}}
+{{- end -}}
+{{- $groups = append $groups (merge (dict "groupName" $name) (omit $g "groupName")) -}}
+{{- end -}}
+{{- end -}}
+{{- range $g := .Values.workerGroups -}}
+{{- $groups = append $groups $g -}}
+{{- end -}}
+{{- toJson (dict "groups" $groups) -}}
 {{- end -}}

@@ -132,7 +132,8 @@ class Round:
 
     def _confirm(self, cluster: models.RayCluster, client: jobapi.Client,
                  decision: policy.Decision) -> policy.Decision:
-        """Decide again on a fresh report: only nodes idle in both rounds go (one that became busy stays)."""
+        """Decide again on a fresh report: only nodes idle in both rounds go (one that became busy stays;
+        in a multi-host group its whole replica stays)."""
         again = self._decide(cluster, client)
         changes = []
         for change in decision.changes:
@@ -140,10 +141,12 @@ class Round:
             if not change.workers_to_delete:
                 changes.append(change)
                 continue
-            keep = tuple(p for p in change.workers_to_delete if second is not None and p in second.workers_to_delete)
-            dropped = len(change.workers_to_delete) - len(keep)
+            listed = set(second.workers_to_delete) if second is not None else set()
+            kept = [r for r in change.replicas_to_delete() if listed.issuperset(r)]
+            dropped = len(change.replicas_to_delete()) - len(kept)
+            keep = tuple(p for replica in kept for p in replica)
             if keep or change.replicas + dropped != self._replicas(cluster, change.group):
-                changes.append(policy.GroupChange(change.group, change.replicas + dropped, keep))
+                changes.append(policy.GroupChange(change.group, change.replicas + dropped, keep, change.hosts))
         return policy.Decision(tuple(changes), decision.infeasible, decision.unmet)
 
     @staticmethod

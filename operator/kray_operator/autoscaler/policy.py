@@ -1,5 +1,7 @@
 """The autoscaler's decision for one round: bin-pack the head's demand onto free capacity, then onto new
-nodes of the cheapest worker group that fits; remove nodes idle for the timeout (never below minReplicas).
+nodes of the cheapest worker group that fits, within each group's and the cluster's limits; remove nodes
+idle for the timeout (never below minReplicas). A multi-host group (numOfHosts > 1) grows and shrinks by
+whole replicas of numOfHosts nodes.
 
 Pure: a Demand and the groups' specs in, a Decision out; no I/O, no clock (the head reports idle time).
 """
@@ -27,13 +29,27 @@ class Group:
     pods: tuple[str, ...] = ()  # its worker Pods that are not being deleted
     deleting: bool = False  # scaleStrategy.workersToDelete is not yet empty: leave the group alone
     idle_timeout_s: float | None = None  # the group's own idleTimeoutSeconds, else the cluster's
+    hosts: int = 1  # numOfHosts: nodes (Pods) per replica; `capacity` is one of them
+    replica_pods: tuple[tuple[str, ...], ...] = ()  # multi-host: each complete replica's Pods
+
+
+def max_workers(groups: Sequence[Group]) -> int:
+    """The cluster's worker limit as KubeRay's autoscaler config has it: the sum of the groups'
+    maxReplicas × numOfHosts (worker Pods, the head not counted)."""
+    return sum(g.max_replicas * g.hosts for g in groups)
 
 
 @dataclasses.dataclass(frozen=True)
 class GroupChange:
     group: str
     replicas: int
-    workers_to_delete: tuple[str, ...] = ()
+    workers_to_delete: tuple[str, ...] = ()  # every Pod of each replica removed, replica by replica
+    hosts: int = 1
+
+    def replicas_to_delete(self) -> list[tuple[str, ...]]:
+        """workers_to_delete cut into replicas (numOfHosts Pods each)."""
+        pods = self.workers_to_delete
+        return [pods[i:i + self.hosts] for i in range(0, len(pods), self.hosts)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +71,9 @@ class _Slot:
 
 
 class _Packer:
-    def __init__(self, groups: Sequence[Group], nodes: Sequence[capacity.Node], mode: str) -> None:
+    def __init__(self, groups: Sequence[Group], nodes: Sequence[capacity.Node], mode: str, limit: int) -> None:
         self.groups = {g.name: g for g in groups}
-        self.new: dict[str, int] = {g.name: 0 for g in groups}
+        self.new: dict[str, int] = {g.name: 0 for g in groups}  # replicas started this round
         self.slots: list[_Slot] = []
         joined = {g.name: 0 for g in groups}
         for node in nodes:
@@ -65,12 +81,13 @@ class _Packer:
                 joined[node.group] += 1
         starting = 0
         for group in groups:
-            pending = max(0, group.replicas - joined[group.name])
+            pending = max(0, group.replicas * group.hosts - joined[group.name])
             starting += pending
             self.slots += [_Slot(dict(group.capacity), group.name) for _ in range(pending) if group.capacity]
-        self.budget: float = float("inf")
+        self.budget: float = float("inf")  # Pods that may start this round
         if mode == CONSERVATIVE:  # as KubeRay: no more starting Pods than Pods already in the cluster
             self.budget = max(1, sum(joined.values())) - starting
+        self.room = limit - sum(g.replicas * g.hosts for g in groups)  # worker Pods left under the cluster's limit
         self.infeasible: list[str] = []
         self.unmet = 0
 
@@ -81,7 +98,8 @@ class _Packer:
         fitting.sort(key=lambda g: (g.capacity.get("GPU", 0.0), g.capacity.get("CPU", 0.0),  # type: ignore[union-attr]
                                     g.capacity.get("memory", 0.0), g.name))  # type: ignore[union-attr]
         for group in fitting:
-            if group.replicas + self.new[group.name] < group.max_replicas and not group.deleting:
+            if (group.replicas + self.new[group.name] < group.max_replicas and not group.deleting
+                    and group.hosts <= self.room):
                 return group
         if fitting:
             self.unmet += 1
@@ -89,7 +107,8 @@ class _Packer:
         self.infeasible.append(f"infeasible: {capacity.describe(shape)} fits no worker group")
         return None
 
-    def _start(self, shape: capacity.Shape) -> _Slot | None:
+    def _start(self, shape: capacity.Shape) -> int | None:
+        """Start a replica of the cheapest group that fits `shape` (numOfHosts new slots); the first's index."""
         if self.budget < 1:
             self.unmet += 1
             return None
@@ -97,10 +116,11 @@ class _Packer:
         if group is None or group.capacity is None:
             return None
         self.new[group.name] += 1
-        self.budget -= 1
-        slot = _Slot(dict(group.capacity), group.name)
-        self.slots.append(slot)
-        return slot
+        self.budget -= group.hosts
+        self.room -= group.hosts
+        first = len(self.slots)
+        self.slots += [_Slot(dict(group.capacity), group.name) for _ in range(group.hosts)]
+        return first
 
     def place(self, shape: capacity.Shape, avoid: Iterable[int] = ()) -> int | None:
         """Put `shape` on the first slot it fits (skipping `avoid`), else a new node; its slot index."""
@@ -113,9 +133,9 @@ class _Packer:
         started = self._start(shape)
         if started is None:
             return None
-        capacity.take(shape, started.free)
-        started.used = True
-        return len(self.slots) - 1
+        capacity.take(shape, self.slots[started].free)
+        self.slots[started].used = True
+        return started
 
 
 def _largest_first(shapes: Iterable[capacity.Shape]) -> list[capacity.Shape]:
@@ -139,8 +159,24 @@ def _pack(packer: _Packer, demand: capacity.Demand) -> None:
         packer.place(shape)
 
 
+def _removable(group: Group, nodes: Sequence[capacity.Node], busy: set[str],
+               timeout: float) -> list[tuple[float, tuple[str, ...]]]:
+    """The group's replicas whose every node has been idle for `timeout` and takes no demand, each with
+    its idle time (its least idle node's), longest idle first."""
+    by_pod = {n.pod: n for n in nodes if n.group == group.name}
+    replicas = group.replica_pods if group.hosts > 1 else tuple((p,) for p in group.pods)
+    out = []
+    for pods in replicas:
+        members = [by_pod.get(p) for p in pods]
+        if all(n is not None and n.idle_s is not None and n.idle_s >= timeout and n.node_id not in busy
+               for n in members):
+            out.append((min(n.idle_s or 0.0 for n in members if n is not None), pods))
+    out.sort(key=lambda r: (-r[0], r[1]))
+    return out
+
+
 def decide(groups: Sequence[Group], demand: capacity.Demand, mode: str = DEFAULT,
-           idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S) -> Decision:
+           idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, limit: int | None = None) -> Decision:
     """This round's replicas and workersToDelete per group, and the demand that fits no group.
 
     1. `request_resources` bundles are packed onto the cluster's total capacity (running work does not
@@ -148,12 +184,15 @@ def decide(groups: Sequence[Group], demand: capacity.Demand, mode: str = DEFAULT
     2. Placement groups (STRICT_SPREAD one node per bundle, STRICT_PACK one node for all) and task/actor
        shapes are packed onto free capacity: alive nodes, starting nodes, the nodes of step 1, then new ones.
     3. A worker node idle for its timeout that no demand landed on is removed, oldest idle first, unless
-       its group starts nodes this round or is at minReplicas.
+       its group starts nodes this round or is at minReplicas; in a multi-host group only a replica all
+       of whose nodes are so idle, as a whole.
+    New nodes start within each group's maxReplicas and the cluster's worker limit (`limit` worker Pods;
+    default `max_workers(groups)`, as KubeRay's).
     """
     by_name = {g.name: g for g in groups}
     # Nodes of Pods being deleted are going: they hold no capacity (the head and foreign nodes stay).
     nodes = [n for n in demand.nodes if n.group not in by_name or n.pod in by_name[n.group].pods]
-    packer = _Packer(groups, nodes, mode)
+    packer = _Packer(groups, nodes, mode, max_workers(groups) if limit is None else limit)
     # Busy nodes first, then the least idle: demand lands where it keeps the longest idle nodes removable.
     existing = [_Slot(dict(n.total), n.group, n) for n in sorted(nodes, key=lambda n: n.idle_s or 0.0)]
     packer.slots = existing + packer.slots
@@ -171,14 +210,12 @@ def decide(groups: Sequence[Group], demand: capacity.Demand, mode: str = DEFAULT
     changes = []
     for group in groups:
         added = packer.new[group.name]
-        remove: list[str] = []
+        remove: list[tuple[str, ...]] = []
         if not added and not group.deleting:
             timeout = group.idle_timeout_s if group.idle_timeout_s is not None else idle_timeout_s
-            idle = [n for n in nodes if n.group == group.name and n.pod in group.pods and n.idle_s is not None
-                    and n.idle_s >= timeout and n.node_id not in busy]
-            idle.sort(key=lambda n: (-(n.idle_s or 0.0), n.pod))
-            remove = [n.pod for n in idle[:max(0, group.replicas - group.min_replicas)]]
+            idle = _removable(group, nodes, busy, timeout)
+            remove = [pods for _, pods in idle[:max(0, group.replicas - group.min_replicas)]]
         replicas = min(group.max_replicas, group.replicas + added) - len(remove)
         if replicas != group.replicas or remove:
-            changes.append(GroupChange(group.name, replicas, tuple(remove)))
+            changes.append(GroupChange(group.name, replicas, tuple(p for pods in remove for p in pods), group.hosts))
     return Decision(tuple(changes), tuple(dict.fromkeys(packer.infeasible)), packer.unmet)

@@ -34,19 +34,25 @@ def options(spec: models.RayClusterSpec) -> tuple[str, float]:
 
 
 def groups(spec: models.RayClusterSpec, pods: Sequence[observed.PodView]) -> list[policy.Group]:
-    """Every worker group with its capacity, bounds, current replicas and live Pods (multi-host groups
-    and suspended groups are left to their replicas: a node of them is not one Pod)."""
+    """Every worker group with its capacity (one node's), bounds, current replicas and live Pods; a
+    multi-host group's complete replicas by their ray.io/worker-group-replica-name (suspended groups are
+    left to their replicas)."""
     out = []
     for group in spec.worker_group_specs:
-        if group.num_of_hosts != 1 or group.suspend:
+        if group.suspend:
             continue
-        live = tuple(p.name for p in observed.workers(pods, group.group_name) if not p.deleting and not p.terminated)
+        views = [p for p in observed.workers(pods, group.group_name) if not p.deleting and not p.terminated]
+        live = tuple(p.name for p in views)
+        replicas = tuple(tuple(sorted(p.name for p in members))
+                         for name, members in sorted(scaling.replicas_of(views).items())
+                         if name and len(members) == group.num_of_hosts) if group.num_of_hosts > 1 else ()
         out.append(policy.Group(
             name=group.group_name, capacity=capacity.group_capacity(group),
             min_replicas=group.min_replicas, max_replicas=group.max_replicas,
             replicas=scaling.clamp_replicas(group), pods=live,
             deleting=bool(group.scale_strategy.workers_to_delete),
             idle_timeout_s=float(group.idle_timeout_seconds) if group.idle_timeout_seconds is not None else None,
+            hosts=group.num_of_hosts, replica_pods=replicas,
         ))
     return out
 

@@ -24,6 +24,9 @@ RAY_GROUP_LABEL = "ray.io/group"
 RAY_IS_NODE_LABEL = "ray.io/is-ray-node"
 RAY_IDENTIFIER_LABEL = "ray.io/identifier"
 RAY_REPLICA_INDEX_LABEL = "ray.io/worker-group-replica-index"
+# Multi-host groups (numOfHosts > 1), as KubeRay labels them: the replica a Pod belongs to, and its host.
+RAY_REPLICA_NAME_LABEL = "ray.io/worker-group-replica-name"
+RAY_HOST_INDEX_LABEL = "ray.io/replica-host-index"
 APP_NAME_LABEL = "app.kubernetes.io/name"
 CREATED_BY_LABEL = "app.kubernetes.io/created-by"
 APP_NAME = "kray"
@@ -122,6 +125,12 @@ def head_pod_name(cluster: str, suffix: str) -> str:
     """`<cluster>-head-<suffix>`."""
     check_suffix(suffix)
     return f"{cluster}-head-{suffix}"
+
+
+def worker_replica_name(group: str, suffix: str) -> str:
+    """`<group>-<suffix>`: a multi-host replica's ray.io/worker-group-replica-name (a 63-char label value)."""
+    check_suffix(suffix)
+    return f"{group[:62 - len(suffix)].rstrip('-_.')}-{suffix}"
 
 
 def worker_pod_name(cluster: str, group: str, suffix: str) -> str:

@@ -27,6 +27,7 @@ class PodView:
     pod_ip: str | None = None
     created: str = ""  # RFC 3339 creationTimestamp; sorts chronologically as a string
     replica_index: int | None = None  # KubeRay's ray.io/worker-group-replica-index label
+    replica_name: str | None = None  # ray.io/worker-group-replica-name: its multi-host replica
 
     @property
     def terminated(self) -> bool:
@@ -62,6 +63,7 @@ class PodView:
             pod_ip=status.get("podIP"),
             created=meta.get("creationTimestamp") or "",
             replica_index=_index(labels.get(names.RAY_REPLICA_INDEX_LABEL)),
+            replica_name=labels.get(names.RAY_REPLICA_NAME_LABEL),
         )
 
 

@@ -2,7 +2,7 @@
 
 The template is kept as written (quantities become strings); the operator adds labels (kray.io/* and
 KubeRay's ray.io/*), the owner reference, the `kray start` command, environment (address, token, pod IP,
-KubeRay's RAY_* variables), default ports, `kray health-check` probes and a memory-backed /dev/shm.
+KubeRay's RAY_* variables), default ports, httpGet probes on the node's health endpoint and a memory-backed /dev/shm.
 Pure: the random name suffix is passed in; no I/O.
 """
 
@@ -39,13 +39,19 @@ FQ_RAY_IP = "FQ_RAY_IP"
 RAY_IP = "RAY_IP"
 LOCAL_HOST = "127.0.0.1"
 
-# Probes of the kray container unless its template has its own: ready once the node is alive in the
-# cluster and its raylet answers; restarted when it stays unhealthy for two minutes.
+# Probes of the kray container unless its template has its own: httpGet on the raylet's health endpoint,
+# at Ray's dashboard agent port and path (as KubeRay's probes for Ray >= 2.53), so the kubelet asks and
+# no process starts in the pod. Ready once the node is alive in the cluster and its raylet runs;
+# restarted when it stays unhealthy for two minutes. With `dashboard-agent-listen-port: "0"` (no
+# endpoint), the probes exec `kray health-check` instead.
+HEALTH_PORT_PARAM = "dashboard-agent-listen-port"
+DEFAULT_HEALTH_PORT = 52365
+HEALTH_PATH = "/api/healthz"
 HEALTH_CHECK = ["kray", "health-check"]
-READINESS_PROBE = {"exec": {"command": HEALTH_CHECK}, "initialDelaySeconds": 2, "periodSeconds": 5,
-                   "timeoutSeconds": 5, "successThreshold": 1, "failureThreshold": 10}
-LIVENESS_PROBE = {"exec": {"command": HEALTH_CHECK}, "initialDelaySeconds": 30, "periodSeconds": 10,
-                  "timeoutSeconds": 5, "successThreshold": 1, "failureThreshold": 12}
+READINESS_TIMING = {"initialDelaySeconds": 2, "periodSeconds": 5, "timeoutSeconds": 2, "successThreshold": 1,
+                    "failureThreshold": 10}
+LIVENESS_TIMING = {"initialDelaySeconds": 30, "periodSeconds": 10, "timeoutSeconds": 5, "successThreshold": 1,
+                   "failureThreshold": 12}
 
 
 def head_pod(cluster: models.RayCluster, suffix: str,
@@ -57,10 +63,13 @@ def head_pod(cluster: models.RayCluster, suffix: str,
 
 
 def worker_pod(cluster: models.RayCluster, group_name: str, suffix: str,
-               domain: str = names.DEFAULT_CLUSTER_DOMAIN, replica_index: int | None = None) -> dict[str, Any]:
+               domain: str = names.DEFAULT_CLUSTER_DOMAIN, replica_index: int | None = None,
+               replica_name: str | None = None, host_index: int | None = None) -> dict[str, Any]:
     """A worker Pod `<cluster>-<group>-worker-<suffix>`: `kray start --address=<head-svc>:6379 --block ...`.
 
-    `replica_index` becomes KubeRay's ray.io/worker-group-replica-index label (single-host groups only).
+    `replica_index` becomes KubeRay's ray.io/worker-group-replica-index label; in a multi-host group
+    (numOfHosts > 1) `replica_name` and `host_index` its ray.io/worker-group-replica-name and
+    ray.io/replica-host-index labels.
     """
     group = cluster.spec.group(group_name)
     if group is None:
@@ -68,8 +77,12 @@ def worker_pod(cluster: models.RayCluster, group_name: str, suffix: str,
         raise ValueError(f"RayCluster {cluster.metadata.name!r} has no worker group {group_name!r} (groups: {known})")
     pod = _pod(cluster, names.WORKER, group.group_name, group.template, group.ray_start_params,
                names.worker_pod_name(cluster.metadata.name, group.group_name, suffix), domain)
-    if replica_index is not None and group.num_of_hosts == 1:
-        pod["metadata"]["labels"][names.RAY_REPLICA_INDEX_LABEL] = str(replica_index)
+    labels = pod["metadata"]["labels"]
+    if replica_index is not None:
+        labels[names.RAY_REPLICA_INDEX_LABEL] = str(replica_index)
+    if replica_name is not None and group.num_of_hosts > 1:
+        labels[names.RAY_REPLICA_NAME_LABEL] = replica_name
+        labels[names.RAY_HOST_INDEX_LABEL] = str(host_index or 0)
     return pod
 
 
@@ -106,8 +119,9 @@ def _pod(cluster: models.RayCluster, node_type: str, group: str, template: model
         for init in spec.get("initContainers") or []:
             _add_env(init, _head_ip_env(cluster, domain))
     _add_ports(kray, _default_ports(node_type, effective))
-    kray.setdefault("readinessProbe", copy.deepcopy(READINESS_PROBE))
-    kray.setdefault("livenessProbe", copy.deepcopy(LIVENESS_PROBE))
+    readiness, liveness = health_probes(effective)
+    kray.setdefault("readinessProbe", readiness)
+    kray.setdefault("livenessProbe", liveness)
     if PLASMA_DIRECTORY_PARAM not in effective:
         _add_shm(spec, kray, kray_model.resources)
 
@@ -123,6 +137,28 @@ def _pod(cluster: models.RayCluster, node_type: str, group: str, template: model
         },
         "spec": spec,
     }
+
+
+def health_port(params: dict[str, str]) -> int:
+    """The node's health endpoint port: rayStartParams dashboard-agent-listen-port, else Ray's 52365."""
+    value = params.get(HEALTH_PORT_PARAM)
+    if value is None:
+        return DEFAULT_HEALTH_PORT
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"rayStartParams {HEALTH_PORT_PARAM}={value!r} is not a port number") from None
+    if not 0 <= port < 65536:
+        raise ValueError(f"rayStartParams {HEALTH_PORT_PARAM}={value!r} is not a port number between 0 and 65535")
+    return port
+
+
+def health_probes(params: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(readinessProbe, livenessProbe): httpGet on the health endpoint, or exec probes when it is off."""
+    port = health_port(params)
+    handler: dict[str, Any] = ({"httpGet": {"path": HEALTH_PATH, "port": port}} if port
+                               else {"exec": {"command": list(HEALTH_CHECK)}})
+    return {**copy.deepcopy(handler), **READINESS_TIMING}, {**copy.deepcopy(handler), **LIVENESS_TIMING}
 
 
 def _quantities_as_strings(spec: dict[str, Any]) -> None:

@@ -1,15 +1,17 @@
 """Replica clamping and the diff between a RayCluster's spec and its observed Pods.
 
-`plan` answers: which head/worker Pods to create and which to delete. Pure; no I/O.
+`plan` answers: which head/worker Pods to create and which to delete; `creations` names the Pods to
+create (replica index; in multi-host groups, as KubeRay's, the replica name and host index, numOfHosts
+Pods per replica, created and deleted together). Pure; no I/O.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from kray_operator import models
-from kray_operator.builders import observed
+from kray_operator.builders import names, observed
 
 
 def clamp_replicas(group: models.WorkerGroupSpec) -> int:
@@ -41,6 +43,17 @@ class GroupPlan:
     delete: tuple[str, ...]
     # The group listed workersToDelete: clear the list once `delete` has succeeded.
     clear_workers_to_delete: bool = False
+    hosts: int = 1  # numOfHosts: Pods per replica (`create` is then a multiple of it)
+
+
+@dataclasses.dataclass(frozen=True)
+class PodCreation:
+    """One worker Pod to create: its group, replica index and, in a multi-host group, replica and host."""
+
+    group: str
+    replica_index: int
+    replica_name: str | None = None
+    host_index: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +102,8 @@ def plan_group(spec: models.RayClusterSpec, group: models.WorkerGroupSpec,
        yet ready go first, then the newest.
     """
     mine = [p for p in observed.workers(pods, group.group_name) if not p.deleting]
+    if group.num_of_hosts > 1:
+        return _plan_multi_host(spec, group, mine)
     delete = [p.name for p in mine if p.terminated]
     listed = set(group.scale_strategy.workers_to_delete)
     remaining = []
@@ -112,6 +127,66 @@ def plan_group(spec: models.RayClusterSpec, group: models.WorkerGroupSpec,
         delete=tuple(delete),
         clear_workers_to_delete=bool(listed),
     )
+
+
+def replicas_of(pods: Sequence[observed.PodView]) -> dict[str, list[observed.PodView]]:
+    """A multi-host group's Pods by ray.io/worker-group-replica-name ("" for Pods without one)."""
+    out: dict[str, list[observed.PodView]] = {}
+    for pod in pods:
+        out.setdefault(pod.replica_name or "", []).append(pod)
+    return out
+
+
+def _plan_multi_host(spec: models.RayClusterSpec, group: models.WorkerGroupSpec,
+                     mine: Sequence[observed.PodView]) -> GroupPlan:
+    """The diff for a group of numOfHosts > 1, replica by replica (KubeRay's rules):
+
+    1. A replica that is incomplete (fewer or more Pods than numOfHosts, or Pods without a replica name)
+       or has a terminated Pod is deleted whole, and replaced.
+    2. A replica with any Pod in scaleStrategy.workersToDelete is deleted whole.
+    3. Then whole replicas are created up to, or deleted down to, the desired replicas; not-ready
+       replicas go first, then the newest.
+    """
+    hosts = group.num_of_hosts
+    listed = set(group.scale_strategy.workers_to_delete)
+    delete: list[str] = []
+    whole: list[list[observed.PodView]] = []
+    for name, members in replicas_of(mine).items():
+        broken = not name or len(members) != hosts or any(p.terminated for p in members)
+        if broken or any(p.name in listed for p in members):
+            delete.extend(p.name for p in members)
+        else:
+            whole.append(members)
+    desired = desired_pods(spec, group) // hosts
+    excess = max(0, len(whole) - desired)
+    if excess:
+        # not ready first, then the newest: the same order as single Pods, a replica as its newest Pod
+        order = sorted(whole, key=lambda r: max((p.created, p.name) for p in r), reverse=True)
+        order.sort(key=lambda r: all(p.ready for p in r))
+        for members in order[:excess]:
+            delete.extend(p.name for p in members)
+    return GroupPlan(
+        group=group.group_name, desired=desired * hosts, alive=sum(1 for p in mine if p.alive),
+        create=max(0, desired - len(whole)) * hosts, delete=tuple(delete),
+        clear_workers_to_delete=bool(listed), hosts=hosts,
+    )
+
+
+def creations(cluster_plan: ClusterPlan, remaining: Sequence[observed.PodView],
+              suffix: Callable[[], str]) -> list[PodCreation]:
+    """The worker Pods `cluster_plan` creates, given the Pods that stay (`remaining`): the lowest free
+    replica indices; in a multi-host group, numOfHosts Pods per new replica, named `<group>-<suffix()>`."""
+    out: list[PodCreation] = []
+    for group in cluster_plan.groups:
+        if not group.create:
+            continue
+        if group.hosts == 1:
+            out += [PodCreation(group.group, i) for i in free_replica_indices(remaining, group.group, group.create)]
+            continue
+        for index in free_replica_indices(remaining, group.group, group.create // group.hosts):
+            replica = names.worker_replica_name(group.group, suffix())
+            out += [PodCreation(group.group, index, replica, host) for host in range(group.hosts)]
+    return out
 
 
 def free_replica_indices(pods: Sequence[observed.PodView], group: str, count: int) -> list[int]:

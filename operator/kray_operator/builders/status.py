@@ -19,6 +19,15 @@ SUSPENDING = "RayClusterSuspending"
 SUSPENDED = "RayClusterSuspended"
 REPLICA_FAILURE = "ReplicaFailure"
 
+# What the API server accepts (bytes of UTF-8): metav1.Condition's message and reason (the CRDs declare
+# the same maxLength), and a core/v1 Event's message (validation.NoteLengthLimit). Longer text is cut
+# here, before a status is compared with the stored one, so a long message never differs from its own
+# stored (cut) copy and causes a write on every pass.
+CONDITION_MESSAGE_MAX = 32768
+REASON_MAX = 1024
+EVENT_MESSAGE_MAX = 1024
+_CUT = " ..."
+
 
 def pod_resources(template: models.PodTemplateSpec) -> dict[str, decimal.Decimal]:
     """What one Pod of `template` asks for: per container, requests, else limits; summed."""
@@ -152,14 +161,51 @@ def cluster_status(cluster: models.RayCluster, pods: Sequence[observed.PodView],
     return status
 
 
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8 (ending in " ..." when cut), never inside a character."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:max(0, limit - len(_CUT))].decode("utf-8", errors="ignore") + _CUT
+
+
+def bounded(status: dict[str, Any]) -> dict[str, Any]:
+    """`status` with its reason/message and every condition's reason/message cut to what the API allows.
+
+    Use it on every status before comparing it with the stored one and writing it.
+    """
+    out = dict(status)
+    for key in ("reason", "message"):
+        if isinstance(out.get(key), str):
+            out[key] = truncate(out[key], CONDITION_MESSAGE_MAX if key == "message" else REASON_MAX)
+    if isinstance(out.get("conditions"), list):
+        conditions = []
+        for condition in out["conditions"]:
+            if isinstance(condition, dict):
+                condition = dict(condition)
+                if isinstance(condition.get("message"), str):
+                    condition["message"] = truncate(condition["message"], CONDITION_MESSAGE_MAX)
+                if isinstance(condition.get("reason"), str):
+                    condition["reason"] = truncate(condition["reason"], REASON_MAX)
+            conditions.append(condition)
+        out["conditions"] = conditions
+    return out
+
+
+# Timestamps that change on every write without saying anything new: lastUpdateTime, and a condition's
+# lastTransitionTime (a condition whose status flips differs in its status anyway).
+_NOISE = ("lastUpdateTime", "lastTransitionTime")
+
+
 def _without_noise(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _without_noise(v) for k, v in value.items() if v is not None and k != "lastUpdateTime"}
+        return {k: _without_noise(v) for k, v in value.items() if v is not None and k not in _NOISE}
     if isinstance(value, list):
         return [_without_noise(v) for v in value]
     return value
 
 
 def unchanged(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    """Whether writing status `new` over `old` would change nothing but lastUpdateTime (or null fields)."""
+    """Whether writing status `new` over `old` would change nothing but timestamps (lastUpdateTime, a
+    condition's lastTransitionTime) or null fields."""
     return bool(_without_noise(new) == _without_noise(old))

@@ -1,5 +1,6 @@
 """One reconcile pass of a RayCluster: token Secret, head Service, head and worker Pods (the diff from
 builders.scaling), workersToDelete cleared once done, then .status through the status subresource.
+Replacements of failed Pods back off (handlers.pod_backoff); a pass says when it wants to run again.
 
 Touches the Kubernetes API only through kray_operator.kube; blocking (runs in kopf's handler threads).
 Idempotent: it reads the cluster and its Pods fresh each time, so a restarted operator creates no duplicates.
@@ -7,20 +8,27 @@ Idempotent: it reads the cluster and its Pods fresh each time, so a restarted op
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
+import time
 from typing import Any
 
 import pydantic
 
-from kray_operator import kube, models
+from kray_operator import kube, metrics, models
 from kray_operator.builders import compat, names, observed, pods, scaling, secret, service, status
+from kray_operator.handlers import pod_backoff, settings
 
 log = logging.getLogger(__name__)
 
 SUFFIX_LENGTH = 5
 VALIDATION_FAILED = "ValidationFailed"
 CREATE_ATTEMPTS = 3
+POD_BACKOFF = "PodBackOff"  # the condition type that reports held-back replacements of failed Pods
+
+# Failed Pods per cluster and group, for the back-off of their replacements (operator memory).
+failed_pods = pod_backoff.FailedPodBackoff()
 
 
 class InvalidSpecError(ValueError):
@@ -41,16 +49,17 @@ def parse(body: dict[str, Any]) -> models.RayCluster:
     try:
         names.check_cluster_name(cluster.metadata.name)
         service.head_service(cluster)
-        pods.head_pod(cluster, "check")
+        pods.head_pod(cluster, "check", settings.cluster_domain())
         for group in cluster.spec.worker_group_specs:
-            pods.worker_pod(cluster, group.group_name, "check")
+            pods.worker_pod(cluster, group.group_name, "check", settings.cluster_domain())
     except ValueError as e:
         raise InvalidSpecError(str(e)) from e
     return cluster
 
 
-def sync(namespace: str, name: str, announce: bool = False, old_spec: dict[str, Any] | None = None) -> None:
-    """Reconcile the RayCluster `namespace/name` once.
+def sync(namespace: str, name: str, announce: bool = False, old_spec: dict[str, Any] | None = None) -> float | None:
+    """Reconcile the RayCluster `namespace/name` once; returns in how many seconds it wants another pass
+    (new Pods held back after failures), or None.
 
     Raises InvalidSpecError (after recording state failed and a ValidationFailed condition) when the
     spec cannot be reconciled, and kube.KubeError when the API server refuses something else. Does
@@ -59,23 +68,25 @@ def sync(namespace: str, name: str, announce: bool = False, old_spec: dict[str, 
     """
     body = kube.read_raycluster(namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-        return  # gone or going: the garbage collector removes the children (owner references)
+        failed_pods.forget((namespace, name))
+        return None  # gone or going: the garbage collector removes the children (owner references)
     if kube.namespace_terminating(namespace):
         log.debug("namespace %s is being deleted; RayCluster %s is left to the garbage collector", namespace, name)
-        return
+        return None
     try:
         cluster = parse(body)
         if cluster.spec.managed_elsewhere:
             log.debug("RayCluster %s/%s is managed by %s; nothing to do", namespace, name, cluster.spec.managed_by)
-            return
+            return None
         if announce:
             _announce(cluster, body, old_spec)
-        _reconcile(cluster, body)
+        return _reconcile(cluster, body)
     except InvalidSpecError as e:
         record_invalid(body, str(e))
         raise
     except kube.NamespaceTerminatingError:
         log.debug("namespace %s started terminating during a pass of %s; stopping", namespace, name)
+    return None
 
 
 def _announce(cluster: models.RayCluster, body: dict[str, Any], old_spec: dict[str, Any] | None) -> None:
@@ -91,7 +102,7 @@ def _announce(cluster: models.RayCluster, body: dict[str, Any], old_spec: dict[s
             kube.post_event(body, compat.REASON, line, warning=True)
 
 
-def _reconcile(cluster: models.RayCluster, body: dict[str, Any]) -> None:
+def _reconcile(cluster: models.RayCluster, body: dict[str, Any]) -> float | None:
     namespace, name = cluster.metadata.namespace, cluster.metadata.name
     failures: list[str] = []
     head_service: dict[str, Any] | None = None
@@ -105,17 +116,44 @@ def _reconcile(cluster: models.RayCluster, body: dict[str, Any]) -> None:
     selector = {names.CLUSTER_LABEL: name, names.IS_NODE_LABEL: "yes"}
     views = observed.from_manifests(kube.list_pods(namespace, selector))
     plan = scaling.plan(cluster.spec, views)
+    key, now = (namespace, name), time.monotonic()
+    for notice in failed_pods.observe(key, views, now, time.time()):
+        metrics.inc("kray_operator_failed_pods_total")
+        kube.post_event(body, pod_backoff.REASON, notice.message, warning=True)
+    plan, wait = _held_back(plan, key, now)
     if not plan.idle:
         log.info("RayCluster %s/%s: Pods %s; creating head=%s workers=%s; deleting %s", namespace, name,
                  sorted(v.name for v in views if v.alive), plan.create_head, plan.to_create, plan.to_delete)
     failures += _apply(cluster, body, plan, views)
+    failures = list(dict.fromkeys(failures))  # Pods of one group fail alike: say it once
     for failure in failures:
         kube.post_event(body, "FailedReconcile", failure, warning=True)
     if not failures:
         _clear_workers_to_delete(cluster, body, plan)
     if not plan.idle:
         views = observed.from_manifests(kube.list_pods(namespace, selector))
-    _write_status(cluster, body, views, head_service, failures)
+    _write_status(cluster, body, views, head_service, failures, failed_pods.summary(key, now))
+    if failures:
+        raise kube.KubeError("; ".join(failures))  # the caller retries the pass with back-off
+    return wait
+
+
+def _held_back(plan: scaling.ClusterPlan, key: tuple[str, str], now: float) -> tuple[scaling.ClusterPlan, float | None]:
+    """The plan without the creations that back off after failed Pods, and the seconds until the first may go."""
+    waits: list[float] = []
+    create_head = plan.create_head
+    if create_head and (hold := failed_pods.hold(key, None, now)) > 0:
+        create_head = False
+        waits.append(hold)
+    groups = []
+    for group in plan.groups:
+        if group.create and (hold := failed_pods.hold(key, group.group, now)) > 0:
+            group = dataclasses.replace(group, create=0)
+            waits.append(hold)
+        groups.append(group)
+    if not waits:
+        return plan, None
+    return dataclasses.replace(plan, create_head=create_head, groups=tuple(groups)), min(waits)
 
 
 def _ensure_secrets(cluster: models.RayCluster, body: dict[str, Any]) -> None:
@@ -164,12 +202,17 @@ def _ensure_service(cluster: models.RayCluster, body: dict[str, Any]) -> dict[st
 
 
 def _create_pod(cluster: models.RayCluster, body: dict[str, Any], group: str | None,
-                index: int | None = None) -> None:
-    """Create the head (group None) or a worker of `group` (replica `index`), retrying on a name clash."""
+                creation: scaling.PodCreation | None = None) -> None:
+    """Create the head (group None) or a worker of `group` (as `creation` says), retrying on a name clash."""
     for attempt in range(CREATE_ATTEMPTS):
         suffix = random_suffix()
-        manifest = (pods.head_pod(cluster, suffix) if group is None
-                    else pods.worker_pod(cluster, group, suffix, replica_index=index))
+        domain = settings.cluster_domain()
+        manifest = (pods.head_pod(cluster, suffix, domain) if group is None or creation is None
+                    else pods.worker_pod(cluster, group, suffix, domain, replica_index=creation.replica_index,
+                                         replica_name=creation.replica_name, host_index=creation.host_index))
+        # Without the random name an error's message is the same every pass, so the status (which
+        # carries it) is written once, not on every retry.
+        pod_name = manifest["metadata"]["name"]
         try:
             created = kube.create_pod(cluster.metadata.namespace, manifest)
         except kube.AlreadyExistsError:
@@ -178,10 +221,13 @@ def _create_pod(cluster: models.RayCluster, body: dict[str, Any], group: str | N
             continue
         except kube.InvalidError as e:
             which = "head" if group is None else f"worker group {group!r}"
-            # Without the random name the message is the same every pass, so it is recorded once.
-            pod_name = manifest["metadata"]["name"]
             text = str(e).replace(pod_name, pod_name.removesuffix(suffix) + "*")
             raise InvalidSpecError(f"the {which} Pod template was rejected: {text}") from e
+        except kube.NamespaceTerminatingError:
+            raise
+        except kube.KubeError as e:
+            text = str(e).replace(pod_name, pod_name.removesuffix(suffix) + "*")
+            raise type(e)(text, e.status, e.reason) from e
         pod_name = created["metadata"]["name"]
         reason, what = ("CreatedHeadPod", "head") if group is None else ("CreatedWorkerPod", "worker")
         kube.post_event(body, reason, f"Created {what} Pod {pod_name}")
@@ -200,12 +246,11 @@ def _apply(cluster: models.RayCluster, body: dict[str, Any], plan: scaling.Clust
             failures.append(f"deleting Pod {pod_name}: {e}")
     deleted = set(plan.to_delete)
     remaining = [v for v in views if v.name not in deleted]
-    creations: list[tuple[str | None, int | None]] = [(None, None)] if plan.create_head else []
-    for group_name, count in plan.to_create.items():
-        creations.extend((group_name, i) for i in scaling.free_replica_indices(remaining, group_name, count))
-    for group, index in creations:
+    creations: list[tuple[str | None, scaling.PodCreation | None]] = [(None, None)] if plan.create_head else []
+    creations.extend((c.group, c) for c in scaling.creations(plan, remaining, random_suffix))
+    for group, creation in creations:
         try:
-            _create_pod(cluster, body, group, index)
+            _create_pod(cluster, body, group, creation)
         except (InvalidSpecError, kube.NamespaceTerminatingError):
             raise
         except kube.KubeError as e:
@@ -237,22 +282,39 @@ def _clear_workers_to_delete(cluster: models.RayCluster, body: dict[str, Any], p
         log.info("workersToDelete of %s changed meanwhile; the next pass clears it (%s)", cluster.metadata.name, e)
 
 
+def _kept_since(body: dict[str, Any], kind: str, value: str, now: str) -> str:
+    """The stored lastTransitionTime of condition `kind` while its status stays `value`, else `now`."""
+    stored: list[dict[str, Any]] = (body.get("status") or {}).get("conditions") or []
+    old: dict[str, Any] = next((c for c in stored if c.get("type") == kind), {})
+    return str(old.get("lastTransitionTime") or now) if old.get("status") == value else now
+
+
 def _write_status(cluster: models.RayCluster, body: dict[str, Any], views: list[observed.PodView],
-                  head_service: dict[str, Any] | None, failures: list[str]) -> None:
+                  head_service: dict[str, Any] | None, failures: list[str], backoff: str = "") -> None:
+    """Write .status when something other than timestamps changed (never on every failed retry)."""
     previous = cluster.status
     if previous is not None and previous.state == models.ClusterState.FAILED.value:
         previous.state = None  # the spec is fine again: recompute from the Pods
         previous.reason = None
-    new = status.cluster_status(cluster, views, head_service, kube.now())
+    stamp = kube.now()
+    new = status.cluster_status(cluster, views, head_service, stamp)
     new["reason"] = None
-    conditions = [c for c in new["conditions"] if c["type"] != status.REPLICA_FAILURE]
+    conditions = [c for c in new["conditions"] if c["type"] not in (status.REPLICA_FAILURE, POD_BACKOFF)]
     if failures:
         conditions.append({
             "type": status.REPLICA_FAILURE, "status": "True", "reason": "FailedReconcile",
-            "message": "; ".join(failures)[:2048], "lastTransitionTime": kube.now(),
+            "message": "; ".join(failures),
+            "lastTransitionTime": _kept_since(body, status.REPLICA_FAILURE, "True", stamp),
+            "observedGeneration": cluster.metadata.generation,
+        })
+    if backoff:
+        conditions.append({
+            "type": POD_BACKOFF, "status": "True", "reason": pod_backoff.REASON, "message": backoff,
+            "lastTransitionTime": _kept_since(body, POD_BACKOFF, "True", stamp),
             "observedGeneration": cluster.metadata.generation,
         })
     new["conditions"] = conditions
+    new = status.bounded(new)
     if status.unchanged(new, body.get("status") or {}):
         return
     kube.patch_raycluster_status(cluster.metadata.namespace, cluster.metadata.name, new)
@@ -264,20 +326,21 @@ def record_invalid(body: dict[str, Any], message: str) -> None:
     meta = body.get("metadata") or {}
     previous = body.get("status") or {}
     generation = meta.get("generation")
+    message = status.truncate(message, status.REASON_MAX)  # as stored, so the comparison below holds
     if (previous.get("state") == models.ClusterState.FAILED.value and previous.get("reason") == message
             and previous.get("observedGeneration") == generation):
         return
     conditions = [c for c in previous.get("conditions") or [] if c.get("type") != status.REPLICA_FAILURE]
     conditions.append({
         "type": status.REPLICA_FAILURE, "status": "True", "reason": VALIDATION_FAILED,
-        "message": message[:2048], "lastTransitionTime": kube.now(), "observedGeneration": generation,
+        "message": message, "lastTransitionTime": kube.now(), "observedGeneration": generation,
     })
     stamp = kube.now()
     transitions = dict(previous.get("stateTransitionTimes") or {})
     if previous.get("state") != models.ClusterState.FAILED.value:
         transitions[models.ClusterState.FAILED.value] = stamp
     kube.patch_raycluster_status(meta.get("namespace") or "default", meta.get("name", ""), {
-        "state": models.ClusterState.FAILED.value, "reason": message[:1024], "conditions": conditions,
+        "state": models.ClusterState.FAILED.value, "reason": message, "conditions": conditions,
         "stateTransitionTimes": transitions, "observedGeneration": generation, "lastUpdateTime": stamp,
     })
     kube.post_event(body, "InvalidSpec", f"RayCluster spec is invalid: {message}", warning=True)

@@ -10,28 +10,41 @@ rayjob_sync and kube.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from kray_operator import kube, models
-from kray_operator.handlers import coalescing, rayjob_sync
+from kray_operator import kube, metrics, models
+from kray_operator.handlers import coalescing
+
+# rayjob_sync (RayJob models, job builders, the job API client) is imported by the first RayJob's pass,
+# so that an operator that never sees a RayJob does not hold it (issue 20: a lean operator).
 
 log = logging.getLogger(__name__)
 
 PLURAL = kube.RAYJOB_PLURAL
 # KubeRay requeues a RayJob every 3 s; the timer does the same for job status, deadlines and TTLs.
 RESYNC_S = 3.0
+KIND = {"kind": "RayJob"}
 
 _passes = coalescing.Coalescer()
 
 
 def _sync_quietly(namespace: str, name: str) -> None:
+    """One pass; a failed one is retried by the resync timer (every RESYNC_S)."""
+    started, result = time.monotonic(), "error"
+    from kray_operator.handlers import rayjob_sync
+
     try:
         rayjob_sync.sync(namespace, name)
+        result = "success"
     except kube.KubeError as e:
         log.info("RayJob %s/%s: pass failed, the next one retries: %s", namespace, name, e)
+    finally:
+        metrics.inc("kray_operator_reconcile_total", {**KIND, "result": result})
+        metrics.inc("kray_operator_reconcile_seconds_total", KIND, time.monotonic() - started)
 
 
 def _request(namespace: str | None, name: str | None) -> None:
@@ -75,4 +88,6 @@ def child_event(namespace: str | None, meta: Mapping[str, Any], **_: Any) -> Non
 @kopf.on.delete(models.GROUP, models.VERSION, PLURAL)
 def rayjob_deleted(body: kopf.Body, **_: Any) -> None:
     """Stop the job if it may still run (as KubeRay does); the cluster and submitter go by garbage collection."""
+    from kray_operator.handlers import rayjob_sync
+
     rayjob_sync.stop_job(dict(body))

@@ -19,12 +19,14 @@ import pydantic
 from kray_operator import job_models, jobapi, kube, models
 from kray_operator.builders import job_facts, job_lifecycle, jobs, names, secret
 from kray_operator.builders import status as status_builder
+from kray_operator.handlers import settings
 
 log = logging.getLogger(__name__)
 
 Action = job_facts.Action
 Mode = job_models.JobSubmissionMode
 SUFFIX_LENGTH = 5
+INVALID_MESSAGE_MAX = 4096
 # Deployment statuses whose passes read the submitter (and, for Running, the job API).
 _WATCH_SUBMITTER = ("Initializing", "Running", "Suspending", "Retrying")
 
@@ -58,10 +60,11 @@ def sync(namespace: str, name: str) -> None:
         log.warning("RayJob %s/%s: %s", namespace, name, e)
     for event in step.events:
         kube.post_event(body, event.reason, event.message, warning=event.warning)
-    if step.write and not status_builder.unchanged(step.status, status):
+    new_status = status_builder.bounded(step.status)  # cut as stored, so it compares equal to its copy
+    if step.write and not status_builder.unchanged(new_status, status):
         log.info("RayJob %s/%s: %s/%s -> %s/%s", namespace, name, status.get("jobDeploymentStatus"),
-                 status.get("jobStatus"), step.status.get("jobDeploymentStatus"), step.status.get("jobStatus"))
-        kube.patch_rayjob_status(namespace, name, step.status)
+                 status.get("jobStatus"), new_status.get("jobDeploymentStatus"), new_status.get("jobStatus"))
+        kube.patch_rayjob_status(namespace, name, new_status)
 
 
 def observe(job: job_models.RayJob, status: dict[str, Any]) -> job_facts.Facts:
@@ -74,7 +77,8 @@ def observe(job: job_models.RayJob, status: dict[str, Any]) -> job_facts.Facts:
     ns = job.metadata.namespace
     cluster_body = kube.read_raycluster(ns, cluster_name)
     cluster_model = _cluster_model(cluster_body)
-    url = jobs.cluster_dashboard_url(cluster_model).removeprefix("http://") if cluster_model else ""
+    url = (jobs.cluster_dashboard_url(cluster_model, settings.cluster_domain()).removeprefix("http://")
+           if cluster_model else "")
     facts = dataclasses.replace(facts, cluster=job_facts.cluster_facts(cluster_body, url))
     mode = job.spec.submission_mode
     if dep in _WATCH_SUBMITTER and mode == Mode.K8S_JOB:
@@ -191,7 +195,7 @@ def _create_submitter(job: job_models.RayJob, body: dict[str, Any], cluster_name
     if cluster is None:
         raise kube.KubeError(f"RayCluster {ns}/{cluster_name} is gone or unreadable; the submitter waits for it")
     try:
-        kube.create_batch_job(ns, jobs.submitter_job(job, cluster, job_id))
+        kube.create_batch_job(ns, jobs.submitter_job(job, cluster, job_id, settings.cluster_domain()))
     except kube.AlreadyExistsError:
         return
     except kube.KubeError as e:
@@ -258,11 +262,13 @@ def _suspend_workers(body: dict[str, Any], namespace: str, cluster_name: str) ->
 def record_invalid(body: dict[str, Any], message: str) -> None:
     """Fail the RayJob with reason ValidationFailed and say what to fix, once per generation."""
     meta = body.get("metadata") or {}
+    # Cut as it is stored (invalid_status keeps 4096 characters), so the next pass sees it recorded.
+    message = status_builder.truncate(message, INVALID_MESSAGE_MAX)
     status = job_lifecycle.invalid_status(dict(body.get("status") or {}), message, meta.get("generation"),
                                           time.time())
     if status is None:
         return
-    kube.patch_rayjob_status(meta.get("namespace") or "default", meta.get("name", ""), status)
+    kube.patch_rayjob_status(meta.get("namespace") or "default", meta.get("name", ""), status_builder.bounded(status))
     kube.post_event(body, "InvalidRayJobSpec", f"RayJob spec is invalid: {message}", warning=True)
 
 

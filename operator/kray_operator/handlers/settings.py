@@ -1,15 +1,19 @@
-"""kopf settings of the operator, applied at startup: where kopf keeps its own bookkeeping, timeouts.
+"""kopf settings of the operator, applied at startup: where kopf keeps its own bookkeeping, timeouts;
+and the operator's own settings from its environment (the cluster DNS domain).
 
-Touches only kopf's settings object; no I/O.
+Touches only kopf's settings object and reads environment variables; no other I/O.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 import kopf
 
 from kray_operator import models
+from kray_operator.builders import names
 
 # kopf's progress and last-handled spec live in annotations under kray.io/: the CRD's structural schema
 # prunes status fields it does not declare, so kopf's default `status.kopf` storage would be dropped.
@@ -21,6 +25,23 @@ REQUEST_TIMEOUT_S = 30.0
 MAX_WORKERS = 8
 TIMER_EXIT_WAIT_S = 0.5
 TIMER_EXIT_POLL_S = 1.0
+
+CLUSTER_DOMAIN_ENV = "KRAY_CLUSTER_DOMAIN"
+_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def check_cluster_domain(domain: str) -> str:
+    """`domain` when it is a DNS name such as cluster.local; else ValueError naming it."""
+    if not _DOMAIN.match(domain) or len(domain) > 253:
+        raise ValueError(f"cluster domain {domain!r} is not a DNS name such as cluster.local "
+                         f"(set --cluster-domain or ${CLUSTER_DOMAIN_ENV})")
+    return domain
+
+
+def cluster_domain() -> str:
+    """The cluster's DNS domain for service FQDNs (<svc>.<ns>.svc.<domain>): ${KRAY_CLUSTER_DOMAIN},
+    else cluster.local (as KubeRay's CLUSTER_DOMAIN)."""
+    return check_cluster_domain(os.environ.get(CLUSTER_DOMAIN_ENV) or names.DEFAULT_CLUSTER_DOMAIN)
 
 
 def apply(settings: kopf.OperatorSettings) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import inspect
 import os
+import pickle
 from collections.abc import Callable
 from typing import Any
 
-from kray import exceptions, serialization
+from kray import config, exceptions, serialization
+from kray.api import options as options_mod
 from kray.api import runtime, runtime_envs
 from kray.core import refs, task_args
 from kray.protocol import messages
@@ -31,18 +33,43 @@ ACTOR_OPTIONS = {
 _METHOD_OPTIONS_ATTR = "__kray_method_options__"
 
 
+METHOD_OPTIONS = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions", "enable_task_events",
+                  "tensor_transport"}
+
+
 def method(*args: Any, **options: Any) -> Any:
-    """Set options of an actor method: `@kray.method(num_returns=2, concurrency_group="io")`."""
-    unknown = set(options) - {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions",
-                              "enable_task_events", "tensor_transport"}
+    """Set options of an actor method, as in Ray: `@kray.method(num_returns=2, concurrency_group="io",
+    max_task_retries=3, retry_exceptions=[IOError])` (the method's own values win over the actor's)."""
+    unknown = set(options) - METHOD_OPTIONS
     if unknown or args:
-        raise ValueError(f"@kray.method takes keyword options num_returns, concurrency_group; got {sorted(unknown) or args}.")
+        raise ValueError(
+            f"@kray.method takes the keyword options {', '.join(sorted(METHOD_OPTIONS))}; got {sorted(unknown) or args}."
+        )
+    options = _validate_method_options(options)
 
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         setattr(function, _METHOD_OPTIONS_ATTR, options)
         return function
 
     return decorate
+
+
+def _validate_method_options(options: dict[str, Any]) -> dict[str, Any]:
+    options = dict(options)
+    num_returns = options.get("num_returns")
+    if num_returns is not None and (not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 0):
+        raise ValueError(f"num_returns must be a non-negative integer, got {num_returns!r}.")
+    retries = options.get("max_task_retries")
+    if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < -1):
+        raise ValueError(f"max_task_retries must be an integer >= -1 (-1 retries forever), got {retries!r}.")
+    if "retry_exceptions" in options and not isinstance(options["retry_exceptions"], bytes):
+        checked = options_mod.validate_task_options({"retry_exceptions": options["retry_exceptions"]})
+        options["retry_exceptions"] = options_mod.retry_exceptions_wire(checked["retry_exceptions"])
+    options_mod.check_kray_support({"enable_task_events": options.get("enable_task_events")})
+    transport = options.get("tensor_transport")
+    if transport is not None and str(transport).lower() != "object_store":
+        raise ValueError(f"tensor_transport={transport!r} is not supported by kray: only 'object_store' is.")
+    return options
 
 
 def _method_table(cls: type) -> dict[str, dict[str, Any]]:
@@ -83,6 +110,8 @@ class ActorClass:
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         core = runtime.current_core()
         opts = self._options
+        if core.captured_group:
+            opts = options_mod.with_captured_group(opts, core.captured_group)
         if self._blob is None:
             self._blob = serialization.dumps_function(self._cls, self.__name__)
         methods = _method_table(self._cls)
@@ -96,10 +125,11 @@ class ActorClass:
             max_concurrency=opts.get("max_concurrency") or (1000 if is_async else 1), is_async=is_async,
             concurrency_groups=dict(opts.get("concurrency_groups") or {}), methods=methods,
             get_if_exists=bool(opts.get("get_if_exists")), owner_node_id=core.node_id,
+            max_pending_calls=opts.get("max_pending_calls", -1),
         )
         request = res.task_request(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"),
                                    opts.get("resources"), default_cpus=0.0)
-        request, actor_options.strategy = scheduling_strategies.apply(opts, request)
+        request, actor_options.strategy = scheduling_strategies.apply(opts, options_mod.add_accelerator_request(opts, request))
         frames, contained, top = task_args.pack(args, kwargs, f"{self.__name__}.__init__")
         actor_id = os.urandom(16)
         spec = messages.TaskSpec(
@@ -108,17 +138,10 @@ class ActorClass:
             core.gcs_address, 0, False, 0, self._blob, None, core.current_task_id,
             actor_id=actor_id, actor_options=actor_options,
             runtime_env=runtime_envs.resolve(core, opts.get("runtime_env")),
+            capture_child_tasks=options_mod.captures_child_tasks(opts),
         )
         pins: list[Any] = [*top, *contained]
-        if len(frames) == 1 and len(frames[0]) <= 100 * 1024:
-            spec.args = frames[0]
-        else:
-            args_ref = core.put_frames(frames, [])
-            pins.append(args_ref)
-            entry = core.objects.get(args_ref.binary())
-            kind = "shm" if entry is not None and entry.kind == "shm" else "ref"
-            spec.args_object = messages.ArgValue(kind, args_ref.binary(), core.address,
-                                                 entry.node_id if entry is not None else b"")
+        spec.args, spec.args_object = _creation_arguments(core, frames, pins)
         core.node_watch.check()  # the driver's node is gone: no actor can be created through it
         try:
             info = core.call(core.gcs_address, lambda rid: messages.RegisterActor(rid, spec))
@@ -130,6 +153,20 @@ class ActorClass:
             if not actor_options.detached:
                 handle._core = core  # the original handle: the actor ends when it is dropped
         return handle
+
+
+def _creation_arguments(core: Any, frames: list[Any], pins: list[Any]) -> tuple[bytes, messages.ArgValue | None]:
+    """Where the constructor's packed arguments travel: in the spec itself when small (out-of-band buffers
+    included), else in this node's shared memory (pinned by `pins` while the actor may be (re)created)."""
+    size = sum(len(f) if isinstance(f, bytes) else memoryview(f).nbytes for f in frames)
+    if len(frames) == 1 and size <= config.INLINE_THRESHOLD:
+        return frames[0], None
+    if size <= config.INLINE_THRESHOLD:
+        blob = pickle.dumps([bytes(f) for f in frames], protocol=5)
+        return b"", messages.ArgValue("inline", b"", core.address, b"", blob)
+    args_ref = core.put_frames(frames, [])
+    pins.append(args_ref)
+    return b"", messages.ArgValue("shm", args_ref.binary(), core.address, core.node_id)
 
 
 def _keep_until_created(core: Any, actor_id: bytes, pins: list[Any]) -> None:
@@ -151,11 +188,15 @@ def _validate(options: dict[str, Any]) -> dict[str, Any]:
         value = options.get(key)
         if value is not None and (not isinstance(value, int) or value < -1):
             raise ValueError(f"{key} must be an integer >= -1 (-1 means forever), got {value!r}.")
+    pending = options.get("max_pending_calls")
+    if pending is not None and (not isinstance(pending, int) or isinstance(pending, bool) or pending < -1 or pending == 0):
+        raise ValueError(f"max_pending_calls must be a positive integer or -1 (no limit), got {pending!r}.")
     concurrency = options.get("max_concurrency")
     if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
         raise ValueError(f"max_concurrency must be a positive integer, got {concurrency!r}.")
     if options.get("runtime_env") is not None:
         options["runtime_env"] = runtime_env_validation.validate(options["runtime_env"])
+    options_mod.check_kray_support(options)
     return options
 
 
@@ -174,38 +215,37 @@ class ActorMethod:
         )
 
     def options(self, **options: Any) -> ActorMethod:
+        unknown = set(options) - METHOD_OPTIONS - {"name"}
+        if unknown:
+            raise ValueError(f"Invalid option keyword(s) {', '.join(sorted(unknown))} for actor methods.")
         merged = dict(self._options)
-        merged.update(options)
+        merged.update(_validate_method_options(options))
         return ActorMethod(self._handle, self._name, merged)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         handle = self._handle
         core = runtime.current_core()
-        num_returns = self._options.get("num_returns", 1)
-        out = core.submitter.submit(
-            b"", b"", f"{handle._class_name}.{self._name}", args, kwargs, num_returns, {}, 0, False,
-            actor_id=handle._actor_id, method=self._name,
-            concurrency_group=self._options.get("concurrency_group", ""),
-        )
-        _set_retries(core, out, handle._max_task_retries)
+        opts = self._options
+        num_returns = opts.get("num_returns", 1)
+        retries = opts.get("max_task_retries")
+        if retries is None:
+            retries = handle._max_task_retries
+        admitted = core.submitter.actors.admit(handle._actor_id, handle._options.max_pending_calls)
+        try:
+            out = core.submitter.submit(
+                b"", b"", opts.get("name") or f"{handle._class_name}.{self._name}", args, kwargs, num_returns, {},
+                retries, opts.get("retry_exceptions", False), actor_id=handle._actor_id, method=self._name,
+                concurrency_group=opts.get("concurrency_group", ""),
+            )
+        except BaseException:
+            if admitted:
+                core.submitter.actors.unadmit(handle._actor_id)
+            raise
         if num_returns == 1:
             return out[0]
         if num_returns == 0:
             return None
         return out
-
-
-def _set_retries(core: Any, out: list[Any], retries: int) -> None:
-    # The record is created on the I/O thread; its retries come from the actor's max_task_retries.
-    if retries and out:
-        task_id = out[0].task_id()
-
-        def apply() -> None:
-            record = core.submitter.tasks.get(task_id)
-            if record is not None:
-                record.retries_left = retries
-
-        core.loop.call_soon_threadsafe(apply)
 
 
 class ActorHandle:

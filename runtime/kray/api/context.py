@@ -103,6 +103,23 @@ class RuntimeContext:
                 return name.rsplit("_", 1)[1]
         return None
 
+    @property
+    def should_capture_child_tasks_in_placement_group(self) -> bool:
+        """Whether tasks and actors created here go into the current placement group by default (True in
+        a driver, as in Ray)."""
+        return self._core.is_driver or bool(self._core.captured_group)
+
+    def is_canceled(self) -> bool:
+        """Whether kray.cancel was called on the current actor call (as in Ray, a running call of a
+        regular or threaded actor is not interrupted: check this to stop early)."""
+        executor = self._core.executor
+        if self._core.is_driver or executor is None:
+            raise RuntimeError("is_canceled() can only be called inside a task or an actor method, not in a driver.")
+        if executor.actor is not None and executor.actor.loop is not None:
+            raise RuntimeError("is_canceled() is not supported in async actors: a cancelled call gets "
+                               "asyncio.CancelledError instead.")
+        return bool(executor.is_canceled())
+
     def get_runtime_env_string(self) -> str:
         """The runtime_env of the current job, task or actor as JSON ("{}" for none); local
         packages appear as the gcs:// URIs they were uploaded to."""

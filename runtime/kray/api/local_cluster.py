@@ -103,10 +103,12 @@ def start_node(
     resources: dict[str, float] | None = None, object_store_memory: int | None = None,
     parent_pid: int | None = None, session_name: str | None = None, write_address_file: bool = False,
     token: str | None = None, dashboard_host: str = "127.0.0.1", dashboard_port: int | None = None,
-    memory: int | None = None, include_dashboard: bool = True,
+    memory: int | None = None, include_dashboard: bool = True, health_port: int = 0,
+    health_port_required: bool = False,
 ) -> LocalNode:
     """Start a GCS (when gcs_address is None, i.e. a head), a raylet and, on a head with
-    include_dashboard, the HTTP server (jobs, cluster state); returns without waiting.
+    include_dashboard, the HTTP server (jobs, cluster state); returns without waiting. A non-zero
+    health_port gives the raylet a health endpoint there (raylet/health_http.py).
 
     The processes come up in parallel with the caller: zmq queues requests until they listen.
     """
@@ -165,6 +167,7 @@ def start_node(
                 "--node-id", node_id.hex(), "--resources", json.dumps(total),
                 "--object-store-memory", str(store_bytes), "--shm-dir", shm_dir, "--spill-dir", spill_dir,
                 "--prestart", str(prestart), "--parent-pid", str(parent_pid or 0),
+                "--health-port", str(health_port), *(["--health-port-required"] if health_port_required else []),
                 *(["--head"] if is_head else []),
             ],
             os.path.join(session_dir, "logs", "raylet"), env,
@@ -173,7 +176,7 @@ def start_node(
     node.pid = processes[-1].pid  # the raylet's: the driver watches it (core/node_watch.py)
     local = LocalNode(node, gcs_address, session_name, session_dir, dashboard_url, shm_root, processes)
     if write_address_file:
-        write_address(gcs_address, session_dir, [p.pid for p in processes], token, dashboard_url, ip)
+        write_address(gcs_address, session_dir, [p.pid for p in processes], token, dashboard_url, ip, [shm_root])
     return local
 
 
@@ -220,7 +223,7 @@ def _spawn(args: list[str], log_prefix: str, env: dict[str, str]) -> subprocess.
 
 def write_address(
     gcs_address: str, session_dir: str, pids: list[int], token: str | None = None, dashboard_url: str = "",
-    node_ip: str = "",
+    node_ip: str = "", shm_dirs: list[str] | None = None,
 ) -> None:
     """Record this machine's cluster (readable by its owner only: it holds the cluster token).
 
@@ -229,10 +232,11 @@ def write_address(
     """
     os.makedirs(config.TEMP_ROOT, exist_ok=True)
     record = {"gcs_address": gcs_address, "session_dir": session_dir, "pids": pids, "token": token,
-              "dashboard_url": dashboard_url, "node_ip": node_ip}
+              "dashboard_url": dashboard_url, "node_ip": node_ip, "shm_dirs": list(shm_dirs or [])}
     current = read_address()
     if current and current.get("gcs_address") == gcs_address and _any_alive(current.get("pids", [])):
-        record = dict(current, pids=[*current.get("pids", []), *pids])
+        record = dict(current, pids=[*current.get("pids", []), *pids],
+                      shm_dirs=[*current.get("shm_dirs", []), *(shm_dirs or [])])
         record["token"] = record.get("token") or token
     tmp = ADDRESS_FILE + f".{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

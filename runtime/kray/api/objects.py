@@ -5,9 +5,11 @@ Thin layer; blocking happens in kray.core.
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Sequence
 from typing import Any
 
+from kray import config
 from kray.api import runtime
 from kray.core import refs
 
@@ -72,7 +74,24 @@ def cancel(object_ref: refs.ObjectRef, *, force: bool = False, recursive: bool =
     if not isinstance(object_ref, refs.ObjectRef):
         raise TypeError(f"cancel() expected an ObjectRef, got {type(object_ref).__name__}.")
     core = runtime.current_core()
+    if force and _is_actor_call(core, object_ref.task_id()):
+        raise ValueError(
+            "force=True is not supported for actor tasks (an actor has state, so its calls are not killed); "
+            "use kray.cancel(ref) or kray.kill(actor)."
+        )
     core.loop.call_soon_threadsafe(core.submitter.cancel, object_ref.task_id(), force, recursive)
+
+
+def _is_actor_call(core: Any, task_id: bytes) -> bool:
+    """Asked on the I/O thread, after every call this thread submitted before has been registered there."""
+    answer: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+    def look() -> None:
+        record = core.submitter.tasks.get(task_id)
+        answer.set_result(record is not None and bool(record.spec.actor_id))
+
+    core.loop.call_soon_threadsafe(look)
+    return answer.result(timeout=config.REQUEST_TIMEOUT_S)
 
 
 def _timeout(timeout: float | None) -> float | None:

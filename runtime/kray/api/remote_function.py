@@ -23,6 +23,8 @@ class RemoteFunction:
     def __init__(self, function: Callable[..., Any], task_options: dict[str, Any]) -> None:
         self._function = function
         self._options = options_mod.validate_task_options(dict(task_options))
+        self._retry = options_mod.retry_exceptions_wire(self._options.get("retry_exceptions", False))
+        self._capture = options_mod.captures_child_tasks(self._options)
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
         self._shared = _Pickled(function, self._name)
         functools.update_wrapper(self, function, updated=())
@@ -40,19 +42,25 @@ class RemoteFunction:
         merged = dict(self._options)
         merged.update(task_options)
         clone._options = options_mod.validate_task_options(merged)
+        clone._retry = options_mod.retry_exceptions_wire(clone._options.get("retry_exceptions", False))
+        clone._capture = options_mod.captures_child_tasks(clone._options)
         return clone
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         core = runtime.current_core()
-        opts = self._options
+        opts, capture = self._options, self._capture
+        if core.captured_group:
+            opts = options_mod.with_captured_group(opts, core.captured_group)
+            capture = options_mod.captures_child_tasks(opts)
         num_returns = opts.get("num_returns", 1)
         request = res.task_request(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"), opts.get("resources"))
-        request, strategy = scheduling_strategies.apply(opts, request)
+        request, strategy = scheduling_strategies.apply(opts, options_mod.add_accelerator_request(opts, request))
         function_id, blob = self._shared.get()
         out = core.submitter.submit(
             function_id, blob, opts.get("name") or self._name, args, kwargs, num_returns, request,
-            opts.get("max_retries", 3), opts.get("retry_exceptions", False),
+            opts.get("max_retries", 3), self._retry,
             strategy=strategy, runtime_env=runtime_envs.resolve(core, opts.get("runtime_env")),
+            max_calls=opts.get("max_calls") or 0, capture=capture,
         )
         if num_returns == 1:
             return out[0]

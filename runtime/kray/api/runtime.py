@@ -87,6 +87,14 @@ def init(
         unknown = set(kwargs) - {"runtime_env", "logging_level", "configure_logging", "_temp_dir", "job_config"}
         if unknown:
             raise TypeError(f"kray.init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        _apply_logging_options(kwargs)
+        if kwargs.get("_temp_dir") is not None:
+            raise ValueError("kray.init(_temp_dir=...) is not supported; set the KRAY_TEMP_DIR environment variable "
+                             "before starting the process instead.")
+        job_config = kwargs.get("job_config")
+        if job_config is not None:
+            raise ValueError("kray.init(job_config=...) is not supported; pass runtime_env=... and namespace=... "
+                             "to kray.init directly.")
         job_runtime_env = runtime_envs.job_env(kwargs.get("runtime_env"))  # bad fields fail before any start
         if address is None:
             address = config.ADDRESS
@@ -113,11 +121,26 @@ def init(
         return _context(_driver)
 
 
+def _apply_logging_options(kwargs: dict[str, Any]) -> None:
+    """logging_level sets the level of kray's own loggers in this process, as Ray's does for ray's."""
+    level = kwargs.get("logging_level")
+    if level is None:
+        return
+    valid = isinstance(level, int) and not isinstance(level, bool) or (
+        isinstance(level, str) and isinstance(logging.getLevelName(level.upper()), int))
+    if not valid:
+        raise ValueError(f"logging_level must be a logging level such as 'INFO' or logging.INFO, got {level!r}.")
+    logging.getLogger("kray").setLevel(level.upper() if isinstance(level, str) else level)
+
+
 def _start_local(
     num_cpus: float | None, num_gpus: float | None, resources: dict[str, float] | None,
     object_store_memory: int | None, namespace: str, include_dashboard: bool,
 ) -> _Driver:
-    token = config.cluster_token() or local_cluster.new_token()
+    token = config.cluster_token() or (None if config.auth_disabled() else local_cluster.new_token())
+    if token is None:
+        log.warning("kray is running without authentication (%s=disabled): any local user who can reach "
+                    "the cluster's ports can run code as you.", config.AUTH_MODE_VARIABLE)
     wire.set_token(token)
     # The HTTP server (job API) is a process of its own: an embedded cluster starts it only when asked,
     # which keeps `kray.init()` fast and small; `kray start --head` always starts it.

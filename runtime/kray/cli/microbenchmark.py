@@ -19,7 +19,7 @@ import click
 import psutil
 
 import kray
-from kray.cli import microbenchmark_actors, microbenchmark_idle, microbenchmark_jobs
+from kray.cli import microbenchmark_actors, microbenchmark_idle, microbenchmark_jobs, microbenchmark_scale
 
 PER_SECOND = "per second"
 
@@ -258,9 +258,17 @@ def print_table(results: list[Result], echo: Callable[[str], None] = click.echo)
         echo(f"{r.name:<{width}}  {r.mean:>14,.2f}  {r.std:>12,.2f}  {r.unit or '(see name)'}")
 
 
-def run(pattern: str = "", duration: float = 3.0) -> list[Result]:
-    """Run the microbenchmark rows that match `pattern`; returns the results after printing them."""
+def run(pattern: str = "", duration: float = 3.0, scale: bool = False) -> list[Result]:
+    """Run the microbenchmark rows that match `pattern` (with `scale`, the scale rows and the idle rows
+    instead of Ray's loops); returns the results after printing them."""
     bench = Bench(pattern, duration)
+    if scale:
+        microbenchmark_scale.scale_rows(
+            bench, lambda name, value, unit: bench.add(Result(name, value, 0.0, unit=unit)), bench.echo)
+        for name, seconds in microbenchmark_idle.idle_rows(bench):
+            bench.add(Result(name, seconds, 0.0, unit=""))
+        print_table(bench.results)
+        return bench.results
     startup_latency(bench)  # before this process starts its own cluster, so the two do not compete
     if any(bench.wants(name) for name in (*CLUSTER_ROWS, *microbenchmark_actors.ACTOR_ROWS)):
         kray.init()
@@ -283,6 +291,9 @@ def run(pattern: str = "", duration: float = 3.0) -> list[Result]:
 @click.option(
     "--duration", default=3.0, show_default=True, type=click.FloatRange(0.5), help="Seconds spent on each row."
 )
-def command(pattern: str, duration: float) -> None:
+@click.option("--scale", is_flag=True,
+              help="Run the scale rows instead: 300 and 1,000 actors started at once, placement-group churn, "
+                   "idle CPU per actor and per node (minutes).")
+def command(pattern: str, duration: float, scale: bool) -> None:
     """Run Ray's microbenchmark loops on a local kray cluster and print the rates as a table."""
-    run(pattern, duration)
+    run(pattern, duration, scale)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -19,6 +20,7 @@ import psutil
 from kray import config
 from kray.api import local_cluster
 from kray.protocol import client, messages, wire
+from kray.raylet import health_http
 
 
 def _node_ip(explicit: str | None, toward: str | None) -> str:
@@ -50,15 +52,25 @@ def _node_ip(explicit: str | None, toward: str | None) -> str:
 @click.option("--dashboard-host", default="127.0.0.1")
 @click.option("--dashboard-port", default=8265, type=int)
 @click.option("--metrics-export-port", default=8080, type=int)
+@click.option("--dashboard-agent-listen-port", "health_port", default=health_http.DEFAULT_PORT, show_default=True,
+              type=click.IntRange(0, 65535),
+              help="Port of this node's health endpoint (/api/healthz, /api/local_raylet_healthz, as Ray's "
+                   "dashboard agent serves them; Kubernetes probes read it). 0: none.")
 @click.option("--block", is_flag=True, help="Stay in the foreground; exit non-zero if a kray process dies.")
+@click.option("--no-auth", is_flag=True,
+              help="Run without a cluster token: anyone who reaches this node's ports can run code on it.")
 def start(
     head: bool, address: str | None, port: int, node_ip_address: str | None, num_cpus: float | None,
     num_gpus: float | None, memory: int | None, resources: str | None, object_store_memory: int | None,
-    dashboard_host: str, dashboard_port: int, metrics_export_port: int, block: bool,
+    dashboard_host: str, dashboard_port: int, metrics_export_port: int, block: bool, health_port: int, no_auth: bool,
 ) -> None:
     """Start kray's processes on this machine: a head node, or a node joining --address."""
     if head == bool(address):
         raise click.UsageError("Pass exactly one of --head or --address=HEAD_HOST:PORT.")
+    source = click.get_current_context().get_parameter_source("metrics_export_port")
+    if source not in (None, click.core.ParameterSource.DEFAULT):
+        click.echo(f"Note: --metrics-export-port={metrics_export_port} has no effect yet: kray does not export "
+                   "Prometheus metrics, so nothing listens on that port.", err=True)
     try:
         custom = json.loads(resources) if resources else None
     except ValueError as e:
@@ -67,23 +79,33 @@ def start(
         raise click.BadParameter('--resources must be a JSON object, e.g. \'{"gizmo": 2}\'.')
     ip = _node_ip(node_ip_address, address)
     gcs_address = None if head else f"tcp://{address if ':' in address else address + ':6379'}"  # type: ignore[operator]
-    token = _token_for(gcs_address)
+    if no_auth:
+        os.environ[config.AUTH_MODE_VARIABLE] = "disabled"  # for this node's processes, which inherit it
+    token = None if config.auth_disabled() else _token_for(gcs_address)
+    if token is None:
+        click.echo("WARNING: kray is running without authentication (--no-auth): anyone who can reach this "
+                   "node's ports can run code as this user. Use it only on a trusted, private network.", err=True)
     if gcs_address is not None:
         _check_joinable(gcs_address, token)
+    health_port, health_required = _health_port(ip, health_port)
     node = local_cluster.start_node(
         ip=ip, gcs_address=gcs_address, gcs_port=port if head else None, num_cpus=num_cpus,
         num_gpus=num_gpus, resources=custom, memory=memory, object_store_memory=object_store_memory,
         parent_pid=os.getpid() if block else None, write_address_file=True, token=token,
         dashboard_host=dashboard_host, dashboard_port=dashboard_port,
+        health_port=health_port, health_port_required=health_required,
     )
     _wait_registered(node, token)
     joined = node.gcs_address.removeprefix("tcp://")
     if head:
         click.echo(f"kray runtime started (head node, GCS at {joined}, HTTP API at http://{node.dashboard_url}).")
         click.echo("To add another node to this cluster, run:")
-        token_file = _write_token_file(node.session_dir, token)
-        # The secret itself is never printed (it would land in pod logs): only where to read it.
-        click.echo(f"    KRAY_CLUSTER_TOKEN=\"$(cat {token_file})\" kray start --address='{joined}'")
+        if token is None:
+            click.echo(f"    kray start --no-auth --address='{joined}'")
+        else:
+            token_file = _write_token_file(node.session_dir, token)
+            # The secret itself is never printed (it would land in pod logs): only where to read it.
+            click.echo(f"    KRAY_CLUSTER_TOKEN=\"$(cat {token_file})\" kray start --address='{joined}'")
         click.echo("To connect to this cluster from Python:")
         click.echo("    import kray; kray.init(address='auto')   # on this machine")
         click.echo(f"    import kray; kray.init(address='{joined}')")
@@ -93,6 +115,19 @@ def start(
     if not block:
         return
     _block(node)
+
+
+def _health_port(ip: str, port: int) -> tuple[int, bool]:
+    """The health port to use and whether it is required: a port given explicitly must be free; the
+    default one, when taken (another node on this machine), leaves this node without an endpoint."""
+    explicit = click.get_current_context().get_parameter_source("health_port") != click.core.ParameterSource.DEFAULT
+    if port and not health_http.port_free(ip, port):
+        if explicit:
+            raise click.BadParameter(f"port {port} on {ip} is in use", param_hint="--dashboard-agent-listen-port")
+        click.echo(f"WARNING: the health port {port} on {ip} is in use (another node on this machine?): this node "
+                   "serves no health endpoint; pass --dashboard-agent-listen-port to choose one.", err=True)
+        return 0, False
+    return port, explicit
 
 
 def _write_token_file(session_dir: str, token: str) -> str:
@@ -120,7 +155,7 @@ def _token_for(gcs_address: str | None) -> str:
     return local_cluster.new_token()
 
 
-def _check_joinable(gcs_address: str, token: str) -> None:
+def _check_joinable(gcs_address: str, token: str | None) -> None:
     """Wait (up to KRAY_START_TIMEOUT_S) for the head to answer: in a pod, the head may start later."""
     wire.set_token(token)
     deadline = time.monotonic() + config.START_TIMEOUT_S
@@ -141,7 +176,7 @@ def _check_joinable(gcs_address: str, token: str) -> None:
         wire.set_token(None)
 
 
-def _wait_registered(node: local_cluster.LocalNode, token: str) -> None:
+def _wait_registered(node: local_cluster.LocalNode, token: str | None) -> None:
     """Return once the GCS lists the new node, so that drivers started next find it."""
     wire.set_token(token)
     deadline = time.monotonic() + config.START_TIMEOUT_S
@@ -215,6 +250,10 @@ def stop(force: bool, grace_period: int) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5)
+    # A raylet that was killed could not remove its objects' shared memory: what it left is freed here.
+    for shm_dir in found.get("shm_dirs", []):
+        if os.path.dirname(shm_dir) == config.SHM_ROOT and os.path.basename(shm_dir).startswith("kray-"):
+            shutil.rmtree(shm_dir, ignore_errors=True)
     try:
         os.unlink(local_cluster.ADDRESS_FILE)
     except FileNotFoundError:

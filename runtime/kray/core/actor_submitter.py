@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import logging
 import sys
+import threading
 from typing import Any
 
 from kray import exceptions
@@ -29,7 +30,7 @@ class ActorQueue:
         self.queue: collections.deque = collections.deque()  # TaskRecords in submission order
         self.in_flight: dict[bytes, Any] = {}
         self.subscribed = False
-        self.pins: list[Any] = []  # creation arguments, kept until the actor is created
+        self.pins: list[Any] = []  # creation arguments, kept while the actor may be (re)created
         self.released = False  # the creator dropped its handle: end the actor once its calls are done
         self.lent = 0  # copies of the handle inside pending tasks' arguments or stored objects
         self.warned = False  # the infeasibility warning was printed
@@ -41,7 +42,33 @@ class ActorSubmitter:
         self.submitter = submitter
         self.loop = core.loop
         self.actors: dict[bytes, ActorQueue] = {}
+        # Calls submitted and not finished, per actor with a max_pending_calls limit (counted on the
+        # submitting thread, released on the I/O thread).
+        self.pending_calls: dict[bytes, int] = {}
+        self.pending_lock = threading.Lock()
         self.loop.on(messages.ActorUpdate, self._on_update)
+
+    def admit(self, actor_id: bytes, limit: int) -> bool:
+        """Count a new call against the actor's max_pending_calls (user thread); raises when it is reached."""
+        if limit <= 0:
+            return False
+        with self.pending_lock:
+            count = self.pending_calls.get(actor_id, 0)
+            if count >= limit:
+                raise exceptions.PendingCallsLimitExceeded(
+                    f"The actor {actor_id.hex()} already has {count} pending call(s) from this process "
+                    f"(max_pending_calls={limit}); wait for some of them (kray.get/kray.wait) before calling it again."
+                )
+            self.pending_calls[actor_id] = count + 1
+        return True
+
+    def unadmit(self, actor_id: bytes) -> None:
+        with self.pending_lock:
+            count = self.pending_calls.get(actor_id, 0) - 1
+            if count > 0:
+                self.pending_calls[actor_id] = count
+            else:
+                self.pending_calls.pop(actor_id, None)
 
     def queue_for(self, actor_id: bytes) -> ActorQueue:
         state = self.actors.get(actor_id)
@@ -82,15 +109,28 @@ class ActorSubmitter:
     def cancel(self, record: Any, force: bool, recursive: bool) -> None:
         state = self.actors.get(record.spec.actor_id)
         if state is not None and record.spec.task_id in state.in_flight and state.info is not None:
-            self.loop.connect(state.info.address).send(messages.CancelTask(record.spec.task_id, force, recursive))
+            # force never reaches an actor call (as in Ray, an actor's calls are not killed)
+            self.loop.connect(state.info.address).send(messages.CancelTask(record.spec.task_id, False, recursive))
             return
         self.submitter._finish_with_error(record, exceptions.TaskCancelledError(record.spec.task_id.hex()))
 
     def task_done(self, record: Any) -> None:
+        """A call finished (once per call: with its result, an error, or cancelled)."""
+        if self.pending_calls and record.spec.actor_id in self.pending_calls:
+            self.unadmit(record.spec.actor_id)
         state = self.actors.get(record.spec.actor_id)
         if state is not None:
             state.in_flight.pop(record.spec.task_id, None)
             self._end_if_released(state)
+
+    def retry(self, record: Any) -> None:
+        """Send a call that raised one of its retry_exceptions again, ahead of the calls queued behind it."""
+        state = self.queue_for(record.spec.actor_id)
+        state.in_flight.pop(record.spec.task_id, None)
+        record.retries_left -= 1
+        record.spec.attempt += 1
+        state.queue.appendleft(record)
+        self.pump(record.spec.actor_id)
 
     def release(self, actor_id: bytes) -> None:
         """The last handle in the creating process is gone (and none left it): end the actor."""
@@ -119,7 +159,9 @@ class ActorSubmitter:
             state.warned = True  # as for tasks, the creator's driver hears once that it cannot be placed
             print(f"Warning: {info.pending_reason}", file=sys.stderr, flush=True)
         if info.state == ALIVE:
-            state.pins = []
+            limit = info.options.max_restarts
+            if limit != -1 and info.num_restarts >= limit:
+                state.pins = []  # no restart left: the constructor's arguments are not needed again
             if previous is not None and previous.address and previous.address != info.address:
                 self.loop.disconnect(previous.address)
             self.pump(info.actor_id)
@@ -128,7 +170,8 @@ class ActorSubmitter:
         elif info.state == DEAD:
             state.pins = []
             for record in list(state.in_flight.values()) + list(state.queue):
-                self._fail(record, info)
+                if not record.done:  # a call cancelled while queued here is finished already
+                    self._fail(record, info)
             state.in_flight.clear()
             state.queue.clear()
 
@@ -136,7 +179,9 @@ class ActorSubmitter:
         """Calls that were running when the actor died: retry them after the restart, or fail them."""
         retry = []
         for record in list(state.in_flight.values()):
-            if record.retries_left != 0:
+            if record.cancelled:  # as in Ray, a cancelled call is never retried
+                self.submitter._finish_with_error(record, exceptions.TaskCancelledError(record.spec.task_id.hex()))
+            elif record.retries_left != 0:
                 record.retries_left -= 1
                 record.spec.attempt += 1
                 retry.append(record)

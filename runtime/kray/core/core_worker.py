@@ -55,6 +55,7 @@ class CoreWorker:
         self.current_task_id = self.task_ids.next()
         self.current_task_name = ""
         self.assigned_resources: dict[str, float] = {}
+        self.captured_group = ""  # hex id of the placement group this task's children go into by default
         self.gpu_ids: list[int] = []
         self.actor_id = b""
         # The runtime_env (canonical JSON, packages uploaded) this process's tasks run in by default:
@@ -214,7 +215,7 @@ class CoreWorker:
                 # Shared memory is still full: the object goes straight to the spill directory.
                 size = shm.write_object(os.path.join(self.node.spill_dir, hex_id), frames)
                 return size
-        self.send(self.raylet_address, messages.ObjectSealed(hex_id, size))
+        self.send(self.raylet_address, messages.ObjectSealed(hex_id, size, job_id=self.job_id))
         return size
 
     # ------------------------------------------------------------ get and wait

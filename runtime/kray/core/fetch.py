@@ -55,7 +55,7 @@ def pull(core: Any, node_id: bytes, hex_id: str) -> None:
         raise
     os.close(fd)
     os.rename(tmp, final)
-    core.send(core.raylet_address, messages.ObjectSealed(hex_id, size or 0))
+    core.send(core.raylet_address, messages.ObjectSealed(hex_id, size or 0, primary=False))
 
 
 class LocalFetcher:

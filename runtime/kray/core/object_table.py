@@ -14,8 +14,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from kray.core import memory
+
 PENDING = 0
 READY = 1
+
+# The table is compacted when it had this many entries and fewer than 1/COMPACT_FRACTION are left.
+COMPACT_MIN_PEAK = 50_000
+COMPACT_FRACTION = 8
 
 # value kinds
 INLINE = "inline"
@@ -118,6 +124,7 @@ class ObjectTable:
         self.borrow_removes: list[tuple[str, bytes]] = []
         self.freed_shm: list[tuple[bytes, str]] = []  # (node_id, object hex) to delete
         self.wake: Callable[[], None] = _nothing  # called when the outbox gets something to send
+        self._peak = 0  # the most entries seen by process_released since the table was last compacted
 
     # ------------------------------------------------------------ references
 
@@ -150,6 +157,7 @@ class ObjectTable:
         dropped: list[Entry] = []
         with self.lock:
             entries = self.entries
+            self._peak = max(self._peak, len(entries))
             while released:
                 object_id = released.popleft()
                 entry = entries.get(object_id)
@@ -158,9 +166,22 @@ class ObjectTable:
                 entry.local -= 1
                 if entry.local <= 0 and entry.borrowers <= 0:
                     self._drop(object_id, entry, dropped)
+            compacted = self._compact_if_shrunk()
         # Contained refs are released outside the lock (their __del__ appends to `released`).
         for entry in dropped:
             entry.contained = []
+        if compacted:
+            dropped.clear()
+            memory.give_back()
+
+    def _compact_if_shrunk(self) -> bool:
+        """A dict never shrinks: once most of a large table was freed, copy what is left into a new one,
+        so that the memory a burst of refs took goes back (with the allocator's free pages, memory.py)."""
+        if self._peak < COMPACT_MIN_PEAK or len(self.entries) > self._peak // COMPACT_FRACTION:
+            return False
+        self.entries = dict(self.entries)
+        self._peak = len(self.entries)
+        return True
 
     def remove_borrowers(self, object_ids: list[bytes]) -> None:
         dropped: list[Entry] = []

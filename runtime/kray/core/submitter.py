@@ -34,6 +34,7 @@ class TaskRecord:
         "force",
         "key",
         "lease",
+        "max_calls",
         "pins",
         "resolved",
         "retries_left",
@@ -50,6 +51,7 @@ class TaskRecord:
         self.deps_left = 0
         self.retries_left = spec.max_retries
         self.lease: Lease | None = None
+        self.max_calls = 0  # the worker is retired after this many calls (0: no limit)
         self.cancelled = False
         self.force = False
         self.strategy: tuple = ("DEFAULT",)
@@ -67,6 +69,7 @@ class Lease:
         "idle_timer",
         "in_flight",
         "lease_id",
+        "limit",
         "node_id",
         "pid",
         "queue",
@@ -88,6 +91,7 @@ class Lease:
         self.functions: set[bytes] = set()
         self.queue = queue
         self.idle_timer: list | None = None
+        self.limit = 0  # the smallest max_calls of the tasks it ran: retired (killed) once used reaches it
 
 
 class KeyQueue:
@@ -134,7 +138,7 @@ class Submitter:
         self, function_id: bytes, function_blob: bytes, name: str, args: tuple, kwargs: dict,
         num_returns: int, resources: dict[str, float], max_retries: int, retry_exceptions: Any,
         actor_id: bytes = b"", method: str = "", concurrency_group: str = "", strategy: tuple = ("DEFAULT",),
-        runtime_env: str = "",
+        runtime_env: str = "", max_calls: int = 0, capture: bool = False,
     ) -> list[refs.ObjectRef]:
         core = self.core
         core.node_watch.check()
@@ -159,6 +163,8 @@ class Submitter:
             self.objects.new_owned(oid)
         out = [refs.ObjectRef(oid, core.address) for oid in return_ids]
         record = TaskRecord(spec, return_ids, pins)
+        record.max_calls = max_calls
+        spec.capture_child_tasks = capture
         if strategy != ("DEFAULT",):
             record.strategy = strategy
             record.key = (record.key[0], strategy)
@@ -255,7 +261,7 @@ class Submitter:
         depth = self.depth if deep else 1
         batches: dict[bytes, list[TaskRecord]] = {}
         while queue.pending and queue.leases:
-            usable = [le for le in queue.leases if not (spread and le.used)]
+            usable = [le for le in queue.leases if not ((spread and le.used) or (le.limit and le.used >= le.limit))]
             if not usable:
                 break
             lease = min(usable, key=lambda le: len(le.in_flight))
@@ -264,6 +270,8 @@ class Submitter:
             record = queue.pending.popleft()
             record.lease = lease
             lease.used += 1
+            if record.max_calls and (not lease.limit or record.max_calls < lease.limit):
+                lease.limit = record.max_calls
             lease.in_flight[record.spec.task_id] = record
             if lease.idle_timer is not None:
                 self.loop.cancel_timer(lease.idle_timer)
@@ -287,7 +295,9 @@ class Submitter:
             self._request_lease(queue)
         self._sync_demand(queue)
         for lease in list(queue.leases):
-            if not lease.in_flight and (spread and lease.used):
+            if not lease.in_flight and lease.limit and lease.used >= lease.limit:
+                self._return_lease(lease, kill=True)  # max_calls: the worker exits, as in Ray
+            elif not lease.in_flight and (spread and lease.used):
                 self._return_lease(lease)
             elif not lease.in_flight and not queue.pending and lease.idle_timer is None:
                 lease.idle_timer = self.loop.call_later(config.IDLE_LEASE_SECONDS, self._return_lease, lease)
@@ -373,6 +383,10 @@ class Submitter:
             self._discard_returns(msg.task_id, msg.returns)
             return
         if record.spec.actor_id:
+            if msg.retryable_error and record.retries_left != 0 and not record.cancelled:
+                self._discard_returns(msg.task_id, msg.returns)
+                self.actors.retry(record)  # retry_exceptions of an actor method, within max_task_retries
+                return
             self.actors.task_done(record)
             self._store_returns(record, msg.returns, payload)
             return

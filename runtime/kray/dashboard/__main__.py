@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--session-name", default="")
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args()
-    wire.set_token(config.cluster_token())
+    wire.set_token(config.server_token("HTTP server"))
     logging.basicConfig(level=config.LOG_LEVEL, format="[dashboard] %(levelname)s %(message)s")
     try:
         asyncio.run(serve(args))

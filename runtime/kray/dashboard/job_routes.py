@@ -15,6 +15,7 @@ from aiohttp import web
 from kray import config
 from kray.jobs import manager as manager_mod
 from kray.jobs import records
+from kray.util import safe_names
 
 PACKAGE_PROTOCOLS = ("gcs",)
 
@@ -103,9 +104,9 @@ def add_routes(app: web.Application, gcs: Any, session_dir: str) -> None:
         return await _answer(job_id, lambda: _keyed("deleted", jobs.delete(job_id)))
 
     async def package_exists(request: web.Request) -> web.Response:
-        uri = _package_uri(request)
-        if uri is None:
-            return _text(400, f"unknown package protocol {request.match_info['protocol']!r}; kray stores 'gcs' packages")
+        uri, refusal = _package_uri(request)
+        if refusal is not None:
+            return refusal
         from kray.runtime_env import packaging
 
         if await gcs.kv_get(packaging.kv_key(uri)) is None:
@@ -113,9 +114,9 @@ def add_routes(app: web.Application, gcs: Any, session_dir: str) -> None:
         return web.Response()
 
     async def upload_package(request: web.Request) -> web.Response:
-        uri = _package_uri(request)
-        if uri is None:
-            return _text(400, f"unknown package protocol {request.match_info['protocol']!r}; kray stores 'gcs' packages")
+        uri, refusal = _package_uri(request)
+        if refusal is not None:
+            return refusal
         from kray.runtime_env import packaging
 
         try:
@@ -139,11 +140,16 @@ def add_routes(app: web.Application, gcs: Any, session_dir: str) -> None:
     router.add_put("/api/packages/{protocol}/{package_name}", upload_package)
 
 
-def _package_uri(request: web.Request) -> str | None:
+def _package_uri(request: web.Request) -> tuple[str, web.Response | None]:
+    """The package URI a package route names, or the 400 answer for a protocol or name kray refuses."""
     protocol = request.match_info["protocol"]
     if protocol not in PACKAGE_PROTOCOLS:
-        return None
-    return f"{protocol}://{request.match_info['package_name']}"
+        return "", _text(400, f"unknown package protocol {protocol!r}; kray stores 'gcs' packages")
+    uri = f"{protocol}://{request.match_info['package_name']}"
+    if not safe_names.is_package_uri(uri):
+        return uri, _text(400, f"package name {request.match_info['package_name']!r:.100} is not allowed: "
+                               "packages are named _ray_pkg_<letters, digits, '_' or '-'>.zip")
+    return uri, None
 
 
 def _check_uploaded(runtime_env: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args()
-    wire.set_token(config.cluster_token())
+    wire.set_token(config.server_token("GCS"))
     logging.basicConfig(level=config.LOG_LEVEL, format="[gcs] %(levelname)s %(message)s")
     gcs = server.Gcs(args.host, args.port)
     process_watch.stop_on_signals(gcs.loop, gcs.loop.stop)

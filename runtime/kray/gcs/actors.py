@@ -121,6 +121,8 @@ class ActorManager:
         return next((n for n in alive if n.node_id == owner_node), alive[0] if alive else None)
 
     def _schedule(self, record: ActorRecord, raylet: str = "", spilled: int = 0) -> None:
+        if raylet and not any(n.alive and n.raylet_address == raylet for n in self.nodes.values()):
+            raylet = ""  # spilled back to a node that died meanwhile (its raylet's view was older): pick again
         if not raylet:
             node = self._pick_node(record)
             if node is None:
@@ -234,11 +236,20 @@ class ActorManager:
         self._schedule(record)
 
     def node_died(self, node_id: bytes, reason: str) -> None:
-        """Actors on a dead node are restarted elsewhere (within max_restarts) or marked dead."""
+        """Actors on a dead node are restarted elsewhere (within max_restarts) or marked dead; creations
+        waiting for a lease from its raylet ask another node (that raylet will never answer)."""
+        node = self.nodes.get(node_id)
+        dead_raylet = node.raylet_address if node is not None else None
         for record in list(self.actors.values()):
-            if record.info.node_id == node_id and record.lease_id and record.info.state != DEAD:
+            if record.info.state == DEAD:
+                continue
+            if record.info.node_id == node_id and record.lease_id:
                 died = messages.WorkerDied(record.info.worker_id, record.lease_id, f"its node died ({reason})")
                 self._on_worker_died(died, [], None)  # type: ignore[arg-type]
+            elif record.request_id is not None and record.raylet == dead_raylet:
+                self.loop.forget(record.request_id)
+                record.request_id = None
+                self._schedule(record)
 
     def _on_kill(self, msg: messages.KillActor, payload: list, peer: loop_mod.Peer) -> None:
         record = self.actors.get(msg.actor_id)

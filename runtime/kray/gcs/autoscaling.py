@@ -1,9 +1,10 @@
 """What the GCS tells the autoscaler besides the raw demand: how long each node has been idle, pending
 placement groups with their strategy, task shapes alone, and the standing `request_resources` bundles.
 
-A node is idle while every resource it has is free and nothing waits at its raylet (Ray's autoscaler
-definition): no leased worker, no running task, no actor holding resources, no placement-group bundle.
-Runs on the GCS loop; keeps only timestamps (no I/O).
+A node is idle while every resource it has is free, nothing waits at its raylet and its store holds no
+primary copy of an object still referenced (Ray's definition: its raylet counts a node with primary copies
+as busy): no leased worker, no running task, no actor holding resources, no placement-group bundle, no
+object that would be lost with the node. Runs on the GCS loop; keeps only timestamps (no I/O).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ RESOURCE_REQUEST_KEY = "__autoscaler_resource_request"
 _EPSILON = 1e-9
 
 
-def is_idle(total: Mapping[str, float], available: Mapping[str, float], pending: Sequence[Any]) -> bool:
-    """Whether a node with these totals, free resources and waiting shapes is idle."""
-    if pending:
+def is_idle(total: Mapping[str, float], available: Mapping[str, float], pending: Sequence[Any],
+            primary_objects: int = 0) -> bool:
+    """Whether a node with these totals, free resources, waiting shapes and primary object copies is idle."""
+    if pending or primary_objects > 0:
         return False
     return all(available.get(name, 0.0) >= amount - _EPSILON for name, amount in total.items())
 
@@ -34,10 +36,12 @@ class IdleTracker:
     def __init__(self, clock: Any = time.monotonic) -> None:
         self._clock = clock
         self._since: dict[bytes, float | None] = {}
+        self._objects: dict[bytes, int] = {}  # primary copies each node last reported
 
     def update(self, node_id: bytes, total: Mapping[str, float], available: Mapping[str, float],
-               pending: Sequence[Any]) -> None:
-        if is_idle(total, available, pending):
+               pending: Sequence[Any], primary_objects: int = 0) -> None:
+        self._objects[node_id] = primary_objects
+        if is_idle(total, available, pending, primary_objects):
             if self._since.get(node_id) is None:
                 self._since[node_id] = self._clock()
         else:
@@ -45,6 +49,11 @@ class IdleTracker:
 
     def forget(self, node_id: bytes) -> None:
         self._since.pop(node_id, None)
+        self._objects.pop(node_id, None)
+
+    def primary_objects(self, node_id: bytes) -> int:
+        """Primary object copies the node last reported holding."""
+        return self._objects.get(node_id, 0)
 
     def idle_s(self, node_id: bytes) -> float | None:
         """Seconds the node has been idle, None while it is busy (or unknown)."""
@@ -76,10 +85,11 @@ def task_shapes(pending: Mapping[bytes, Sequence[dict[str, float]]]) -> list[dic
 def report(state: dict[str, Any], idle: IdleTracker, node_ids: Sequence[bytes],
            pending: Mapping[bytes, Sequence[dict[str, float]]], groups: list[dict[str, Any]],
            requests: bytes | None) -> dict[str, Any]:
-    """`state` (GetClusterState's answer) with idle_s per node (same order as `node_ids`), task_demand,
-    placement_groups and resource_requests added."""
+    """`state` (GetClusterState's answer) with idle_s and primary_objects per node (same order as
+    `node_ids`), task_demand, placement_groups and resource_requests added."""
     for node, node_id in zip(state["nodes"], node_ids, strict=True):
         node["idle_s"] = idle.idle_s(node_id) if node.get("alive") else None
+        node["primary_objects"] = idle.primary_objects(node_id)
     state["task_demand"] = task_shapes(pending)
     state["placement_groups"] = groups
     state["resource_requests"] = resource_requests(requests)

@@ -95,7 +95,17 @@ class PlacementGroupManager:
         peer.reply(msg.req_id, None)
 
     def _on_remove(self, msg: messages.RemovePlacementGroup, payload: list, peer: loop_mod.Peer) -> None:
-        record = self.groups.get(msg.pg_id)
+        self._remove(msg.pg_id)
+        peer.reply(msg.req_id, True)
+
+    def end_job(self, job_id: int) -> None:
+        """A job ended: its groups go, except detached ones (as in Ray)."""
+        for pg_id, record in list(self.groups.items()):
+            if record.info.job_id == job_id and not record.info.detached:
+                self._remove(pg_id)
+
+    def _remove(self, pg_id: bytes) -> None:
+        record = self.groups.get(pg_id)
         if record is not None and record.info.state != REMOVED:
             was_created = record.info.state == CREATED
             record.info.state = REMOVED
@@ -104,8 +114,7 @@ class PlacementGroupManager:
             for waiter, req_id in record.waiters:
                 waiter.reply(req_id, "the placement group was removed before it was created", ok=False)
             record.waiters.clear()
-            self._keep_removed(msg.pg_id)
-        peer.reply(msg.req_id, True)
+            self._keep_removed(pg_id)
 
     def _keep_removed(self, pg_id: bytes) -> None:
         """Remember a removed group for the state API, forgetting the oldest beyond the bound."""

@@ -57,6 +57,9 @@ class Gcs:
         on(messages.UnregisterNode, self._on_unregister_node)
         on(messages.GetNodes, lambda m, p, peer: peer.reply(m.req_id, list(self.nodes.values())))
         on(messages.RegisterJob, self._on_register_job)
+        # Raylets ask every lease holder to return idle leases; the GCS holds only actors' leases,
+        # which are never idle, so it has nothing to return.
+        on(messages.ReleaseIdleLeases, lambda m, p, peer: None)
         on(messages.KvPut, self._on_kv_put)
         on(messages.KvGet, lambda m, p, peer: peer.reply(m.req_id, self.kv.get(m.key)))
         on(messages.KvExists, self._on_kv_exists)
@@ -93,6 +96,7 @@ class Gcs:
         if job is not None:
             job.setdefault("end_time", time.time())
         self.actors.end_job(msg.job_id)
+        self.placement_groups.end_job(msg.job_id)
         self.packages.release(f"job:{msg.job_id}")
         for node in self.nodes.values():
             if node.alive:
@@ -122,7 +126,7 @@ class Gcs:
         self.liveness.seen(msg.node_id, peer)
         if msg.changed:  # else a keep-alive: the last report stands
             self.pending[msg.node_id] = msg.pending
-            self.idle.update(msg.node_id, msg.total or node.resources, msg.available, msg.pending)
+            self.idle.update(msg.node_id, msg.total or node.resources, msg.available, msg.pending, msg.primary_objects)
             if msg.available != self.available.get(msg.node_id) or (msg.total and msg.total != node.resources):
                 self.available[msg.node_id] = msg.available
                 if msg.total:
@@ -227,6 +231,9 @@ class Gcs:
         peer.reply(msg.req_id, True)
 
     def _on_kv_put(self, msg: messages.KvPut, payload: list, peer: loop_mod.Peer) -> None:
+        if not isinstance(msg.key, str) or not isinstance(msg.value, (bytes, bytearray, memoryview)):
+            # Refused before it is stored: one bad key would break every later KvKeys.
+            raise TypeError("KvPut takes a str key and a bytes value")
         if not msg.overwrite and msg.key in self.kv:
             peer.reply(msg.req_id, False)
             return

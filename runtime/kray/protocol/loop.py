@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from kray.protocol import messages, wire
+from kray.protocol import field_check, messages, wire
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ class Loop:
         self.name = name
         self.poller = zmq.Poller()
         self.handlers: dict[type, Handler] = {}
-        self._readers: dict[Any, Callable[[], None]] = {}
+        self.undecodable_handlers: dict[type, Callable[[Any, str, Peer], None]] = {}
+        self._readers: dict[Any, Callable[[], object]] = {}
         self._calls: collections.deque = collections.deque()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._signaled = False
@@ -80,7 +81,11 @@ class Loop:
     def on(self, msg_type: type, handler: Handler) -> None:
         self.handlers[msg_type] = handler
 
-    def add_fd(self, fd: int, callback: Callable[[], None]) -> None:
+    def on_undecodable(self, msg_type: type, handler: Callable[[Any, str, Peer], None]) -> None:
+        """Fail what a `msg_type` message carries when its header names classes this process lacks."""
+        self.undecodable_handlers[msg_type] = handler
+
+    def add_fd(self, fd: int, callback: Callable[[], object]) -> None:
         self.poller.register(fd, zmq.POLLIN)
         self._readers[fd] = callback
 
@@ -244,6 +249,9 @@ class Loop:
             peer = Peer(self, sock, identity)
             try:
                 msg, payload = wire.unpack(frames)
+            except wire.UndecodableMessage as e:
+                self._undecodable(e, frames[1:], peer)
+                continue
             except wire.MalformedMessage as e:
                 log.warning("%s: dropped a malformed message: %s", self.name, e)
                 continue
@@ -268,9 +276,35 @@ class Loop:
         try:
             handler(msg, payload, peer)
         except Exception as e:
-            log.exception("%s: handler for %s failed", self.name, type(msg).__name__)
-            if req_id is not None:
-                peer.reply(req_id, f"{type(e).__name__}: {e}", ok=False)
+            wrong = field_check.mismatch(msg)
+            if wrong is None:
+                log.exception("%s: handler for %s failed", self.name, type(msg).__name__)
+                error = f"{type(e).__name__}: {e}"
+            else:  # the peer sent a malformed message, not a bug here: one line, and the sender is told
+                log.warning("%s: refused a malformed %s: %s", self.name, type(msg).__name__, wrong)
+                error = f"malformed {type(msg).__name__}: {wrong}"
+            if isinstance(req_id, int):
+                peer.reply(req_id, error, ok=False)
+
+    def _undecodable(self, error: wire.UndecodableMessage, payload: list, peer: Peer) -> None:
+        """A request is answered or failed, never dropped: the handler registered with `on_undecodable`
+        fails what the message carries; else a request gets an error reply (a reply fails its request)."""
+        msg = error.msg
+        text = f"{self.name} could not decode a {type(msg).__name__} message: {error}"
+        handler = self.undecodable_handlers.get(type(msg))
+        if handler is not None:
+            self._safe(handler, msg, text, peer)
+            return
+        req_id = getattr(msg, "req_id", None)
+        if req_id is None:
+            log.warning("%s: dropped a message that cannot be decoded: %s", self.name, error)
+        elif type(msg) in _REPLY_TYPES:
+            pending = self._pending.pop(req_id, None)
+            if pending is not None:
+                self._safe(pending[0], messages.Reply(req_id, False, text), [])
+        else:
+            log.warning("%s", text)
+            peer.reply(req_id, text, ok=False)
 
     def _safe(self, fn: Callable, *args: Any) -> None:
         try:

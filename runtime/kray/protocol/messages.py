@@ -129,6 +129,7 @@ class TaskSpec:
     actor_options: ActorOptions | None = None  # only on the creation task
     concurrency_group: str = ""
     runtime_env: str = ""  # canonical JSON of the (uploaded) runtime_env; "" for none
+    capture_child_tasks: bool = False  # its children go into its placement group (placement_group_capture_child_tasks)
 
 
 @dataclasses.dataclass(slots=True)
@@ -148,6 +149,7 @@ class ActorOptions:
     get_if_exists: bool = False
     owner_node_id: bytes = b""
     strategy: tuple = ("DEFAULT",)
+    max_pending_calls: int = -1  # per caller: more pending calls raise PendingCallsLimitExceeded
 
 
 @dataclasses.dataclass(slots=True)
@@ -270,6 +272,7 @@ class NodeHeartbeat:
     available: dict[str, float]
     pending: list[dict[str, float]]
     total: dict[str, float] = dataclasses.field(default_factory=dict)
+    primary_objects: int = 0  # primary copies in the node's store (a node holding some is not idle)
     changed: bool = True  # False: a keep-alive; the fields above are empty and the last report stands
     view_version: int = 0  # the ClusterView the raylet has: the GCS answers with a newer one, or an ack
 
@@ -437,6 +440,8 @@ class KillWorker:
 class ObjectSealed:
     object_hex: str
     size: int
+    primary: bool = True  # False for a copy fetched from another node (the autoscaler's idle signal)
+    job_id: int = 0  # the job of the process that created it: its primary copy stops counting when the job ends
 
 
 @message(30)

@@ -33,6 +33,45 @@ class MalformedMessage(ValueError):
     """A message could not be decoded: wrong frame count, bad header or unknown type code."""
 
 
+class UndecodableMessage(MalformedMessage):
+    """A well-formed message whose header names classes this process cannot import (for example a class
+    of the sender's `__main__`). `msg` is the message with each such class replaced by `MissingClass`,
+    so that the receiver can still fail the request or task it carries; `missing` names the classes."""
+
+    def __init__(self, msg: Any, missing: list[str], cause: BaseException) -> None:
+        super().__init__(f"cannot decode {type(msg).__name__}: {cause} (missing: {', '.join(missing)})")
+        self.msg = msg
+        self.missing = missing
+
+
+class MissingClass:
+    """Stands for a class the receiver cannot import, and for instances of it."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> MissingClass:  # noqa: PYI034 - any constructor call
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class _TolerantUnpickler(pickle.Unpickler):
+    def __init__(self, data: Any) -> None:
+        import io
+
+        super().__init__(io.BytesIO(data))
+        self.missing: list[str] = []
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            self.missing.append(f"{module}.{name}")
+            return MissingClass
+
+
 def register(code: int, cls: type) -> None:
     """Register `cls` (a dataclass) under `code`; codes are fixed for the lifetime of the protocol."""
     if code in _REGISTRY:
@@ -61,9 +100,21 @@ def unpack(frames: Sequence[Any]) -> tuple[Any, list[Any]]:
         msg = cls(*values)
     except MalformedMessage:
         raise
+    except (ImportError, AttributeError) as e:  # a class this process cannot import: say what it carried
+        raise _undecodable(frames[0], e) from e
     except Exception as e:  # a bad header must never take a server down
         raise MalformedMessage(f"cannot decode message header: {e!r}") from e
     return msg, list(frames[1:])
+
+
+def _undecodable(header: Any, cause: BaseException) -> MalformedMessage:
+    try:
+        unpickler = _TolerantUnpickler(header)
+        code, values = unpickler.load()
+        msg = _REGISTRY[code](*values)
+    except Exception as e:  # noqa: BLE001 - not even the outline decodes: a plain malformed message
+        return MalformedMessage(f"cannot decode message header: {cause!r} ({e!r})")
+    return UndecodableMessage(msg, unpickler.missing or [repr(cause)], cause)
 
 
 def bind_random(sock: zmq.Socket, host: str) -> str:

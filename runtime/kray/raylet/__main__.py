@@ -12,8 +12,10 @@ import zmq
 
 from kray import config
 from kray.protocol import messages, wire
-from kray.raylet import server
+from kray.raylet import health_http, server
 from kray.util import process_watch
+
+log = logging.getLogger("kray.raylet")
 
 
 def main() -> None:
@@ -29,8 +31,10 @@ def main() -> None:
     parser.add_argument("--head", action="store_true")
     parser.add_argument("--prestart", type=int, default=0)
     parser.add_argument("--parent-pid", type=int, default=0)
+    parser.add_argument("--health-port", type=int, default=0, help="serve /api/healthz here (0: no endpoint)")
+    parser.add_argument("--health-port-required", action="store_true", help="exit if the health port is taken")
     args = parser.parse_args()
-    wire.set_token(config.cluster_token())
+    wire.set_token(config.server_token("raylet"))
     logging.basicConfig(level=config.LOG_LEVEL, format="[raylet] %(levelname)s %(message)s")
     node = messages.NodeInfo(
         node_id=bytes.fromhex(args.node_id),
@@ -45,10 +49,13 @@ def main() -> None:
         object_store_memory=args.object_store_memory,
         labels=config.node_labels(),
     )
+    health_listeners = _health_listeners(args.ip, args.health_port, args.health_port_required)
     raylet = server.Raylet(
         node=node, gcs_address=args.gcs, port=args.port,
         prestart=args.prestart, worker_env={},
     )
+    if health_listeners:
+        raylet.heartbeat.serve_health(health_listeners)
     process_watch.stop_on_signals(raylet.loop, raylet.loop.stop)
     process_watch.exit_with_parent(raylet.loop, args.parent_pid, raylet.loop.stop)
     raylet.start()
@@ -66,6 +73,21 @@ def main() -> None:
         raylet.loop.close()
     if raylet.exit_reason:
         sys.exit(1)
+
+
+def _health_listeners(ip: str, port: int, required: bool) -> list[socket.socket]:
+    """Bind the health endpoint's port (the heartbeat thread serves it); a taken port ends start-up
+    only when it was asked for explicitly, else the node runs without an endpoint (logged)."""
+    if not port:
+        return []
+    try:
+        return health_http.listen(ip, port)
+    except OSError as e:
+        if required:
+            log.error("%s; pass another --dashboard-agent-listen-port", e)
+            sys.exit(1)
+        log.warning("%s: this node serves no health endpoint", e)
+        return []
 
 
 if __name__ == "__main__":

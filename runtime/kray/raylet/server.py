@@ -7,6 +7,7 @@ worker pool and touches the node's object directories through the object store.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import itertools
 import logging
@@ -25,8 +26,11 @@ from kray.raylet import liveness, worker_pool
 from kray.runtime_env import validation
 from kray.scheduling import placement, policy
 from kray.scheduling import resources as res
+from kray.util import safe_names
 
 log = logging.getLogger(__name__)
+# The most a ReadObject answers at once (fetchers ask for 8 MiB): a huge length never reads a whole file.
+MAX_READ_CHUNK = 64 << 20
 
 
 class LeaseRequest:
@@ -59,7 +63,10 @@ class Raylet:
         self.total = dict(node.resources)
         self.available = dict(node.resources)
         self.gpu_free = {i: 1.0 for i in range(int(node.resources.get("GPU", 0)))}
-        self.store = store_mod.ObjectStore(node.shm_dir, node.spill_dir, node.object_store_memory)
+        self.store = store_mod.ObjectStore(node.shm_dir, node.spill_dir, node.object_store_memory,
+                                           call_soon=self.loop.call_soon_threadsafe)
+        # Chunks of objects read for other nodes come from files (maybe spilled to disk): read off the loop.
+        self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="object-read")
         self.pool = worker_pool.WorkerPool(
             self.loop, node.raylet_address, node.ip, self._publish_logs, self._on_worker_death, worker_env,
             gcs_address=gcs_address, runtime_env_dir=runtime_env_dir(node),
@@ -83,9 +90,9 @@ class Raylet:
         on(messages.ReturnLease, self._on_return_lease)
         on(messages.WorkerBlocked, self._on_worker_blocked)
         on(messages.KillWorker, self._on_kill_worker)
-        on(messages.ObjectSealed, lambda m, p, peer: self.store.sealed(m.object_hex, m.size))
+        on(messages.ObjectSealed, lambda m, p, peer: self.store.sealed(m.object_hex, m.size, m.primary, m.job_id))
         on(messages.DeleteObjects, lambda m, p, peer: self.store.delete(m.object_hexes))
-        on(messages.MakeRoom, lambda m, p, peer: peer.reply(m.req_id, self.store.make_room(m.size)))
+        on(messages.MakeRoom, lambda m, p, peer: self.store.make_room(m.size, lambda ok: peer.reply(m.req_id, ok)))
         on(messages.GetNodeStats, self._on_stats)
         on(messages.SubscribeLogs, self._on_subscribe_logs)
         on(messages.ClusterView, self._on_cluster_view)
@@ -124,7 +131,7 @@ class Raylet:
         """What the heartbeat thread sends (called on that thread: copies only, no iteration of live tables)."""
         pending = [dict(r.msg.resources) for r in list(self.pending) for _ in range(1 + r.backlog)]
         free = {k: max(0.0, v) for k, v in list(self.available.items())}
-        return free, pending, dict(self.total)
+        return free, pending, dict(self.total), self.store.primary_count
 
     def _on_driver_gone(self, job_id: int, worker_id: bytes) -> None:
         """A driver attached here exited; if without ending its job (SIGKILL), the GCS ends it now, as
@@ -160,6 +167,7 @@ class Raylet:
     def _on_job_finished(self, msg: messages.JobFinished, payload: list, peer: loop_mod.Peer) -> None:
         """The job's driver is gone: nobody will use or return its leases, so end that work here."""
         self.log_subscribers.pop(msg.job_id, None)
+        self.store.job_finished(msg.job_id)
         self.pending = [r for r in self.pending if r.msg.job_id != msg.job_id or r.msg.owner == self.gcs_address]
         for worker in list(self.leases.values()):
             if worker.lease_job == msg.job_id:
@@ -209,19 +217,31 @@ class Raylet:
 
     def _on_read_object(self, msg: messages.ReadObject, payload: list, peer: loop_mod.Peer) -> None:
         """Serve a chunk of an object file to a process on another node that fetches it."""
+        if not safe_names.is_object_hex(msg.object_hex):
+            peer.reply(msg.req_id, f"{msg.object_hex!r:.80} is not an object id", ok=False)
+            return
+        self._readers.submit(self._read_chunk, msg, peer)
+
+    def _read_chunk(self, msg: messages.ReadObject, peer: loop_mod.Peer) -> None:
+        """On a reader thread: read the chunk, then hand the reply to the loop (which owns the socket)."""
         for path in shm.object_paths(self.node.shm_dir, self.node.spill_dir, msg.object_hex):
             try:
                 with open(path, "rb") as f:
                     size = os.fstat(f.fileno()).st_size
-                    f.seek(msg.offset)
-                    chunk = f.read(msg.length)
+                    f.seek(max(0, int(msg.offset)))
+                    chunk = f.read(max(0, min(int(msg.length), MAX_READ_CHUNK)))
             except FileNotFoundError:
                 continue
-            peer.send(messages.Reply(msg.req_id, True, size), [chunk])
+            except (OSError, TypeError, ValueError) as e:
+                self.loop.call_soon_threadsafe(peer.reply, msg.req_id, f"reading object {msg.object_hex}: {e}", False)
+                return
+            self.loop.call_soon_threadsafe(peer.send, messages.Reply(msg.req_id, True, size), [chunk])
             return
-        peer.reply(msg.req_id, f"object {msg.object_hex} is not on node {self.node.node_id.hex()}", ok=False)
+        self.loop.call_soon_threadsafe(
+            peer.reply, msg.req_id, f"object {msg.object_hex} is not on node {self.node.node_id.hex()}", False)
 
     def shutdown(self) -> None:
+        self._readers.shutdown(wait=False, cancel_futures=True)
         self.heartbeat.stop()
         self.drivers.close()
         self.loop.stop()

@@ -1,6 +1,10 @@
 """The raylet's pool of worker processes: start them, notice their death, forward their output.
 Idle workers are kept per runtime_env (its canonical text): a worker only ever runs its own env.
 
+A worker's death is noticed by its process id (a pidfd that becomes readable when it exits), not by its
+pipes, which a child process may hold open. The raylet is a child subreaper, so what a dead worker
+left running is adopted by the raylet and killed with it, as Ray's raylet does.
+
 Starts and kills processes and reads their stdout/stderr pipes on the raylet's I/O thread. A
 worker writes a marker line (`\\x1ekray:<job>:<task name>`) when it starts a task, so each output
 line can be published to the right driver with a `(task pid=...)` prefix.
@@ -8,6 +12,7 @@ line can be published to the right driver with a `(task pid=...)` prefix.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
@@ -17,6 +22,8 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+import psutil
 
 from kray import config
 from kray.protocol import loop as loop_mod
@@ -40,6 +47,7 @@ class Worker:
         "name",
         "owner_peer",
         "pid",
+        "pidfd",
         "proc",
         "resources",
         "runtime_env",
@@ -55,6 +63,7 @@ class Worker:
         self.started_at = time.monotonic()
         self.proc = proc
         self.pid = proc.pid
+        self.pidfd: int | None = None  # readable once the process exited
         self.address = ""
         self.state = STARTING
         self.lease_id = 0
@@ -87,6 +96,7 @@ class WorkerPool:
         self.gcs_address = gcs_address  # where a worker fetches its runtime_env's packages
         self.runtime_env_dir = runtime_env_dir  # the node's cache of unpacked packages and virtualenvs
         self.on_exit: Callable[[Worker], None] | None = None  # every exit, expected or not
+        _become_subreaper()
 
     @property
     def starting(self) -> int:
@@ -122,6 +132,11 @@ class WorkerPool:
             os.set_blocking(fd, False)
             worker.streams[fd] = bytearray()
             self.loop.add_fd(fd, functools.partial(self._on_output, worker, fd))
+        try:
+            worker.pidfd = os.pidfd_open(proc.pid)
+            self.loop.add_fd(worker.pidfd, functools.partial(self._on_process_exit, worker))
+        except (OSError, AttributeError) as e:  # no pidfds here: the pipes' EOF tells of its death
+            log.debug("no pidfd for worker pid %d: %s", proc.pid, e)
         return worker
 
     def registered(self, worker_id: bytes, address: str) -> Worker | None:
@@ -201,23 +216,25 @@ class WorkerPool:
 
     # ------------------------------------------------------------ output and death
 
-    def _on_output(self, worker: Worker, fd: int) -> None:
+    def _on_output(self, worker: Worker, fd: int) -> bool:
+        """Forward what the pipe holds now; False when it held nothing (or was closed)."""
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             self._on_eof(worker, fd)
-            return
+            return False
         buf = worker.streams[fd]
         buf += data
         if b"\n" not in data:
-            return
+            return True
         *lines, rest = bytes(buf).split(b"\n")
         worker.streams[fd] = bytearray(rest)
         self._publish(worker, fd, lines)
+        return True
 
     def _publish(self, worker: Worker, fd: int, lines: list[bytes]) -> None:
         is_err = worker.proc.stderr is not None and fd == worker.proc.stderr.fileno()
@@ -239,12 +256,34 @@ class WorkerPool:
         self.publish(worker.job, (worker.name or "worker", worker.pid, self.ip, is_err, lines))
 
     def _on_eof(self, worker: Worker, fd: int) -> None:
+        self._close_stream(worker, fd)
+        if worker.streams or worker.pidfd is not None:
+            return  # wait for the other stream to close too, or for the process itself to exit
+        self._finish(worker)
+
+    def _close_stream(self, worker: Worker, fd: int) -> None:
         self.loop.remove_fd(fd)
         rest = worker.streams.pop(fd, bytearray())
         if rest:
             self._publish(worker, fd, [bytes(rest)])
-        if worker.streams:
-            return  # wait for the other stream to close too
+
+    def _on_process_exit(self, worker: Worker) -> None:
+        """The worker process exited: forward what it wrote last, then report it, even while a child it
+        left holds its pipes open."""
+        if worker.pidfd is not None:
+            self.loop.remove_fd(worker.pidfd)
+            os.close(worker.pidfd)
+            worker.pidfd = None
+        for fd in list(worker.streams):
+            # What is in the pipe now (bounded: a child's later output is not the worker's).
+            for _ in range(64):
+                if fd not in worker.streams or not self._on_output(worker, fd):
+                    break
+            if fd in worker.streams:
+                self._close_stream(worker, fd)
+        self._finish(worker)
+
+    def _finish(self, worker: Worker) -> None:
         try:
             code = worker.proc.wait(2.0)
         except subprocess.TimeoutExpired:
@@ -257,6 +296,7 @@ class WorkerPool:
         expected = worker.state == DEAD
         worker.state = DEAD
         self.workers.pop(worker.worker_id, None)
+        self.reap_orphans()
         if self.on_exit is not None:
             self.on_exit(worker)
         if not expected:
@@ -264,6 +304,25 @@ class WorkerPool:
             if code is not None and code < 0:
                 reason = f"the worker process (pid={worker.pid}) was killed by signal {-code}"
             self.on_death(worker, reason)
+
+    def reap_orphans(self) -> None:
+        """Kill and reap processes adopted by this raylet (what dead workers left running, even in a
+        session of their own): every child that is not a live worker."""
+        workers = {w.pid for w in self.workers.values()}
+        for _ in range(3):  # an orphan's own children are adopted once it dies
+            found = False
+            for child in psutil.Process().children():
+                if child.pid in workers:
+                    continue
+                found = True
+                try:
+                    child.kill()
+                    os.waitpid(child.pid, 0)
+                except (psutil.NoSuchProcess, ChildProcessError):
+                    pass
+                log.info("killed pid %d, left running by a worker that exited", child.pid)
+            if not found:
+                return
 
     def output_fds(self) -> list[int]:
         return [fd for w in self.workers.values() for fd in w.streams]
@@ -284,3 +343,16 @@ def _lower_priority(pid: int) -> None:
         os.setpriority(os.PRIO_PROCESS, pid, max(current, config.WORKER_NICENESS))
     except OSError as e:
         log.debug("could not lower the priority of worker pid %d: %s", pid, e)
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    """Adopt the orphaned descendants of this process's workers (Linux), so none outlives its worker."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.debug("prctl(PR_SET_CHILD_SUBREAPER) failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError) as e:
+        log.debug("cannot become a child subreaper here: %s", e)

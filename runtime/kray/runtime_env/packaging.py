@@ -17,6 +17,7 @@ from typing import Any
 
 from kray import config
 from kray.runtime_env import ignore, validation
+from kray.util import safe_names
 
 # Ray's GCS_STORAGE_MAX_SIZE (its max_grpc_message_size): the largest package kept in the GCS.
 MAX_PACKAGE_BYTES = config.RUNTIME_ENV_MAX_PACKAGE_BYTES
@@ -35,7 +36,7 @@ def kv_key(uri: str) -> str:
 
 
 def is_package_uri(value: str) -> bool:
-    return value.startswith(validation.URI_PREFIX) and value.endswith(".zip")
+    return safe_names.is_package_uri(value)
 
 
 def package_uri(data: bytes) -> str:

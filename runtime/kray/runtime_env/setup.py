@@ -20,6 +20,7 @@ from typing import Any
 from kray import exceptions
 from kray.runtime_env import packaging, validation
 from kray.runtime_env import pip as pip_mod
+from kray.util import safe_names
 
 Fetch = Callable[[str], "bytes | None"]  # a package's bytes by URI, or None when the cluster lacks it
 
@@ -83,6 +84,8 @@ def prepare(runtime_env: dict[str, Any], fetch: Fetch, cache_dir: str) -> Prepar
 
 def _package_dir(uri: str, fetch: Fetch, cache_dir: str, unwrap: bool) -> str:
     """The unpacked directory of package `uri` in the cache, fetched and unpacked on first use."""
+    if not safe_names.is_package_uri(uri):
+        raise exceptions.RuntimeEnvSetupError(f"{uri!r:.100} is not a runtime_env package URI ({validation.URI_PREFIX}<hash>.zip)")
     name = uri.removeprefix(validation.URI_PREFIX).removesuffix(".zip")
     dest = os.path.join(cache_dir, "packages", name)
     marker = dest + ".wrapped"

@@ -11,6 +11,8 @@ import os
 import types
 from typing import Any
 
+from kray.util import safe_names
+
 SUPPORTED = ("working_dir", "py_modules", "excludes", "env_vars", "pip", "config")
 # Ray's fields that kray refuses by name, so that a port from Ray fails loudly instead of silently.
 REFUSED = (
@@ -60,7 +62,7 @@ def _path_or_uri(field: str, value: Any, allow_dir: bool = True) -> str:
     if not isinstance(value, str) or not value:
         raise RuntimeEnvFieldError(f"runtime_env {field} must be a path or a gcs:// URI (a non-empty string), got {value!r}.")
     if "://" in value:
-        if not (value.startswith(URI_PREFIX) and value.endswith(".zip")):
+        if not safe_names.is_package_uri(value):
             raise RuntimeEnvFieldError(
                 f"runtime_env {field} URI {value!r} is not supported by kray: only packages uploaded to the "
                 f"cluster ({URI_PREFIX}<hash>.zip) are. Download it and pass the local directory or .zip instead."

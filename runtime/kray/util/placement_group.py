@@ -88,9 +88,20 @@ class PlacementGroup:
 
 def placement_group(
     bundles: list[dict[str, float]], strategy: str = "PACK", name: str = "", lifetime: str | None = None,
-    **_ignored: Any,
+    _max_cpu_fraction_per_node: float | None = None, _soft_target_node_id: str | None = None,
+    bundle_label_selector: list[dict[str, str]] | None = None,
 ) -> PlacementGroup:
-    """Reserve `bundles` (a list of resource dicts) with `strategy`; returns at once (see `ready()`)."""
+    """Reserve `bundles` (a list of resource dicts) with `strategy`; returns at once (see `ready()`).
+
+    A group is removed when the job that created it ends, unless lifetime="detached" (then it stays
+    until remove_placement_group), as in Ray.
+    """
+    if _max_cpu_fraction_per_node not in (None, 1, 1.0):
+        raise ValueError("_max_cpu_fraction_per_node is not supported by kray (it is deprecated in Ray too); leave it out.")
+    if _soft_target_node_id is not None:
+        raise ValueError("_soft_target_node_id is not supported by kray; leave it out.")
+    if bundle_label_selector:
+        raise ValueError("bundle_label_selector is not supported by kray (nodes have no labels); leave it out.")
     if not isinstance(bundles, list) or not bundles:
         raise ValueError("placement_group() needs a non-empty list of bundles, e.g. [{'CPU': 1}, {'CPU': 1}].")
     clean = []
@@ -147,4 +158,16 @@ def placement_group_table(pg: PlacementGroup | None = None) -> dict[str, Any]:
 
 
 def get_current_placement_group() -> PlacementGroup | None:
-    return None
+    """The placement group the current task or actor was scheduled into; None in a driver or outside any group."""
+    core = runtime.current_core()
+    if core.is_driver:
+        return None
+    from kray.api import context
+
+    pg_hex = context.get_runtime_context().get_placement_group_id()
+    if not pg_hex:
+        return None
+    info = core.call(core.gcs_address, lambda rid: messages.GetPlacementGroup(rid, bytes.fromhex(pg_hex)))
+    if info is None:
+        return None
+    return PlacementGroup(info.pg_id, info.bundles, info.strategy)

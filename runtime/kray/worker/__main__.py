@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--worker-id", required=True)
     env_setup.add_arguments(parser)
     args = parser.parse_args()
-    wire.set_token(config.cluster_token())
+    wire.set_token(config.server_token("worker"))
     logging.basicConfig(level=config.LOG_LEVEL, format="[worker] %(levelname)s %(message)s")
     worker_id = bytes.fromhex(args.worker_id)
     env_setup.enter(args, worker_id)  # a runtime_env is set up before the worker registers

@@ -32,11 +32,16 @@ class ActorRuntime:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.semaphores: dict[str, asyncio.Semaphore] = {}
         self.pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+        # Calls held, by task id, so that kray.cancel can reach them.
+        self.async_calls: dict[bytes, asyncio.Task | None] = {}
+        self.cancel_before_start: set[bytes] = set()
+        self.thread_calls: dict[bytes, tuple[concurrent.futures.Future, messages.TaskSpec]] = {}
         groups = dict(options.concurrency_groups)
         if options.is_async:
             self.loop = asyncio.new_event_loop()
             threading.Thread(target=self._run_loop, name="kray-actor-loop", daemon=True).start()
-            default = options.max_concurrency if options.max_concurrency > 1 else DEFAULT_ASYNC_CONCURRENCY
+            # max_concurrency=1 is honoured (calls wait their turn), as in Ray; unset means 1000 (set by the caller)
+            default = options.max_concurrency or DEFAULT_ASYNC_CONCURRENCY
             sizes = {"": default, **groups}
             for name, size in sizes.items():
                 self.semaphores[name] = asyncio.Semaphore(size)
@@ -70,21 +75,67 @@ class ActorRuntime:
     def dispatch(self, spec: messages.TaskSpec) -> None:
         """Run a call concurrently with others: on the event loop or on the group's thread pool."""
         group = self.group_of(spec)
+        task_id = spec.task_id
         if self.loop is not None:
             prepared = self.executor.prepare_or_fail(spec)
             if prepared is None:
                 return
+            self.async_calls[task_id] = None  # dispatched, not started
             asyncio.run_coroutine_threadsafe(self._run_async(spec, group, *prepared), self.loop)
         else:
-            self.pools[group].submit(self.executor.run_task, spec)
+            future = self.pools[group].submit(self.executor.run_task, spec)
+            self.thread_calls[task_id] = (future, spec)
+            future.add_done_callback(lambda _f: self.thread_calls.pop(task_id, None))
+
+    def cancel(self, task_id: bytes) -> bool:
+        """kray.cancel of a call this actor holds (called on the I/O thread); False if it holds none.
+
+        As in Ray: an async call's asyncio task is cancelled (CancelledError inside it, or it never
+        starts); a threaded call still waiting for a thread never runs; a running one is not
+        interrupted but sees is_canceled(), and its caller gets TaskCancelledError.
+        """
+        if self.loop is not None:
+            if task_id not in self.async_calls:
+                return False
+            self.loop.call_soon_threadsafe(self._cancel_async, task_id)
+            return True
+        held = self.thread_calls.get(task_id)
+        if held is None:
+            return False
+        future, spec = held
+        if future.cancel():
+            self.executor.report_cancelled(spec)
+        elif not future.done():  # running: it finishes, then its caller gets TaskCancelledError
+            self.executor.cancel_requested.add(task_id)
+        return True
+
+    def _cancel_async(self, task_id: bytes) -> None:
+        if task_id not in self.async_calls:
+            return  # it finished meanwhile
+        task = self.async_calls[task_id]
+        if task is None:
+            self.cancel_before_start.add(task_id)
+        else:
+            task.cancel()
 
     async def _run_async(self, spec: messages.TaskSpec, group: str, function: Any, args: list, kwargs: dict) -> None:
-        async with self.semaphores[group]:
-            try:
+        task_id = spec.task_id
+        cancelled = self.executor.cancelled
+        if task_id in self.cancel_before_start or (cancelled and task_id in cancelled):
+            self.cancel_before_start.discard(task_id)
+            cancelled.pop(task_id, None)
+            self.async_calls.pop(task_id, None)
+            self.executor.report_cancelled(spec)
+            return
+        self.async_calls[task_id] = asyncio.current_task()
+        try:
+            async with self.semaphores[group]:
                 result = function(*args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result
-            except BaseException as e:  # noqa: BLE001 - reported to the caller, the loop goes on
-                self.executor.complete_error(spec, e)
-                return
-            self.executor.complete_ok(spec, result)
+        except BaseException as e:  # noqa: BLE001 - reported to the caller (CancelledError included)
+            self.executor.complete_error(spec, e)
+            return
+        finally:
+            self.async_calls.pop(task_id, None)
+        self.executor.complete_ok(spec, result)

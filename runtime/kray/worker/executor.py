@@ -7,6 +7,7 @@ the main thread. Writes object files for large returns and marker lines to stdou
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import queue
@@ -24,14 +25,21 @@ from kray.core import refs, task_args
 from kray.protocol import messages
 from kray.worker import actor_runtime
 
+CANCELLED_KEPT = 10_000  # cancellations remembered for tasks not seen yet
+
 
 class Executor:
     def __init__(self, core: Any) -> None:
         self.core = core
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.functions: dict[bytes, Any] = {}
+        self.unloaded_functions: dict[bytes, bytes] = {}  # sent with a task that could not be decoded
         self.running: messages.TaskSpec | None = None
-        self.cancelled: set[bytes] = set()
+        # Cancelled before they started (they never run), oldest first; bounded, since a cancel can
+        # arrive just after its task finished.
+        self.cancelled: dict[bytes, None] = {}
+        self.cancel_requested: set[bytes] = set()  # running actor calls that kray.cancel reached
+        self._local = threading.local()  # the call running on each thread (threaded actors)
         self.interrupt_task: bytes | None = None
         self._marker: tuple[int, str] | None = None
         self._blocked = 0
@@ -44,6 +52,7 @@ class Executor:
         core.executor = self
         core.loop.on(messages.PushTasks, self._on_push)
         core.loop.on(messages.CancelTask, self._on_cancel)
+        core.loop.on_undecodable(messages.PushTasks, self._on_undecodable_push)
         signal.signal(signal.SIGINT, self._on_sigint)
 
     # ------------------------------------------------------------ I/O thread
@@ -52,19 +61,40 @@ class Executor:
         for spec in msg.specs:
             self.queue.put(spec)
 
+    def _on_undecodable_push(self, msg: messages.PushTasks, text: str, peer: Any) -> None:
+        # A task is answered or failed, never dropped: each one the message carried fails at its caller.
+        for spec in msg.specs:
+            if spec.function_blob is not None:  # its caller counts it as sent to this worker
+                self.unloaded_functions[spec.function_id] = spec.function_blob
+            error = exceptions.RaySystemError(
+                f"The worker (pid={os.getpid()}) could not decode task {spec.name}: {text}. Values in a task's "
+                "options must be importable by workers or pickled by value (cloudpickle)."
+            )
+            self._finish(spec, *self._error_returns(spec, error), False)
+
     def _on_cancel(self, msg: messages.CancelTask, payload: list, peer: Any) -> None:
         running = self.running
         if msg.recursive:
             self.core.submitter.cancel_children(msg.task_id, msg.force)
         if running is not None and running.task_id == msg.task_id:
+            if running.actor_id:
+                # As in Ray, a running actor call is not interrupted (the actor has state): it sees
+                # get_runtime_context().is_canceled() and its caller gets TaskCancelledError.
+                self.cancel_requested.add(msg.task_id)
+                return
             if msg.force:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(1)  # the owner sees the worker die and reports TaskCancelledError
             self.interrupt_task = msg.task_id
             os.kill(os.getpid(), signal.SIGINT)
-        else:
-            self.cancelled.add(msg.task_id)
+        elif self.actor is None or not self.actor.cancel(msg.task_id):
+            self.cancelled[msg.task_id] = None
+            if len(self.cancelled) > CANCELLED_KEPT:
+                try:
+                    self.cancelled.pop(next(iter(self.cancelled)), None)
+                except (RuntimeError, StopIteration):  # the main thread changed it meanwhile: next time
+                    pass
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         running = self.running
@@ -82,9 +112,7 @@ class Executor:
             self.execute(spec)
 
     def execute(self, spec: messages.TaskSpec) -> None:
-        if spec.task_id in self.cancelled:
-            self.cancelled.discard(spec.task_id)
-            self._finish(spec, *self._error_returns(spec, exceptions.TaskCancelledError(spec.task_id.hex())), False)
+        if self._cancelled_before_start(spec):
             return
         if spec.actor_options is not None:
             self._create_actor(spec)
@@ -92,6 +120,22 @@ class Executor:
             self.actor.dispatch(spec)
         else:
             self.run_task(spec)
+
+    def _cancelled_before_start(self, spec: messages.TaskSpec) -> bool:
+        """A call cancelled while it waited (in this worker's queue or an actor's pool) never runs."""
+        if not self.cancelled or spec.task_id not in self.cancelled:
+            return False
+        self.cancelled.pop(spec.task_id, None)
+        self.report_cancelled(spec)
+        return True
+
+    def report_cancelled(self, spec: messages.TaskSpec) -> None:
+        self._finish(spec, *self._error_returns(spec, exceptions.TaskCancelledError(spec.task_id.hex())), False)
+
+    def is_canceled(self) -> bool:
+        """Whether kray.cancel was called on the actor call running on this thread."""
+        task_id = getattr(self._local, "task_id", None)
+        return task_id is not None and task_id in self.cancel_requested
 
     def _create_actor(self, spec: messages.TaskSpec) -> None:
         options = spec.actor_options
@@ -118,6 +162,7 @@ class Executor:
         core.job_id = spec.job_id
         if not spec.actor_id or spec.actor_options is not None:
             core.assigned_resources = spec.resources
+            core.captured_group = _group_of(spec.resources) if spec.capture_child_tasks else ""
             core.gpu_ids = spec.gpu_ids
             self._set_visible_gpus(spec)
         self._mark(spec)
@@ -127,6 +172,10 @@ class Executor:
         self._started = time.perf_counter()
         self._enter(spec)
         main = threading.current_thread() is threading.main_thread()
+        if not main and self._cancelled_before_start(spec):
+            return  # a threaded actor's call, cancelled while it waited for a thread
+        if spec.actor_id:
+            self._local.task_id = spec.task_id  # for is_canceled() on this thread
         if main:
             self.running = spec
         try:
@@ -156,6 +205,10 @@ class Executor:
         return function, args, kwargs
 
     def complete_ok(self, spec: messages.TaskSpec, result: Any) -> None:
+        if self.cancel_requested and spec.task_id in self.cancel_requested:
+            self.cancel_requested.discard(spec.task_id)
+            self.report_cancelled(spec)
+            return
         try:
             returns, payload = self._pack_returns(spec, result)
         except BaseException as e:  # noqa: BLE001 - user code: any error goes back to the caller
@@ -164,7 +217,10 @@ class Executor:
         self._finish(spec, returns, payload, False)
 
     def complete_error(self, spec: messages.TaskSpec, e: BaseException) -> None:
-        if isinstance(e, KeyboardInterrupt):
+        cancel_requested = bool(self.cancel_requested) and spec.task_id in self.cancel_requested
+        if cancel_requested:
+            self.cancel_requested.discard(spec.task_id)
+        if cancel_requested or isinstance(e, (KeyboardInterrupt, asyncio.CancelledError)):
             error: BaseException = exceptions.TaskCancelledError(spec.task_id.hex())
             retryable = False
         elif isinstance(e, exceptions.RayTaskError):
@@ -207,9 +263,10 @@ class Executor:
     def _function(self, spec: messages.TaskSpec) -> Any:
         function = self.functions.get(spec.function_id)
         if function is None:
-            if spec.function_blob is None:
+            blob = spec.function_blob or self.unloaded_functions.pop(spec.function_id, None)
+            if blob is None:
                 raise exceptions.RaySystemError(f"function {spec.name} was never sent to this worker")
-            function = self.functions[spec.function_id] = cloudpickle.loads(spec.function_blob)
+            function = self.functions[spec.function_id] = cloudpickle.loads(blob)
         return function
 
     def _arguments(self, spec: messages.TaskSpec) -> tuple[list, dict]:
@@ -292,6 +349,8 @@ class Executor:
         policy = spec.retry_exceptions
         if policy is True:
             return True
+        if isinstance(policy, bytes):
+            policy = serialization.loads_by_value(policy)
         if isinstance(policy, (list, tuple)):
             cause = error.cause if isinstance(error, exceptions.RayTaskError) else error
             return isinstance(cause, tuple(policy))
@@ -329,3 +388,11 @@ class Executor:
         if self._blocked == 0:
             core = self.core
             core.send(core.raylet_address, messages.WorkerBlocked(core.worker_id, False))
+
+
+def _group_of(resources: dict[str, float]) -> str:
+    """The hex id of the placement group a task's resources draw from ("" for none)."""
+    for name in resources:
+        if name.startswith("bundle_group_"):
+            return name.rsplit("_", 1)[1]
+    return ""

@@ -12,6 +12,9 @@ head reports it), writing DIR/held, and until DIR/gate exists; then the request 
 DIR/go exists one more task, waited for.
 `busy DIR`: two 1-CPU tasks on two nodes at once (marks in DIR/marks), then one long task that writes its
 Pod's name to DIR/busy and runs until DIR/gate exists.
+`object DIR`: two 1-CPU tasks on two nodes at once (marks in DIR/marks), one returning a 1 MiB result (its
+primary copy stays on its node) whose Pod's name goes to DIR/holder; the reference is held until DIR/gate
+exists, then dropped, and the driver stays connected until DIR/done exists.
 """
 
 from __future__ import annotations
@@ -29,13 +32,18 @@ from kray.util import placement_group, placement_group_table, remove_placement_g
 POLL_S = 0.2
 
 
-@kray.remote(num_cpus=1)
-def hold_until(workers: int, directory: str) -> str:
+def mark_and_wait(workers: int, directory: str) -> str:
+    """Mark this node in `directory`, then wait until `workers` nodes are marked; this node's id."""
     node = kray.get_runtime_context().get_node_id()
     open(os.path.join(directory, node), "w").close()
     while len(os.listdir(directory)) < workers:
         time.sleep(POLL_S)
     return node
+
+
+@kray.remote(num_cpus=1)
+def hold_until(workers: int, directory: str) -> str:
+    return mark_and_wait(workers, directory)
 
 
 @kray.remote(num_gpus=1)
@@ -56,6 +64,12 @@ def long_task(directory: str) -> str:
     while not os.path.exists(os.path.join(directory, "gate")):
         time.sleep(POLL_S)
     return pod
+
+
+@kray.remote(num_cpus=1)
+def pod_and_result(workers: int, directory: str, size: int) -> tuple[str, bytes]:
+    mark_and_wait(workers, directory)
+    return os.environ.get("KRAY_POD_NAME", ""), b"x" * size
 
 
 def idle_workers(at_least: float) -> int:
@@ -128,6 +142,17 @@ def main(argv: list[str]) -> None:
         print("REPORT " + json.dumps({"nodes": nodes, "busy_pod": pod}), flush=True)
     elif argv[0] == "hold":
         hold(float(argv[1]), argv[2])
+    elif argv[0] == "object":
+        marks = os.path.join(argv[1], "marks")
+        refs = [pod_and_result.remote(2, marks, size) for size in (1 << 20, 0)]
+        holder = kray.get(refs[0], timeout=600)[0]
+        other = kray.get(refs[1], timeout=600)[0]
+        with open(os.path.join(argv[1], "holder"), "w") as f:
+            f.write(holder)
+        touch_and_wait(argv[1], "held", "gate")
+        del refs  # the owner frees the object: its node may go now
+        touch_and_wait(argv[1], "dropped", "done")
+        print("REPORT " + json.dumps({"holder": holder, "other": other}), flush=True)
     kray.shutdown()
 
 

@@ -256,8 +256,9 @@ def _free_subnet() -> ipaddress.IPv4Network:
 def _owner_alive(state_dir: Path) -> bool:
     try:
         pid_text, start = (state_dir / "owner").read_text().split()
-        return _start_time(int(pid_text)) == start
-    except (OSError, ValueError):
+        stat = Path(f"/proc/{int(pid_text)}/stat").read_text().rsplit(")", 1)[1].split()
+        return stat[0] != "Z" and stat[19] == start  # a killed owner lingers as a zombie until reaped
+    except (OSError, ValueError, IndexError):
         return False
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from kray_operator import models
@@ -139,3 +140,50 @@ def test_read_demand_maps_labels_and_skips_dead_nodes() -> None:
     assert demand.placement_groups == (PlacementGroupDemand("STRICT_SPREAD", ({"CPU": 2.0},)),)
     assert demand.requests == ({"CPU": 4.0},)
     assert demand.nodes == (Node("x", False, {"CPU": 1.0}, {"CPU": 1.0}, "cpu", "p", 3.5),)
+
+
+def test_the_cluster_worker_limit_is_the_sum_of_max_replicas_times_hosts_and_bounds_new_nodes() -> None:
+    small, big = group("small", hi=3), group("big", cpus=2, hi=2, hosts=2)
+    assert policy.max_workers([small, big]) == 3 + 2 * 2
+    demand = Demand((HEAD,), tasks=({"CPU": 1},) * 10)
+    # a lower cluster-wide limit (worker Pods, across groups) stops the cheapest group short of its max
+    limited = policy.decide([small, group("other", cpus=2, hi=5)], demand, limit=4)
+    assert limited.changes == (policy.GroupChange("small", 3), policy.GroupChange("other", 1))
+    assert limited.unmet > 0
+    # Pods already running count against it: with 3 of 4 used, one more 1-CPU node starts
+    running = (HEAD, node("a", free=0), node("b", free=0), node("c", free=0))
+    busy = policy.decide([group("small", hi=9, replicas=3, pods=("a", "b", "c"))], Demand(running, tasks=({"CPU": 1},) * 5),
+                         limit=4)
+    assert busy.changes == (policy.GroupChange("small", 4),)
+    # a multi-host replica starts only when all its hosts fit under the limit
+    assert policy.decide([group("mh", hosts=2, hi=5)], Demand((HEAD,), tasks=({"CPU": 1},)), limit=1).changes == ()
+
+
+def test_multi_host_groups_grow_by_whole_replicas_of_num_of_hosts_nodes() -> None:
+    mh = group("mh", cpus=1, hi=3, hosts=2)
+    # three 1-CPU tasks need three nodes: two replicas of two hosts each (four nodes)
+    assert policy.decide([mh], Demand((HEAD,), tasks=({"CPU": 1},) * 3)).changes == (
+        policy.GroupChange("mh", 2, (), 2),)
+    # a STRICT_SPREAD pair fits the two hosts of one replica
+    pair = (PlacementGroupDemand("STRICT_SPREAD", ({"CPU": 1}, {"CPU": 1})),)
+    assert policy.decide([mh], Demand((HEAD,), placement_groups=pair)).changes == (policy.GroupChange("mh", 1, (), 2),)
+    # a replica whose Pods have not all joined still counts as capacity on the way
+    starting = group("mh", cpus=1, hi=3, hosts=2, replicas=1, pods=("r1a", "r1b"), replica_pods=(("r1a", "r1b"),))
+    assert policy.decide([starting], Demand((HEAD, node("r1a", "mh")), tasks=({"CPU": 1},) * 2)).changes == ()
+
+
+def test_multi_host_replicas_are_removed_whole_and_only_when_every_host_is_idle() -> None:
+    replicas = (("r1a", "r1b"), ("r2a", "r2b"))
+    mh = group("mh", hi=3, hosts=2, replicas=2, pods=("r1a", "r1b", "r2a", "r2b"), replica_pods=replicas)
+    nodes = (HEAD, node("r1a", "mh", idle=100), node("r1b", "mh", idle=90),
+             node("r2a", "mh", idle=500), node("r2b", "mh", free=0))
+    decision = policy.decide([mh], Demand(nodes))
+    assert decision.changes == (policy.GroupChange("mh", 1, ("r1a", "r1b"), 2),)  # r2 has a busy host
+    assert decision.changes[0].replicas_to_delete() == [("r1a", "r1b")]
+    all_idle = nodes[:-1] + (node("r2b", "mh", idle=80),)
+    both = policy.decide([mh], Demand(all_idle)).change("mh")
+    assert both == policy.GroupChange("mh", 0, ("r1a", "r1b", "r2a", "r2b"), 2)  # r1 idle longer (90 > 80)
+    floor = dataclasses.replace(mh, min_replicas=1)
+    assert policy.decide([floor], Demand(all_idle)).change("mh") == policy.GroupChange("mh", 1, ("r1a", "r1b"), 2)
+    # a host that has not joined (no node yet) keeps its replica
+    assert policy.decide([mh], Demand(nodes[:2] + nodes[3:4])).changes == ()

@@ -73,7 +73,8 @@ def test_operator_deployment(helm: str) -> None:
     (container,) = pod["containers"]
     assert container["command"] == ["python", "-m", "kray_operator"]
     assert container["args"] == [
-        "--liveness=http://0.0.0.0:8080/healthz", "--leader-elect", "--leader-election-namespace=kray-system",
+        "--liveness=http://0.0.0.0:8080/healthz", "--metrics=http://0.0.0.0:8081/metrics",
+        "--cluster-domain=cluster.local", "--leader-elect", "--leader-election-namespace=kray-system",
         "--leader-election-id=rel-kray-operator", "--lease-duration=15", "--renew-deadline=10", "--retry-period=2",
         "--all-namespaces"]
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
@@ -154,6 +155,7 @@ def test_cluster_chart_values(helm: str, crd_validate) -> None:
         helm, CLUSTER_CHART,
         "head.rayStartParams.num-cpus=0", "head.rayStartParams.object-store-memory=1000000000",
         "head.serviceType=NodePort", "enableInTreeAutoscaling=true", "autoscalerOptions.idleTimeoutSeconds=30",
+        "worker.disabled=true",
         "workerGroups[0].groupName=cpu", "workerGroups[0].replicas=2", "workerGroups[0].maxReplicas=4",
         "workerGroups[0].shmSize=", "workerGroups[0].idleTimeoutSeconds=10",
         "workerGroups[1].groupName=gpu", "workerGroups[1].minReplicas=1", "workerGroups[1].image.tag=gpu",

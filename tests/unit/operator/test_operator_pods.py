@@ -111,19 +111,35 @@ def test_unquoted_quantities_become_strings(cluster_doc: dict[str, Any]) -> None
     kubernetes_validate.validate(pod, "1.35", strict=True)
 
 
-def test_health_check_probes_unless_the_template_has_its_own(cluster_doc: dict[str, Any]) -> None:
+def test_httpget_probes_on_the_health_endpoint_unless_the_template_has_its_own(cluster_doc: dict[str, Any]) -> None:
     cluster = models.RayCluster.model_validate(cluster_doc)
     for pod in (pods.head_pod(cluster, "a1"), pods.worker_pod(cluster, "small", "a1")):
         kray = pod["spec"]["containers"][0]
-        assert kray["readinessProbe"]["exec"] == {"command": ["kray", "health-check"]}
-        assert kray["livenessProbe"]["exec"] == {"command": ["kray", "health-check"]}
+        for probe in (kray["readinessProbe"], kray["livenessProbe"]):
+            assert probe["httpGet"] == {"path": "/api/healthz", "port": 52365}  # Ray's agent port and path
+            assert "exec" not in probe  # no process per probe
         assert kray["livenessProbe"]["initialDelaySeconds"] > kray["readinessProbe"]["initialDelaySeconds"]
+        kubernetes_validate.validate(pod, "1.35", strict=True)
     own = {"tcpSocket": {"port": 6379}, "periodSeconds": 3}
     cluster_doc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["readinessProbe"] = own
     head = pods.head_pod(models.RayCluster.model_validate(cluster_doc), "a1")["spec"]["containers"][0]
-    assert head["readinessProbe"] == own and head["livenessProbe"]["exec"]
+    assert head["readinessProbe"] == own and head["livenessProbe"]["httpGet"]
     kubernetes_validate.validate(pods.head_pod(models.RayCluster.model_validate(cluster_doc), "a1"), "1.35",
                                  strict=True)
+
+
+def test_probes_follow_dashboard_agent_listen_port(cluster_doc: dict[str, Any]) -> None:
+    cluster_doc["spec"]["workerGroupSpecs"][0]["rayStartParams"] = {"dashboard-agent-listen-port": "9999"}
+    worker = pods.worker_pod(models.RayCluster.model_validate(cluster_doc), "small", "a1")
+    kray = worker["spec"]["containers"][0]
+    assert kray["readinessProbe"]["httpGet"]["port"] == 9999 and kray["livenessProbe"]["httpGet"]["port"] == 9999
+    assert "--dashboard-agent-listen-port=9999" in kray["args"][0]
+    cluster_doc["spec"]["workerGroupSpecs"][0]["rayStartParams"] = {"dashboard-agent-listen-port": "0"}
+    kray = pods.worker_pod(models.RayCluster.model_validate(cluster_doc), "small", "a1")["spec"]["containers"][0]
+    assert kray["readinessProbe"]["exec"] == {"command": ["kray", "health-check"]}  # no endpoint: exec instead
+    cluster_doc["spec"]["workerGroupSpecs"][0]["rayStartParams"] = {"dashboard-agent-listen-port": "agent"}
+    with pytest.raises(ValueError, match="dashboard-agent-listen-port='agent' is not a port number"):
+        pods.worker_pod(models.RayCluster.model_validate(cluster_doc), "small", "a1")
 
 
 def test_template_env_wins(cluster_doc: dict[str, Any]) -> None:

@@ -4,10 +4,12 @@ added fields, and request_resources' bundles (autoscaler.sdk)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from kray.autoscaler import sdk
 from kray.gcs import autoscaling
+from kray.object_store import store
 
 
 class Clock:
@@ -64,3 +66,32 @@ def test_request_resources_bundles_as_rays() -> None:
     for bad in ({"num_cpus": -1}, {"num_cpus": 1.5}, {"bundles": [{"CPU": -1}]}, {"bundles": ["CPU"]}):
         with pytest.raises(TypeError):
             sdk._bundles(bad.get("num_cpus"), bad.get("bundles"))  # type: ignore[arg-type]
+
+
+def test_a_node_holding_primary_copies_is_busy_and_reported() -> None:
+    clock = Clock()
+    idle = autoscaling.IdleTracker(clock)
+    total = {"CPU": 1.0}
+    assert not autoscaling.is_idle(total, total, [], primary_objects=2)
+    idle.update(b"n", total, total, [], primary_objects=1)
+    assert idle.idle_s(b"n") is None and idle.primary_objects(b"n") == 1
+    idle.update(b"n", total, total, [], primary_objects=0)
+    clock.now += 2
+    assert idle.idle_s(b"n") == 2.0 and idle.primary_objects(b"n") == 0
+    state = autoscaling.report({"nodes": [{"alive": True}]}, idle, [b"n"], {}, [], None)
+    assert state["nodes"][0]["primary_objects"] == 0 and state["nodes"][0]["idle_s"] == 2.0
+
+
+def test_the_store_counts_primary_copies_until_freed_or_their_job_ends(tmp_path: Any) -> None:
+    ledger = store.ObjectStore(str(tmp_path / "shm"), str(tmp_path / "spill"), capacity=1 << 20)
+    a, b, c = ("a" * 40, "b" * 40, "c" * 40)
+    for name in (a, b, c):
+        (tmp_path / "shm" / name).write_bytes(b"x")
+    ledger.sealed(a, 1, primary=True, job_id=1)
+    ledger.sealed(b, 1, primary=False, job_id=1)  # a fetched copy: lost with the node, but not the only one
+    ledger.sealed(c, 1, primary=True, job_id=2)
+    assert ledger.primary_count == 2
+    ledger.delete([a])
+    assert ledger.primary_count == 1
+    ledger.job_finished(2)  # its owners are gone: nobody can use or free it any more
+    assert ledger.primary_count == 0

@@ -81,3 +81,32 @@ def test_a_waiter_on_many_objects_is_registered_once_and_can_be_taken_back() -> 
     assert waiter.is_set()
     table.remove_waiter_many(registered, waiter)
     assert all(waiter not in table.get(oid).waiters for oid in (b"c", b"d"))
+
+
+def test_a_table_that_shrank_to_a_fraction_of_its_peak_is_compacted_and_keeps_its_live_entries() -> None:
+    table = object_table.ObjectTable(ME)
+    count = object_table.COMPACT_MIN_PEAK
+    ids = [i.to_bytes(20, "big") for i in range(count)]
+    for object_id in ids:
+        table.new_owned(object_id)
+        table.add_local_ref(object_id, ME)
+    before = table.entries
+    keep = ids[: count // (object_table.COMPACT_FRACTION * 2)]
+    table.released.extend(ids[len(keep):])
+    table.process_released()
+    assert table.entries is not before, "a table that dropped to a small fraction of its peak must be rebuilt"
+    assert len(table.entries) == len(keep) and all(table.get(i) is not None for i in keep)
+    table.released.extend(keep[:1])
+    table.process_released()
+    assert table.get(keep[0]) is None and table.get(keep[1]) is not None
+
+
+def test_a_small_table_is_not_compacted() -> None:
+    table = object_table.ObjectTable(ME)
+    for i in range(100):
+        table.new_owned(bytes([i]))
+        table.add_local_ref(bytes([i]), ME)
+    before = table.entries
+    table.released.extend(bytes([i]) for i in range(99))
+    table.process_released()
+    assert table.entries is before

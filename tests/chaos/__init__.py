@@ -1,0 +1,1 @@
+"""The chaos tier: faults injected into a loaded multi-node cluster (issue 15)."""
