@@ -73,7 +73,8 @@ class ConflictError(KubeError):
 
 
 class InvalidError(KubeError):
-    """The API server rejected the object as invalid (422): the manifest (or the spec it came from) is wrong."""
+    """The API server rejected the object as invalid (422) or undecodable (400): the manifest (or the spec it
+    came from) is wrong."""
 
 
 class ForbiddenError(KubeError):
@@ -103,7 +104,7 @@ def _wrap(e: ApiStatusError, what: str) -> KubeError:
         cls = NotFoundError
     elif status == 409:
         cls = AlreadyExistsError if reason == "AlreadyExists" else ConflictError
-    elif status == 422:
+    elif status in (400, 422):  # 400: the server could not even decode the object (a wrong field type)
         cls = InvalidError
     elif status == 403:
         terminating = any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
