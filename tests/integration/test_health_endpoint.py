@@ -107,7 +107,8 @@ def test_a_stopped_raylet_does_not_answer_and_once_declared_dead_leaves(pair: He
 def test_a_killed_node_refuses_probes(pair: HealthCluster) -> None:
     pair.kill_node(1)  # SIGKILL: its raylet and workers
     status, reason = get(pair.url(1))
-    assert status == 0 and "refused" in reason.lower(), (status, reason)
+    # Refused, or reset when the kernel had queued the connection before the process died: no answer either way.
+    assert status == 0 and ("refused" in reason.lower() or "reset" in reason.lower()), (status, reason)
     done = pair.run_cli(["health-check", "--node-ip-address=127.0.0.2",
                          f"--dashboard-agent-listen-port={pair.health_ports[1]}"], pair.node_env(pair.nodes[0], None))
     assert done.returncode == 1 and "did not answer" in done.stderr, done
