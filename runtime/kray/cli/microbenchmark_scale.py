@@ -8,9 +8,10 @@ psutil and the machine's free memory (a row that would not fit is skipped, and s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
@@ -104,23 +105,24 @@ def scale_rows(bench: Any, add: Callable[[str, float, str], None], echo: Callabl
             echo(f"skipped: {count:,} actors need about {count * MEMORY_PER_ACTOR >> 30} GiB free; "
                  f"{psutil.virtual_memory().available >> 30} GiB are")
             continue
-        kray.init()
-        try:
+        with _fresh_cluster():
             elapsed, rss_mb = actors_at_once(count)
-        finally:
-            kray.shutdown()
         for name, value in zip(names, (elapsed, rss_mb), strict=True):
             if bench.wants(name):
                 add(name, value, "")
     if bench.wants(PG_ROW):
-        kray.init()
-        try:
+        with _fresh_cluster():
             add(PG_ROW, placement_group_churn(), "per second")
-        finally:
-            kray.shutdown()
     if bench.wants(REFS_ROW):
-        kray.init()
-        try:
+        with _fresh_cluster():
             add(REFS_ROW, memory_kept_after_refs_dropped(), "")
-        finally:
-            kray.shutdown()
+
+
+@contextlib.contextmanager
+def _fresh_cluster() -> Iterator[None]:
+    """A local cluster of its own for one row, shut down after it."""
+    kray.init()
+    try:
+        yield
+    finally:
+        kray.shutdown()

@@ -15,6 +15,7 @@ Frame layout of every kray message (after any ROUTER identity frame):
 from __future__ import annotations
 
 import dataclasses
+import io
 import pickle
 import socket
 from collections.abc import Sequence
@@ -59,8 +60,6 @@ class MissingClass:
 
 class _TolerantUnpickler(pickle.Unpickler):
     def __init__(self, data: Any) -> None:
-        import io
-
         super().__init__(io.BytesIO(data))
         self.missing: list[str] = []
 

@@ -16,19 +16,9 @@ _OBJECT_HEX = re.compile(f"[0-9a-f]{{{2 * ids.OBJECT_ID_SIZE}}}")
 _PACKAGE_NAME = re.compile(r"_ray_pkg_[A-Za-z0-9_-]{1,128}\.zip")
 
 
-class UnsafeName(ValueError):
-    """An id or name that does not have the shape kray gives it, so it may not become a path."""
-
-
 def is_object_hex(value: object) -> bool:
     """True for the hex form of an ObjectID (lower-case, 40 characters)."""
     return isinstance(value, str) and _OBJECT_HEX.fullmatch(value) is not None
-
-
-def check_object_hex(value: object) -> str:
-    if not is_object_hex(value):
-        raise UnsafeName(f"{value!r:.80} is not an object id (expected {2 * ids.OBJECT_ID_SIZE} lower-case hex digits)")
-    return value  # type: ignore[return-value]
 
 
 def is_package_uri(value: object) -> bool:

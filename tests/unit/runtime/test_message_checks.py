@@ -29,8 +29,6 @@ def test_a_mistyped_field_is_named(msg: object, named: str) -> None:
 @pytest.mark.parametrize("value", ["", "../" * 10, "AB" * 20, "ab" * 19 + "a/", "ab" * 21, None, 7])
 def test_only_real_object_ids_may_become_store_paths(value: object) -> None:
     assert not safe_names.is_object_hex(value)
-    with pytest.raises(safe_names.UnsafeName, match="not an object id"):
-        safe_names.check_object_hex(value)
 
 
 @pytest.mark.parametrize("uri", [
