@@ -65,17 +65,20 @@ def replicas(clusters: Clusters) -> int:
 
 
 class MostWorkers:
-    """While entered, polls the most worker Pods (not being deleted) and replicas ever seen."""
+    """While entered, polls the most worker Pods (not being deleted) and replicas ever seen, and the names of
+    all worker Pods seen (an extra Pod lives at least the idle timeout, far longer than a poll)."""
 
     def __init__(self, clusters: Clusters) -> None:
         self.clusters = clusters
         self.most = 0
+        self.names: set[str] = set()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def _watch(self) -> None:
         while not self._done.is_set():
             self.most = max(self.most, self.clusters.counts(NAME)[1], replicas(self.clusters))
+            self.names |= self.clusters.pod_names(NAME, "worker")
             self._done.wait(0.2)
 
     def __enter__(self) -> Self:

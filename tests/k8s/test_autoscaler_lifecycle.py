@@ -81,8 +81,9 @@ def test_an_operator_restarted_mid_scale_up_converges_without_extra_pods(
                 second.stop()
         finally:
             driver.join(TIMEOUT_S)
-    assert seen.most == 3
-    assert len(clusters.events("CreatedWorkerPod")) == 3
+    assert seen.most == 3 and len(seen.names) == 3
+    # the killed operator may have created a Pod and died before its Event was posted
+    assert 2 <= len(clusters.events("CreatedWorkerPod")) <= 3
 
 
 def test_cancelled_pending_tasks_start_nothing(
