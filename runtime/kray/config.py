@@ -83,6 +83,43 @@ REMOVED_PLACEMENT_GROUPS_KEPT = _int("KRAY_MAXIMUM_GCS_REMOVED_PLACEMENT_GROUP_C
 # Workers run at this niceness, below the GCS and the raylet, as Ray's (RAY_worker_niceness, 15).
 WORKER_NICENESS = _int("KRAY_WORKER_NICENESS", _int("RAY_worker_niceness", 15))
 
+# The raylet's memory monitor, under Ray's names (RAY_* accepted too): how often it reads the node's memory
+# use (ms; 0 switches it off) and the fraction of the node's memory (its cgroup's limit in a container) above
+# which it kills a worker; a task killed so is retried task_oom_retries times (-1: without limit, as Ray)
+# after an exponential backoff from task_oom_retry_delay_base_ms. Read when asked (raylet start, a kill).
+def _set_name(name: str) -> str:
+    """KRAY_<name>, or RAY_<name> where only that is set (for error messages)."""
+    return f"RAY_{name}" if os.environ.get(f"RAY_{name}") and not os.environ.get(f"KRAY_{name}") else f"KRAY_{name}"
+
+
+def memory_monitor_refresh_ms() -> int:
+    value = _int("KRAY_memory_monitor_refresh_ms", _int("RAY_memory_monitor_refresh_ms", 250))
+    if value < 0:
+        name = _set_name("memory_monitor_refresh_ms")
+        raise ValueError(f"{name}={value} must be >= 0 (0 switches the memory monitor off)")
+    return value
+
+
+def memory_usage_threshold() -> float:
+    value = _float("KRAY_memory_usage_threshold", _float("RAY_memory_usage_threshold", 0.95))
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{_set_name('memory_usage_threshold')}={value} must be a fraction between 0 and 1")
+    return value
+
+
+# A bad value fails at import, so in the driver too (not only in a raylet that would not start).
+memory_monitor_refresh_ms()
+memory_usage_threshold()
+
+
+def task_oom_retries() -> int:
+    return _int("KRAY_task_oom_retries", _int("RAY_task_oom_retries", -1))
+
+
+def task_oom_retry_delay_base_ms() -> int:
+    return max(0, _int("KRAY_task_oom_retry_delay_base_ms", _int("RAY_task_oom_retry_delay_base_ms", 1000)))
+
+
 # Seconds a local cluster may take to come up before init fails.
 START_TIMEOUT_S = _float("KRAY_START_TIMEOUT_S", 30.0)
 
@@ -170,3 +207,19 @@ def job_runtime_env() -> str | None:
 # unheld packages are looked for this often.
 PACKAGE_PIN_S = _float("KRAY_RUNTIME_ENV_TEMPORARY_REFERENCE_EXPIRATION_S", 600.0)
 PACKAGE_GC_PERIOD_S = _float("KRAY_PACKAGE_GC_PERIOD_S", 30.0)
+
+
+# Task events (kray.core.task_events, kray.gcs.task_events), under Ray's names: how often each process
+# reports its tasks' state transitions to the GCS (0 switches recording off), how many events a process
+# buffers between reports, and how many task attempts the GCS keeps (-1: no bound). Read when asked, so
+# that kray.init(_system_config=...) can set them for the cluster it starts.
+def task_events_report_interval_ms() -> int:
+    return _int("KRAY_TASK_EVENTS_REPORT_INTERVAL_MS", _int("RAY_task_events_report_interval_ms", 1000))
+
+
+def task_events_buffer_size() -> int:
+    return _int("KRAY_TASK_EVENTS_MAX_NUM_TASK_EVENTS_IN_BUFFER", _int("RAY_task_events_max_num_task_events_in_buffer", 10_000))
+
+
+def task_events_max_num_task_in_gcs() -> int:
+    return _int("KRAY_TASK_EVENTS_MAX_NUM_TASK_IN_GCS", _int("RAY_task_events_max_num_task_in_gcs", 100_000))

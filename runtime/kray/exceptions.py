@@ -144,11 +144,12 @@ class ObjectLostError(RayError):
 
     def __init__(self, object_ref_hex: str = "", reason: str = "") -> None:
         self.object_ref_hex = object_ref_hex
+        self.reason = reason
         text = f"Object {object_ref_hex} is lost"
         super().__init__(f"{text}: {reason}" if reason else f"{text}.")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.object_ref_hex,))
+        return (type(self), (self.object_ref_hex, self.reason))
 
 
 class OwnerDiedError(ObjectLostError):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import kray
 import pytest
+from kray.cli import microbenchmark_churn
 from kray.util import state
 from kray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 
@@ -80,3 +81,33 @@ def test_actor_churn_leaves_the_gcs_connections_bounded(
             kray.kill(actor)
     helpers.wait_until(lambda: _gcs_fds() <= before + 4, 60,
                        f"the GCS to hold as many descriptors as before {CHURN} actors came and went ({before})")
+
+
+def test_task_and_actor_churn_leaves_the_gcs_and_driver_tables_flat(
+        cluster_factory: Callable[..., helpers.LocalCluster], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 defect 9: after a warm-up, more tasks and short-lived actors (each handing the driver a
+    borrowed object before it is killed) add no entry to any GCS or driver table but the bounded caches
+    of the dead, which stay within their bounds."""
+    monkeypatch.setenv("KRAY_MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT", str(KEPT))
+    cluster_factory(num_cpus=2)
+    microbenchmark_churn.churn(300, 10)
+    before = _settled_sizes()
+    microbenchmark_churn.churn(2000, 40)
+    after = _settled_sizes()
+    assert microbenchmark_churn.grown(before, after) == {}, f"before: {before}\nafter: {after}"
+    assert after["dead_actors"] <= KEPT, after
+    assert after["recent_owner_deaths"] >= 50, "the killed owners' deaths were not heard"
+
+
+def _settled_sizes() -> dict[str, int]:
+    """Table sizes once every killed actor's death reached the GCS and the driver."""
+    seen: list[dict[str, int]] = []
+
+    def settled() -> bool:
+        seen.append(microbenchmark_churn.table_sizes())
+        sizes = seen[-1]
+        return (sizes["owner_watchers"] == 0 and sizes["driver.watched_owners"] == 0
+                and sizes["actors"] == sizes["dead_actors"])
+
+    helpers.wait_until(settled, 60, "every killed actor's death to be known")
+    return seen[-1]

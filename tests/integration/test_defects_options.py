@@ -205,6 +205,6 @@ def test_options_without_meaning_in_kray_warn_once_and_impossible_ones_are_refus
         pid.options(label_selector={"zone": "a"})
     with pytest.raises(ValueError, match="label_selector"):
         Gated.options(label_selector={"zone": "a"})
-    with pytest.warns(UserWarning, match="enable_task_events"):
-        quiet = pid.options(enable_task_events=False)
+    with pytest.warns(UserWarning, match="_metadata"):  # enable_task_events works now (test_task_events)
+        quiet = pid.options(_metadata={"library": "x"})
     assert kray.get(quiet.remote(), timeout=helpers.WAIT_S) > 0

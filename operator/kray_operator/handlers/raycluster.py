@@ -136,6 +136,7 @@ def cluster_event(namespace: str | None, name: str | None, type: str | None,
     every RayCluster when the operator starts, so the loops of a restarted operator resume here).
     """
     key = (namespace or "", name or "")
+    metrics.cluster_state(*key, None if type == "DELETED" else str(((body or {}).get("status") or {}).get("state") or ""))
     if type == "DELETED":
         _passes.forget(key)  # its children go by garbage collection
         retries.forget(key)

@@ -16,7 +16,7 @@ from typing import Any
 from kray import config, exceptions, serialization
 from kray.api import options as options_mod
 from kray.api import runtime, runtime_envs
-from kray.core import refs, task_args
+from kray.core import generators, refs, task_args
 from kray.protocol import messages
 from kray.runtime_env import validation as runtime_env_validation
 from kray.scheduling import resources as res
@@ -34,7 +34,8 @@ _METHOD_OPTIONS_ATTR = "__kray_method_options__"
 
 
 METHOD_OPTIONS = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions", "enable_task_events",
-                  "tensor_transport"}
+                  "tensor_transport", "_generator_backpressure_num_objects"}
+_BACKPRESSURE = "_generator_backpressure_num_objects"
 
 
 def method(*args: Any, **options: Any) -> Any:
@@ -56,16 +57,13 @@ def method(*args: Any, **options: Any) -> Any:
 
 def _validate_method_options(options: dict[str, Any]) -> dict[str, Any]:
     options = dict(options)
-    num_returns = options.get("num_returns")
-    if num_returns is not None and (not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 0):
-        raise ValueError(f"num_returns must be a non-negative integer, got {num_returns!r}.")
+    generators.encode(options.get("num_returns"), options.get(_BACKPRESSURE), True)  # raises for bad values
     retries = options.get("max_task_retries")
     if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < -1):
         raise ValueError(f"max_task_retries must be an integer >= -1 (-1 retries forever), got {retries!r}.")
     if "retry_exceptions" in options and not isinstance(options["retry_exceptions"], bytes):
         checked = options_mod.validate_task_options({"retry_exceptions": options["retry_exceptions"]})
         options["retry_exceptions"] = options_mod.retry_exceptions_wire(checked["retry_exceptions"])
-    options_mod.check_kray_support({"enable_task_events": options.get("enable_task_events")})
     transport = options.get("tensor_transport")
     if transport is not None and str(transport).lower() != "object_store":
         raise ValueError(f"tensor_transport={transport!r} is not supported by kray: only 'object_store' is.")
@@ -76,7 +74,9 @@ def _method_table(cls: type) -> dict[str, dict[str, Any]]:
     table: dict[str, dict[str, Any]] = {}
     for name, member in inspect.getmembers(cls, predicate=inspect.isfunction):
         opts = dict(getattr(member, _METHOD_OPTIONS_ATTR, {}))
-        opts.setdefault("num_returns", 1)
+        # As in Ray 2.x, a generator method streams by default; the table holds the wire form (generators.encode).
+        is_generator = inspect.isgeneratorfunction(member) or inspect.isasyncgenfunction(member)
+        opts["num_returns"] = generators.encode(opts.get("num_returns"), opts.pop(_BACKPRESSURE, None), is_generator)
         table[name] = opts
     return table
 
@@ -107,6 +107,18 @@ class ActorClass:
         clone._options = _validate(merged)
         return clone
 
+    def get_or_create(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """The live actor of this name (its arguments ignored), or a new one: `.options(name=...).get_or_create(...)`."""
+        if not self._options.get("name"):
+            raise ValueError("get_or_create() needs the actor's name: use ActorClass.options(name=...).get_or_create(...).")
+        return self.options(get_if_exists=True).remote(*args, **kwargs)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy creation of this actor for the DAG API (kray.dag); bind its methods on the node."""
+        from kray.dag import class_node
+
+        return class_node.ClassNode(self, args, kwargs)
+
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         core = runtime.current_core()
         opts = self._options
@@ -126,6 +138,7 @@ class ActorClass:
             concurrency_groups=dict(opts.get("concurrency_groups") or {}), methods=methods,
             get_if_exists=bool(opts.get("get_if_exists")), owner_node_id=core.node_id,
             max_pending_calls=opts.get("max_pending_calls", -1),
+            enable_task_events=opts.get("enable_task_events") is not False,
         )
         request = res.task_request(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"),
                                    opts.get("resources"), default_cpus=0.0)
@@ -139,6 +152,7 @@ class ActorClass:
             actor_id=actor_id, actor_options=actor_options,
             runtime_env=runtime_envs.resolve(core, opts.get("runtime_env")),
             capture_child_tasks=options_mod.captures_child_tasks(opts),
+            task_events=actor_options.enable_task_events and core.task_events.enabled,
         )
         pins: list[Any] = [*top, *contained]
         spec.args, spec.args_object = _creation_arguments(core, frames, pins)
@@ -220,7 +234,16 @@ class ActorMethod:
             raise ValueError(f"Invalid option keyword(s) {', '.join(sorted(unknown))} for actor methods.")
         merged = dict(self._options)
         merged.update(_validate_method_options(options))
+        if "num_returns" in options or _BACKPRESSURE in options:
+            wanted = options.get("num_returns", generators.decode(self._options.get("num_returns", 1)))
+            merged["num_returns"] = generators.encode(wanted, merged.pop(_BACKPRESSURE, None), False)
         return ActorMethod(self._handle, self._name, merged)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy call of this method for the DAG API (kray.dag); run it with `.execute()`."""
+        from kray.dag import class_node
+
+        return class_node.ClassMethodNode(self, self._name, args, kwargs)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         handle = self._handle
@@ -236,6 +259,7 @@ class ActorMethod:
                 b"", b"", opts.get("name") or f"{handle._class_name}.{self._name}", args, kwargs, num_returns, {},
                 retries, opts.get("retry_exceptions", False), actor_id=handle._actor_id, method=self._name,
                 concurrency_group=opts.get("concurrency_group", ""),
+                task_events=opts.get("enable_task_events", handle._options.enable_task_events) is not False,
             )
         except BaseException:
             if admitted:
@@ -245,6 +269,8 @@ class ActorMethod:
             return out[0]
         if num_returns == 0:
             return None
+        if num_returns < 0:
+            return generators.returned(core, out[0], num_returns)
         return out
 
 

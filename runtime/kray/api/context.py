@@ -7,6 +7,7 @@ Reads cluster state by asking the GCS and the raylets through the core worker.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from kray import ids
@@ -54,9 +55,11 @@ class RuntimeContext:
         return self._core.namespace
 
     def get_assigned_resources(self) -> dict[str, float]:
+        """The resources held by the current task or actor by their own names, as in Ray: inside a
+        placement group, {"CPU": 1.0} rather than the bundle's CPU_group_0_<id> name."""
         if self._core.is_driver:
             return {}
-        return dict(self._core.assigned_resources)
+        return _original_resource_names(self._core.assigned_resources)
 
     def get_node_ip_address(self) -> str:
         return self._core.node.ip
@@ -98,7 +101,7 @@ class RuntimeContext:
 
     def get_placement_group_id(self) -> str | None:
         """The id (hex) of the placement group the current task or actor runs in, if any."""
-        for name in self.get_assigned_resources():
+        for name in self._core.assigned_resources if not self._core.is_driver else ():
             if name.startswith("bundle_group_"):
                 return name.rsplit("_", 1)[1]
         return None
@@ -141,6 +144,22 @@ class RuntimeContext:
                 "namespace": self.namespace}
 
 
+_GROUP_RESOURCE = re.compile(r"^(.+)_group_(?:\d+_)?[0-9a-f]{28}$")
+
+
+def _original_resource_names(assigned: dict[str, float]) -> dict[str, float]:
+    """Placement-group resource names (CPU_group_<i>_<pg>, CPU_group_<pg>) back to the resource's own name;
+    the group's bookkeeping `bundle` resource is left out."""
+    out: dict[str, float] = {}
+    for name, amount in assigned.items():
+        match = _GROUP_RESOURCE.match(name)
+        if match is None:
+            out[name] = out.get(name, 0.0) + amount
+        elif match.group(1) != "bundle":
+            out[match.group(1)] = out.get(match.group(1), 0.0) + amount
+    return out
+
+
 def get_gpu_ids() -> list[int]:
     """The GPU indices assigned to the current task (empty in the driver), as Ray's get_gpu_ids."""
     return list(runtime.current_core().gpu_ids)
@@ -174,7 +193,7 @@ def nodes() -> list[dict[str, Any]]:
             "ObjectManagerPort": port,
             "ObjectStoreSocketName": node.shm_dir,
             "RayletSocketName": node.raylet_address,
-            "MetricsExportPort": 0,
+            "MetricsExportPort": node.metrics_export_port,
             "NodeName": node.ip,
             "RuntimeEnvAgentPort": 0,
             "DeathReason": 0 if node.alive else node.death_reason,

@@ -104,11 +104,12 @@ def start_node(
     parent_pid: int | None = None, session_name: str | None = None, write_address_file: bool = False,
     token: str | None = None, dashboard_host: str = "127.0.0.1", dashboard_port: int | None = None,
     memory: int | None = None, include_dashboard: bool = True, health_port: int = 0,
-    health_port_required: bool = False,
+    health_port_required: bool = False, metrics_export_port: int = 0,
 ) -> LocalNode:
     """Start a GCS (when gcs_address is None, i.e. a head), a raylet and, on a head with
     include_dashboard, the HTTP server (jobs, cluster state); returns without waiting. A non-zero
-    health_port gives the raylet a health endpoint there (raylet/health_http.py).
+    health_port gives the raylet a health endpoint there (raylet/health_http.py). The raylet serves
+Prometheus metrics on metrics_export_port, or on a free port when it is 0 (nodes() reports which).
 
     The processes come up in parallel with the caller: zmq queues requests until they listen.
     """
@@ -168,6 +169,7 @@ def start_node(
                 "--object-store-memory", str(store_bytes), "--shm-dir", shm_dir, "--spill-dir", spill_dir,
                 "--prestart", str(prestart), "--parent-pid", str(parent_pid or 0),
                 "--health-port", str(health_port), *(["--health-port-required"] if health_port_required else []),
+                "--metrics-export-port", str(metrics_export_port),
                 *(["--head"] if is_head else []),
             ],
             os.path.join(session_dir, "logs", "raylet"), env,

@@ -11,7 +11,7 @@ from typing import Any
 
 from kray import config
 from kray.api import runtime
-from kray.core import refs
+from kray.core import generators, refs
 
 
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
@@ -56,21 +56,29 @@ def wait(
         raise TypeError("wait() expected a list of ObjectRefs, got a single ObjectRef.")
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expected a list of ObjectRefs, got {type(object_refs).__name__}.")
+    streams = False
     if not all(isinstance(ref, refs.ObjectRef) for ref in object_refs):
-        bad = next(ref for ref in object_refs if not isinstance(ref, refs.ObjectRef))
-        raise TypeError(f"wait() expected a list of ObjectRefs, got a list holding a {type(bad).__name__}.")
-    if len({ref._id for ref in object_refs}) != len(object_refs):
+        bad = next((ref for ref in object_refs if not isinstance(ref, (refs.ObjectRef, generators.ObjectRefGenerator))), None)
+        if bad is not None:
+            raise TypeError(f"wait() expected a list of ObjectRefs, got a list holding a {type(bad).__name__}.")
+        streams = True  # ObjectRefGenerators: ready when next() would not block, as in Ray
+    if len({id(ref) if streams else ref._id for ref in object_refs}) != len(object_refs):
         raise ValueError("Wait requires a list of unique object refs.")
     if not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns}.")
     if num_returns > len(object_refs):
         raise ValueError("num_returns cannot be greater than the number of objects provided to kray.wait.")
     core = runtime.current_core()
+    if streams:
+        return generators.wait(core, list(object_refs), num_returns, _timeout(timeout), bool(fetch_local))
     return core.wait(list(object_refs), num_returns, _timeout(timeout), fetch_local=bool(fetch_local))
 
 
 def cancel(object_ref: refs.ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel the task that produces `object_ref`; `get` on it then raises TaskCancelledError."""
+    """Cancel the task that produces `object_ref` (or an ObjectRefGenerator's task); `get` on it then raises
+    TaskCancelledError."""
+    if isinstance(object_ref, generators.ObjectRefGenerator):
+        object_ref = object_ref.completed()
     if not isinstance(object_ref, refs.ObjectRef):
         raise TypeError(f"cancel() expected an ObjectRef, got {type(object_ref).__name__}.")
     core = runtime.current_core()

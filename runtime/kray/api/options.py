@@ -9,6 +9,7 @@ import warnings
 from typing import Any
 
 from kray import serialization
+from kray.core import generators
 from kray.runtime_env import validation as runtime_env_validation
 from kray.util import scheduling_strategies
 
@@ -16,7 +17,7 @@ TASK_OPTIONS = {
     "num_cpus", "num_gpus", "memory", "resources", "num_returns", "max_retries", "retry_exceptions",
     "name", "scheduling_strategy", "runtime_env", "max_calls", "accelerator_type", "placement_group",
     "placement_group_bundle_index", "placement_group_capture_child_tasks", "_metadata", "label_selector",
-    "enable_task_events", "_labels", "object_store_memory",
+    "enable_task_events", "_labels", "object_store_memory", "_generator_backpressure_num_objects",
 }
 
 TASK_DEFAULTS: dict[str, Any] = {"num_returns": 1, "max_retries": 3, "retry_exceptions": False}
@@ -42,12 +43,9 @@ def validate_task_options(options: dict[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"Use the {'num_cpus' if name == 'CPU' else 'num_gpus'} option instead of resources={{'{name}': ...}}.")
             if not isinstance(amount, (int, float)) or amount < 0:
                 raise ValueError(f"Resource {name!r} must be a non-negative number, got {amount!r}.")
-    num_returns = options.get("num_returns")
-    if num_returns is not None and (not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 0):
-        raise ValueError(
-            f"num_returns must be a non-negative integer, got {num_returns!r} "
-            "(streaming generators, num_returns='streaming', are not supported yet)."
-        )
+    # num_returns ("streaming", "dynamic" or a count) and _generator_backpressure_num_objects: checked
+    # together when the function is known (kray.core.generators.encode).
+    generators.encode(options.get("num_returns"), options.get("_generator_backpressure_num_objects"), True)
     max_calls = options.get("max_calls")
     if max_calls is not None and (not isinstance(max_calls, int) or isinstance(max_calls, bool) or max_calls < 0):
         raise ValueError(f"max_calls must be a non-negative integer (0: no limit), got {max_calls!r}.")
@@ -76,7 +74,6 @@ def retry_exceptions_wire(value: Any, what: str = "retry_exceptions") -> bool | 
 
 # Options of Ray's that have no meaning in kray: accepted, with one warning per option and process.
 _NO_EFFECT = {
-    "enable_task_events": (True, "kray records every task for `kray list tasks`; enable_task_events=False has no effect"),
     "_metadata": (None, "kray keeps no per-task metadata for libraries; _metadata has no effect"),
     "_labels": (None, "kray keeps no task labels; _labels has no effect"),
     "object_store_memory": (None, ("kray does not reserve object store memory per task or actor (Ray deprecated "

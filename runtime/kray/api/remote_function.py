@@ -6,6 +6,7 @@ Thin: validates options, pickles the function once, and hands calls to the core'
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from kray import serialization
 from kray.api import options as options_mod
 from kray.api import runtime, runtime_envs
+from kray.core import generators
 from kray.scheduling import resources as res
 from kray.util import scheduling_strategies
 
@@ -25,6 +27,7 @@ class RemoteFunction:
         self._options = options_mod.validate_task_options(dict(task_options))
         self._retry = options_mod.retry_exceptions_wire(self._options.get("retry_exceptions", False))
         self._capture = options_mod.captures_child_tasks(self._options)
+        self._num_returns = _wire_num_returns(function, self._options)
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
         self._shared = _Pickled(function, self._name)
         functools.update_wrapper(self, function, updated=())
@@ -44,6 +47,7 @@ class RemoteFunction:
         clone._options = options_mod.validate_task_options(merged)
         clone._retry = options_mod.retry_exceptions_wire(clone._options.get("retry_exceptions", False))
         clone._capture = options_mod.captures_child_tasks(clone._options)
+        clone._num_returns = _wire_num_returns(self._function, clone._options)
         return clone
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -52,7 +56,7 @@ class RemoteFunction:
         if core.captured_group:
             opts = options_mod.with_captured_group(opts, core.captured_group)
             capture = options_mod.captures_child_tasks(opts)
-        num_returns = opts.get("num_returns", 1)
+        num_returns = self._num_returns
         request = res.task_request(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"), opts.get("resources"))
         request, strategy = scheduling_strategies.apply(opts, options_mod.add_accelerator_request(opts, request))
         function_id, blob = self._shared.get()
@@ -61,15 +65,27 @@ class RemoteFunction:
             opts.get("max_retries", 3), self._retry,
             strategy=strategy, runtime_env=runtime_envs.resolve(core, opts.get("runtime_env")),
             max_calls=opts.get("max_calls") or 0, capture=capture,
+            task_events=opts.get("enable_task_events") is not False,
         )
         if num_returns == 1:
             return out[0]
         if num_returns == 0:
             return None
+        if num_returns < 0:
+            return generators.returned(core, out[0], num_returns)
         return out
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("DAG building with .bind() is not supported by kray yet.")
+        """A lazy call of this function for the DAG API (kray.dag); run it with `.execute()`."""
+        from kray.dag import function_node
+
+        return function_node.FunctionNode(self, args, kwargs)
+
+
+def _wire_num_returns(function: Callable[..., Any], opts: dict[str, Any]) -> int:
+    """num_returns as the task spec carries it; a generator function streams by default, as in Ray 2.x."""
+    is_generator = inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
+    return generators.encode(opts.get("num_returns"), opts.get("_generator_backpressure_num_objects"), is_generator)
 
 
 class _Pickled:

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 
 from kray import config, ids
-from kray.api import local_cluster, runtime_envs
+from kray.api import local_cluster, runtime_envs, system_config
 from kray.core import core_worker, refs
 from kray.protocol import client, messages, wire
 
@@ -84,7 +84,8 @@ def init(
                 "Maybe you called kray.init twice by accident? This error can be suppressed by passing in "
                 "'ignore_reinit_error=True' or by calling 'kray.shutdown()' prior to 'kray.init()'."
             )
-        unknown = set(kwargs) - {"runtime_env", "logging_level", "configure_logging", "_temp_dir", "job_config"}
+        unknown = set(kwargs) - {"runtime_env", "logging_level", "configure_logging", "_temp_dir", "job_config",
+                                 "_system_config"}
         if unknown:
             raise TypeError(f"kray.init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
         _apply_logging_options(kwargs)
@@ -99,6 +100,7 @@ def init(
         if address is None:
             address = config.ADDRESS
         namespace = namespace or os.urandom(8).hex()
+        system_config.apply(kwargs.get("_system_config"), starts_cluster=address in (None, "", "local"))
         if address in (None, "", "local"):
             _driver = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
                                    bool(include_dashboard))
@@ -322,6 +324,7 @@ def _teardown(driver: _Driver) -> None:
         if driver.local is not None:
             driver.local.stop()
         wire.set_token(None)
+        system_config.restore()  # a later kray.init() starts with the defaults again
 
 
 def current_core() -> core_worker.CoreWorker:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from kray.cli import cluster_commands, health_check, job_commands, microbenchmark, node_commands
+from kray.cli import (
+    cluster_commands,
+    health_check,
+    job_commands,
+    microbenchmark,
+    node_commands,
+    state_commands,
+)
 
 
 @click.group()
@@ -21,6 +28,8 @@ main.add_command(health_check.command)
 main.add_command(job_commands.job)
 for _verb in cluster_commands.COMMANDS:
     main.add_command(_verb)
+for _state_verb in state_commands.COMMANDS:  # kray list | get | summary
+    main.add_command(_state_verb)
 
 
 if __name__ == "__main__":

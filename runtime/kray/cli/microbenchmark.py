@@ -19,7 +19,13 @@ import click
 import psutil
 
 import kray
-from kray.cli import microbenchmark_actors, microbenchmark_idle, microbenchmark_jobs, microbenchmark_scale
+from kray.cli import (
+    microbenchmark_actors,
+    microbenchmark_churn,
+    microbenchmark_idle,
+    microbenchmark_jobs,
+    microbenchmark_scale,
+)
 
 PER_SECOND = "per second"
 
@@ -265,6 +271,7 @@ def run(pattern: str = "", duration: float = 3.0, scale: bool = False) -> list[R
     if scale:
         microbenchmark_scale.scale_rows(
             bench, lambda name, value, unit: bench.add(Result(name, value, 0.0, unit=unit)), bench.echo)
+        microbenchmark_churn.churn_rows(bench, lambda name, value, unit: bench.add(Result(name, value, 0.0, unit=unit)))
         for name, seconds in microbenchmark_idle.idle_rows(bench):
             bench.add(Result(name, seconds, 0.0, unit=""))
         print_table(bench.results)
@@ -292,7 +299,7 @@ def run(pattern: str = "", duration: float = 3.0, scale: bool = False) -> list[R
     "--duration", default=3.0, show_default=True, type=click.FloatRange(0.5), help="Seconds spent on each row."
 )
 @click.option("--scale", is_flag=True,
-              help="Run the scale rows instead: 300 and 1,000 actors started at once, placement-group churn, "
+              help="Run the scale rows instead: 300 and 1,000 actors started at once, placement-group churn, task and actor churn, "
                    "idle CPU per actor and per node (minutes).")
 def command(pattern: str, duration: float, scale: bool) -> None:
     """Run Ray's microbenchmark loops on a local kray cluster and print the rates as a table."""

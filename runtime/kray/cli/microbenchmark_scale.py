@@ -105,21 +105,21 @@ def scale_rows(bench: Any, add: Callable[[str, float, str], None], echo: Callabl
             echo(f"skipped: {count:,} actors need about {count * MEMORY_PER_ACTOR >> 30} GiB free; "
                  f"{psutil.virtual_memory().available >> 30} GiB are")
             continue
-        with _fresh_cluster():
+        with fresh_cluster():
             elapsed, rss_mb = actors_at_once(count)
         for name, value in zip(names, (elapsed, rss_mb), strict=True):
             if bench.wants(name):
                 add(name, value, "")
     if bench.wants(PG_ROW):
-        with _fresh_cluster():
+        with fresh_cluster():
             add(PG_ROW, placement_group_churn(), "per second")
     if bench.wants(REFS_ROW):
-        with _fresh_cluster():
+        with fresh_cluster():
             add(REFS_ROW, memory_kept_after_refs_dropped(), "")
 
 
 @contextlib.contextmanager
-def _fresh_cluster() -> Iterator[None]:
+def fresh_cluster() -> Iterator[None]:
     """A local cluster of its own for one row, shut down after it."""
     kray.init()
     try:

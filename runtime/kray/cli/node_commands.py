@@ -51,7 +51,8 @@ def _node_ip(explicit: str | None, toward: str | None) -> str:
 @click.option("--object-store-memory", type=int, default=None)
 @click.option("--dashboard-host", default="127.0.0.1")
 @click.option("--dashboard-port", default=8265, type=int)
-@click.option("--metrics-export-port", default=8080, type=int)
+@click.option("--metrics-export-port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of this node's Prometheus metrics (/metrics). 0: a free port.")
 @click.option("--dashboard-agent-listen-port", "health_port", default=health_http.DEFAULT_PORT, show_default=True,
               type=click.IntRange(0, 65535),
               help="Port of this node's health endpoint (/api/healthz, /api/local_raylet_healthz, as Ray's "
@@ -67,10 +68,6 @@ def start(
     """Start kray's processes on this machine: a head node, or a node joining --address."""
     if head == bool(address):
         raise click.UsageError("Pass exactly one of --head or --address=HEAD_HOST:PORT.")
-    source = click.get_current_context().get_parameter_source("metrics_export_port")
-    if source not in (None, click.core.ParameterSource.DEFAULT):
-        click.echo(f"Note: --metrics-export-port={metrics_export_port} has no effect yet: kray does not export "
-                   "Prometheus metrics, so nothing listens on that port.", err=True)
     try:
         custom = json.loads(resources) if resources else None
     except ValueError as e:
@@ -88,12 +85,13 @@ def start(
     if gcs_address is not None:
         _check_joinable(gcs_address, token)
     health_port, health_required = _health_port(ip, health_port)
+    metrics_export_port = _metrics_port(ip, metrics_export_port)
     node = local_cluster.start_node(
         ip=ip, gcs_address=gcs_address, gcs_port=port if head else None, num_cpus=num_cpus,
         num_gpus=num_gpus, resources=custom, memory=memory, object_store_memory=object_store_memory,
         parent_pid=os.getpid() if block else None, write_address_file=True, token=token,
         dashboard_host=dashboard_host, dashboard_port=dashboard_port,
-        health_port=health_port, health_port_required=health_required,
+        health_port=health_port, health_port_required=health_required, metrics_export_port=metrics_export_port,
     )
     _wait_registered(node, token)
     joined = node.gcs_address.removeprefix("tcp://")
@@ -128,6 +126,19 @@ def _health_port(ip: str, port: int) -> tuple[int, bool]:
                    "serves no health endpoint; pass --dashboard-agent-listen-port to choose one.", err=True)
         return 0, False
     return port, explicit
+
+
+def _metrics_port(ip: str, port: int) -> int:
+    """The metrics port to ask for: a port given explicitly must be free; the default one, when taken
+    (another node on this machine), becomes a free port (`kray.nodes()` reports it as MetricsExportPort)."""
+    explicit = click.get_current_context().get_parameter_source("metrics_export_port") != click.core.ParameterSource.DEFAULT
+    if port and not health_http.port_free(ip, port):
+        if explicit:
+            raise click.BadParameter(f"port {port} on {ip} is in use", param_hint="--metrics-export-port")
+        click.echo(f"Note: the metrics port {port} on {ip} is in use (another node on this machine?): this node "
+                   "serves its metrics on a free port instead (see MetricsExportPort in kray.nodes()).", err=True)
+        return 0
+    return port
 
 
 def _write_token_file(session_dir: str, token: str) -> str:

@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from kray import exceptions
+from kray.core import bounded_tables
 from kray.protocol import messages
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class ActorSubmitter:
         self.submitter = submitter
         self.loop = core.loop
         self.actors: dict[bytes, ActorQueue] = {}
+        self.dead_actors = bounded_tables.DeadActors()  # dead actors' queues are kept, up to a bound
         # Calls submitted and not finished, per actor with a max_pending_calls limit (counted on the
         # submitting thread, released on the I/O thread).
         self.pending_calls: dict[bytes, int] = {}
@@ -102,6 +104,8 @@ class ActorSubmitter:
                 break
             state.queue.popleft()
             state.in_flight[record.spec.task_id] = record
+            if record.spec.task_events:
+                self.core.task_events.pushed(record.spec, state.info.node_id, state.info.worker_id, state.info.pid)
             batch.append(record.spec)
         if batch:
             self.loop.connect(state.info.address).send(messages.PushTasks(0, batch))
@@ -174,6 +178,7 @@ class ActorSubmitter:
                     self._fail(record, info)
             state.in_flight.clear()
             state.queue.clear()
+            self.dead_actors.died(self, info.actor_id, previous.address if previous is not None else "")
 
     def _requeue_or_fail(self, state: ActorQueue, info: messages.ActorInfo) -> None:
         """Calls that were running when the actor died: retry them after the restart, or fail them."""

@@ -20,7 +20,7 @@ from typing import Any
 import zmq
 
 from kray import config, exceptions, ids, serialization
-from kray.core import fetch, node_watch, object_table, refs, submitter
+from kray.core import fetch, generators, node_watch, object_table, owner_watch, refs, submitter, task_events
 from kray.object_store import shm
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages, wire
@@ -65,7 +65,10 @@ class CoreWorker:
         self._put_index = itertools.count(1)
         self.nodes: dict[bytes, messages.NodeInfo] = {node.node_id: node}
         self.node_watch = node_watch.NodeWatch(self)
+        self.owner_watch = owner_watch.OwnerWatch(self)
+        self.task_events = task_events.TaskEventRecorder(self)  # before the submitter, which records into it
         self.submitter = submitter.Submitter(self)
+        self.generators = generators.StreamTable(self)  # items of generator tasks it owns
         self.fetcher = fetch.LocalFetcher(self)
         self.executor: Any = None  # set in worker processes
         self.loop.on(messages.GetObject, self._on_get_object)
@@ -87,6 +90,7 @@ class CoreWorker:
     def subscribe_nodes(self) -> None:
         """Hear about dead nodes (tasks and objects there are retried or lost)."""
         self.send(self.gcs_address, messages.SubscribeNodes(self.worker_id))
+        self.owner_watch.announce()
 
     def _run_loop(self) -> None:
         try:
@@ -324,7 +328,7 @@ class CoreWorker:
         except shm.ObjectNotFound:
             if node_id == self.node_id:
                 raise exceptions.ObjectLostError(hex_id, "its shared-memory file is gone") from None
-        fetch.pull(self, node_id, hex_id)
+        fetch.pull(self, node_id, hex_id, owner)
         self.note_copy(bytes.fromhex(hex_id), owner)
         try:
             return shm.map_object(local)
@@ -343,6 +347,7 @@ class CoreWorker:
     def _fetch_from_owners(self, items: list[tuple[bytes, str]]) -> None:
         for oid, owner in items:
             def on_value(msg: Any, payload: list, oid: bytes = oid, owner: str = owner) -> None:
+                self.owner_watch.answered(owner, getattr(msg, "req_id", 0))
                 if isinstance(msg, messages.ObjectValue):
                     ret = msg.value
                     kind = object_table.SHM if ret.kind == "shm" else ret.kind
@@ -353,7 +358,8 @@ class CoreWorker:
                     )
                     self.objects.set_value(oid, object_table.ERROR, serialization.serialize(error)[0])
 
-            self.loop.request(owner, functools.partial(messages.GetObject, object_id=oid), on_value, timeout=10**9)
+            req_id = self.loop.request(owner, functools.partial(messages.GetObject, object_id=oid), on_value, timeout=10**9)
+            self.owner_watch.fetching(owner, req_id)
 
     def _on_get_object(self, msg: messages.GetObject, payload: list, peer: loop_mod.Peer) -> None:
         oid = msg.object_id

@@ -15,16 +15,54 @@ import queue
 import threading
 from typing import Any
 
-from kray import exceptions
+from kray import exceptions, serialization
 from kray.protocol import messages
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 8 << 20
+# How long a reader waits for an owner to say where a lost object lives now (it may be re-created first).
+RELOCATE_TIMEOUT_S = 300.0
 
 
-def pull(core: Any, node_id: bytes, hex_id: str) -> None:
-    """Copy object `hex_id` from node `node_id` into this node's store."""
+def pull(core: Any, node_id: bytes, hex_id: str, owner: str = "") -> None:
+    """Copy object `hex_id` from node `node_id` into this node's store.
+
+    A location can be stale (issue 15 defect 4): when that node is dead or the copy cannot be read
+    there, the object's `owner` is asked where it lives now (it answers once a lost object has been
+    re-created from its lineage, or with the error that it is lost) and the copy comes from there.
+    """
+    node = core.nodes.get(node_id)
+    if owner and owner != core.address and node is not None and not node.alive:
+        _pull_from_owners_location(core, hex_id, owner, node_id)
+        return
+    try:
+        _pull_from(core, node_id, hex_id)
+    except exceptions.ObjectLostError:
+        if not owner or owner == core.address:
+            raise
+        _pull_from_owners_location(core, hex_id, owner, node_id)
+
+
+def _pull_from_owners_location(core: Any, hex_id: str, owner: str, stale_node: bytes) -> None:
+    object_id = bytes.fromhex(hex_id)
+    try:
+        value, payload = core.call_with_payload(
+            owner, lambda rid: messages.GetObject(rid, object_id), timeout=RELOCATE_TIMEOUT_S)
+    except exceptions.RaySystemError as e:
+        raise exceptions.OwnerDiedError(hex_id, f"its copy on node {stale_node.hex()} is gone and its owner at "
+                                        f"{owner} did not say where it lives now: {e}") from None
+    ret = value.value
+    if ret.kind == "error":
+        raise serialization.deserialize(payload)
+    if ret.kind != "shm" or ret.node_id == stale_node:
+        raise exceptions.ObjectLostError(hex_id, f"its copy on node {stale_node.hex()} is gone and its owner "
+                                         "knows no other")
+    log.info("object %s moved from node %s to node %s; fetching it there", hex_id, stale_node.hex(), ret.node_id.hex())
+    _pull_from(core, ret.node_id, hex_id)
+
+
+def _pull_from(core: Any, node_id: bytes, hex_id: str) -> None:
     node = core.nodes.get(node_id)
     if node is None:
         for info in core.call(core.gcs_address, lambda rid: messages.GetNodes(rid)):
@@ -92,7 +130,7 @@ class LocalFetcher:
         while True:
             node_id, hex_id, owner, done = self.jobs.get()
             try:
-                pull(self.core, node_id, hex_id)
+                pull(self.core, node_id, hex_id, owner)
                 self.core.note_copy(bytes.fromhex(hex_id), owner)
             except Exception as e:  # noqa: BLE001 - a failed copy is reported by `get`, which fetches again
                 log.debug("background fetch of %s failed: %s", hex_id, e)
@@ -100,3 +138,16 @@ class LocalFetcher:
                 with self.lock:
                     self.in_progress.pop(hex_id, None)
                 done.set()
+
+
+def refresh_stale_args(core: Any, spec: Any) -> None:
+    """Before a task runs again (a retry, or a re-creation from lineage): an argument resolved to a copy
+    on a node that has died since is passed by reference instead, so the worker asks the argument's
+    owner where it lives now (and waits while it is re-created) rather than the dead node."""
+    values = spec.arg_values
+    for index, value in enumerate(values or ()):
+        if value.kind != "shm":
+            continue
+        node = core.nodes.get(value.node_id)
+        if node is not None and not node.alive:
+            values[index] = messages.ArgValue("ref", value.object_id, value.owner)

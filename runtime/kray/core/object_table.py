@@ -125,6 +125,9 @@ class ObjectTable:
         self.freed_shm: list[tuple[bytes, str]] = []  # (node_id, object hex) to delete
         self.wake: Callable[[], None] = _nothing  # called when the outbox gets something to send
         self._peak = 0  # the most entries seen by process_released since the table was last compacted
+        # Owners known to be dead (core/owner_watch.py, the most recent ones): no borrower message goes
+        # to them (it would only open a connection to a dead process).
+        self.dead_owners: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     # ------------------------------------------------------------ references
 
@@ -212,7 +215,7 @@ class ObjectTable:
                 for node_id in entry.copies or ():
                     self.freed_shm.append((node_id, object_id.hex()))
                 self.wake()
-        else:
+        elif entry.owner not in self.dead_owners:
             self.borrow_removes.append((entry.owner, object_id))
             self.wake()
 
@@ -306,10 +309,26 @@ class ObjectTable:
             return True
 
     def on_node(self, node_id: bytes) -> list[tuple[bytes, Entry]]:
-        """Owned shared-memory objects whose primary copy is on `node_id`."""
+        """Node `node_id` died: owned shared-memory objects that had their only copy there.
+
+        An object with a copy on another node lives on: that copy becomes its location (a reader
+        fetches it from there), and the dead node is forgotten as a holder of copies.
+        """
+        lost: list[tuple[bytes, Entry]] = []
         with self.lock:
-            return [(oid, e) for oid, e in self.entries.items()
-                    if e.owned and e.state == READY and e.kind == SHM and e.node_id == node_id]
+            for oid, e in self.entries.items():
+                if not (e.owned and e.state == READY and e.kind == SHM):
+                    continue
+                if e.copies:
+                    e.copies.discard(node_id)
+                if e.node_id != node_id:
+                    continue
+                if e.copies:
+                    e.node_id = e.copies.pop()  # a live copy is the object's location now
+                    e.mapped = None
+                else:
+                    lost.append((oid, e))
+        return lost
 
     def add_copy(self, object_id: bytes, node_id: bytes) -> None:
         with self.lock:
@@ -324,9 +343,13 @@ class ObjectTable:
 
     def take_outbox(self) -> tuple[list, list, list]:
         with self.lock:
-            out = (self.borrow_adds, self.borrow_removes, self.freed_shm)
+            adds, removes, freed = self.borrow_adds, self.borrow_removes, self.freed_shm
             self.borrow_adds, self.borrow_removes, self.freed_shm = [], [], []
-        return out
+            dead = self.dead_owners
+            if dead:  # queued before the owner's death was heard: nobody is left to tell
+                adds = [item for item in adds if item[0] not in dead]
+                removes = [item for item in removes if item[0] not in dead]
+        return adds, removes, freed
 
 
 def _nothing() -> None:

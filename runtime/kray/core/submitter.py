@@ -17,8 +17,9 @@ import sys
 from typing import Any
 
 from kray import config, exceptions, ids, serialization
-from kray.core import actor_submitter, object_table, refs, task_args
-from kray.protocol import messages
+from kray.core import actor_submitter, bounded_tables, fetch, object_table, oom_retry, refs, task_args
+from kray.protocol import debug_messages, messages
+from kray.protocol import task_event_messages as tem
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class Submitter:
         self, function_id: bytes, function_blob: bytes, name: str, args: tuple, kwargs: dict,
         num_returns: int, resources: dict[str, float], max_retries: int, retry_exceptions: Any,
         actor_id: bytes = b"", method: str = "", concurrency_group: str = "", strategy: tuple = ("DEFAULT",),
-        runtime_env: str = "", max_calls: int = 0, capture: bool = False,
+        runtime_env: str = "", max_calls: int = 0, capture: bool = False, task_events: bool = True,
     ) -> list[refs.ObjectRef]:
         core = self.core
         core.node_watch.check()
@@ -158,13 +159,15 @@ class Submitter:
             spec.args_object = messages.ArgValue("pending", args_ref.binary(), core.address)
         if function_blob:
             self.functions.setdefault(function_id, function_blob)
-        return_ids = [ids.return_object_id(task_id, i + 1) for i in range(num_returns)]
+        # A generator task (num_returns < 0, kray.core.generators) has one return: its completion ref.
+        return_ids = [ids.return_object_id(task_id, i + 1) for i in range(num_returns if num_returns >= 0 else 1)]
         for oid in return_ids:
             self.objects.new_owned(oid)
         out = [refs.ObjectRef(oid, core.address) for oid in return_ids]
         record = TaskRecord(spec, return_ids, pins)
         record.max_calls = max_calls
         spec.capture_child_tasks = capture
+        spec.task_events = task_events and core.task_events.enabled
         if strategy != ("DEFAULT",):
             record.strategy = strategy
             record.key = (record.key[0], strategy)
@@ -179,6 +182,8 @@ class Submitter:
 
     def _on_submit(self, record: TaskRecord, top: list[refs.ObjectRef]) -> None:
         self.tasks[record.spec.task_id] = record
+        if record.spec.task_events:
+            self.core.task_events.add_task(record.spec)
         lost = self.core.node_watch.lost
         if lost is not None:  # submitted while the node was being lost
             self._finish_with_error(record, lost)
@@ -191,6 +196,8 @@ class Submitter:
         if record.spec.args_object is not None and self._owned_pending(record.spec.args_object.object_id):
             waiting.append(record.spec.args_object.object_id)
         record.deps_left = len(waiting)
+        if waiting and record.spec.task_events and not record.spec.actor_id:
+            self.core.task_events.state(record.spec, tem.PENDING_ARGS_AVAIL)
         if not waiting:
             self._resolve(record, top)
             return
@@ -217,6 +224,8 @@ class Submitter:
         for ref in top:
             value = self._arg_value(ref.binary(), ref.owner_address())
             if value.kind == "error":
+                if spec.task_events:
+                    self.core.task_events.state(spec, tem.FAILED)  # an argument's task failed
                 self._finish_with_frames(record, pickle.loads(value.data))
                 return
             values.append(value)
@@ -242,8 +251,11 @@ class Submitter:
     # ------------------------------------------------------------ queues and leases
 
     def _enqueue(self, record: TaskRecord, front: bool = False) -> None:
+        if record.spec.task_events:
+            self.core.task_events.state(record.spec, tem.PENDING_NODE_ASSIGNMENT)
         queue = self.queues.get(record.key)
         if queue is None:
+            bounded_tables.sweep_idle_queues(self)  # shapes come and go: idle queues do not pile up
             queue = self.queues[record.key] = KeyQueue(
                 record.key, dict(record.spec.resources), record.strategy, record.spec.runtime_env
             )
@@ -282,6 +294,8 @@ class Submitter:
             specs = []
             for record in records:
                 spec = record.spec
+                if spec.task_events:
+                    self.core.task_events.pushed(spec, lease.node_id, lease.worker_id, lease.pid)
                 spec.gpu_ids = lease.gpu_ids
                 if spec.function_id not in lease.functions:
                     spec.function_blob = self.functions[spec.function_id]
@@ -309,7 +323,7 @@ class Submitter:
         def make(req_id: int) -> messages.RequestLease:
             return messages.RequestLease(
                 req_id, self.core.job_id, queue.resources, self.core.address, label, queue.strategy, spilled,
-                queue.runtime_env,
+                queue.runtime_env, bool(queue.pending and queue.pending[0].spec.max_retries),
             )
 
         req_id = self.loop.request(
@@ -346,6 +360,8 @@ class Submitter:
                 record = queue.pending.popleft()
                 self._finish_with_error(record, exceptions.RuntimeEnvSetupError(msg.error))
             return
+        if isinstance(msg, messages.Reply) and msg.value == debug_messages.LEASE_REQUEST_CANCELLED:
+            return  # withdrawn by _sync_demand: nothing waits for it
         if not isinstance(msg, messages.LeaseGranted):
             log.error("lease request failed: %s", getattr(msg, "value", msg))
             if queue.pending:
@@ -367,6 +383,7 @@ class Submitter:
         if not queue.leases and not queue.pending:
             queue.saturated = False
         self.loop.connect(lease.raylet).send(messages.ReturnLease(lease.lease_id, kill))
+        bounded_tables.lease_returned(self, lease)
 
     def _on_release_idle(self, msg: messages.ReleaseIdleLeases, payload: list, peer: Any) -> None:
         for lease in list(self.leases.values()):
@@ -397,6 +414,8 @@ class Submitter:
             queue.task_seconds = 0.8 * queue.task_seconds + 0.2 * msg.duration
         record.lease = None
         if msg.retryable_error and record.retries_left != 0 and not record.cancelled:
+            if record.spec.task_events:
+                self.core.task_events.state(record.spec, tem.FAILED)
             record.retries_left -= 1
             record.spec.attempt += 1
             self._discard_returns(msg.task_id, msg.returns)
@@ -407,6 +426,8 @@ class Submitter:
             self._pump(lease.queue)
 
     def _store_returns(self, record: TaskRecord, returns: list[messages.ReturnValue], payload: list) -> None:
+        if record.spec.task_events:  # the owner reports the end (a worker's own report dies with it)
+            self.core.task_events.ended(record.spec, returns, payload)
         record.done = True
         self.tasks.pop(record.spec.task_id, None)
         # A value in some node's shared memory can be lost with its node; a retryable task keeps its
@@ -438,6 +459,8 @@ class Submitter:
                 self.core.delete_shm(ret.node_id, ids.return_object_id(task_id, index + 1).hex())
 
     def _finish_with_error(self, record: TaskRecord, error: BaseException) -> None:
+        if record.spec.task_events:
+            self.core.task_events.failed(record.spec, error)
         frames, _ = serialization.serialize(error)
         self._finish_with_frames(record, frames)
 
@@ -459,13 +482,19 @@ class Submitter:
         queue = lease.queue
         if lease in queue.leases:
             queue.leases.remove(lease)
+        if msg.oom:  # the raylet's memory monitor killed it
+            oom_retry.worker_killed(self, lease, msg)
+            return
         for record in list(lease.in_flight.values()):
             record.lease = None
+            if record.spec.task_events:
+                self.core.task_events.worker_died(record.spec, msg.reason)
             if record.cancelled:
                 self._finish_with_error(record, exceptions.TaskCancelledError(record.spec.task_id.hex()))
             elif record.retries_left != 0:
                 record.retries_left -= 1
                 record.spec.attempt += 1
+                fetch.refresh_stale_args(self.core, record.spec)  # its arguments may have died with a node
                 queue.pending.appendleft(record)
             else:
                 self._finish_with_error(
@@ -514,6 +543,7 @@ class Submitter:
         record.done = False
         record.retries_left -= 1
         record.spec.attempt += 1
+        fetch.refresh_stale_args(self.core, record.spec)
         for oid in record.return_ids:
             self.objects.reset(oid)
         self.tasks[record.spec.task_id] = record

@@ -7,6 +7,7 @@ path: it reads the GCS over its socket. Endpoints:
     GET  /api/version                         versions (Ray's shape, so Ray's SDK accepts it)
     GET  /api/cluster/demand, /api/nodes      pending resource shapes (the autoscaler's input); nodes
     *    /api/jobs/...                        Ray's Jobs REST API (see kray.dashboard.job_routes)
+    GET  /api/v0/{tasks,actors,nodes,...}     Ray's state API (see kray.dashboard.state_routes)
     GET|PUT /api/packages/{protocol}/{name}   runtime_env packages: exists? / upload
 
 When the cluster has a token every request but the health checks must carry it, as Ray's token auth takes it:
@@ -26,7 +27,7 @@ from aiohttp import web
 
 from kray import config
 from kray.dashboard import gcs as gcs_mod
-from kray.dashboard import job_routes
+from kray.dashboard import job_routes, state_routes
 
 log = logging.getLogger(__name__)
 
@@ -118,5 +119,6 @@ def make_app(gcs_address: str, session_dir: str, session_name: str, token: str |
     app.router.add_get("/api/cluster/demand", demand)
     app.router.add_get("/api/nodes", nodes)
     job_routes.add_routes(app, gcs, session_dir)
+    state_routes.add_routes(app, gcs_address)  # Ray's state API: /api/v0/tasks, /api/v0/actors, ...
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -136,7 +136,7 @@ class ActorManager:
         def make(req_id: int) -> messages.RequestLease:
             return messages.RequestLease(
                 req_id, spec.job_id, spec.resources, self.address, opts.class_name, opts.strategy, spilled,
-                spec.runtime_env,
+                spec.runtime_env, opts.max_restarts != 0,
             )
 
         record.request_id = self.loop.request(
@@ -282,6 +282,13 @@ class ActorManager:
         if info.state != DEAD:
             self._keep_dead(info.actor_id)
         self.by_creation_task.pop(record.creation.task_id, None)
+        # A dead actor is never created again: its class and arguments go (the dead are kept by the
+        # thousand, issue 15 defect 9), its id, options and death cause stay for callers and the state API.
+        creation = record.creation
+        creation.function_blob = None
+        creation.args = b""
+        creation.arg_values = []
+        creation.args_object = None
         info.state = DEAD
         info.death_cause = cause
         self.package_refs.release(f"actor:{info.actor_id.hex()}")

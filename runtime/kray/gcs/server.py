@@ -12,7 +12,9 @@ from typing import Any
 import zmq
 
 from kray import config
-from kray.gcs import actors, autoscaling, liveness, packages, placement_groups
+from kray.gcs import actors, autoscaling, liveness, owners, packages, placement_groups, task_events
+from kray.gcs import metrics as gcs_metrics
+from kray.gcs import table_sizes as gcs_table_sizes
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages, wire
 
@@ -49,6 +51,8 @@ class Gcs:
         self._view_push: list | None = None  # the pending (debounced) push of a changed view
         self.node_subscribers: dict[bytes | None, loop_mod.Peer] = {}
         self.subscriber_of: dict[bytes, bytes | None] = {}  # worker id -> its node_subscribers key
+        self.owners = owners.OwnerRegistry(self.loop)  # borrowers hear of their owners' deaths
+        gcs_table_sizes.install(self)  # GetTableSizes, to see that churn leaves the tables flat
         self.placement_groups = placement_groups.PlacementGroupManager(
             self.loop, self.nodes, lambda node_id: self.available.get(node_id, {})
         )
@@ -72,6 +76,8 @@ class Gcs:
         on(messages.JobFinished, self._on_job_finished)
         on(messages.SubscribeNodes, self._on_subscribe_nodes)
         on(messages.WorkersExited, self._on_workers_exited)
+        self.task_events = task_events.TaskEventStore(self.loop)  # TaskEventsReport, GetTaskEvents (state API)
+        gcs_metrics.install(self)  # GetClusterMetrics, for the head node's metrics endpoint
 
     def _on_register_node(self, msg: messages.RegisterNode, payload: list, peer: loop_mod.Peer) -> None:
         node = msg.node
@@ -109,6 +115,7 @@ class Gcs:
 
     def _on_workers_exited(self, msg: messages.WorkersExited, payload: list, peer: loop_mod.Peer) -> None:
         """Processes that ended: their subscriptions go (churned workers would otherwise pile up)."""
+        self.owners.workers_exited(msg.worker_ids)
         for worker_id in msg.worker_ids:
             identity = self.subscriber_of.pop(worker_id, None)
             if identity is not None:
@@ -171,6 +178,7 @@ class Gcs:
         self.liveness.forget(node.node_id)
         for peer in self.node_subscribers.values():
             peer.send(messages.NodeDied(node.node_id, reason))
+        self.owners.node_died(node.node_id, reason)
         self.actors.node_died(node.node_id, reason)
         self._broadcast_view()
 

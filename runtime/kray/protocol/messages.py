@@ -89,6 +89,7 @@ class NodeInfo:
     death_reason: int = 0
     death_message: str = ""
     pid: int = 0  # the raylet's process id (the GCS checks it before declaring a silent node dead)
+    metrics_export_port: int = 0  # where the node serves Prometheus metrics (raylet/metrics_export.py)
 
 
 @dataclasses.dataclass(slots=True)
@@ -114,7 +115,7 @@ class TaskSpec:
     function_id: bytes
     args: bytes  # pickle of (args, kwargs) with top-level refs replaced by markers
     arg_values: list[ArgValue]
-    num_returns: int
+    num_returns: int  # < 0 for generators: kray.core.generators.STREAMING, DYNAMIC, or streaming with backpressure
     resources: dict[str, float]
     owner: str  # address of the submitting core worker (results go there)
     max_retries: int = 0
@@ -130,6 +131,7 @@ class TaskSpec:
     concurrency_group: str = ""
     runtime_env: str = ""  # canonical JSON of the (uploaded) runtime_env; "" for none
     capture_child_tasks: bool = False  # its children go into its placement group (placement_group_capture_child_tasks)
+    task_events: bool = True  # recorded for the state API (enable_task_events); see kray.core.task_events
 
 
 @dataclasses.dataclass(slots=True)
@@ -150,6 +152,7 @@ class ActorOptions:
     owner_node_id: bytes = b""
     strategy: tuple = ("DEFAULT",)
     max_pending_calls: int = -1  # per caller: more pending calls raise PendingCallsLimitExceeded
+    enable_task_events: bool = True  # the default of its calls (and of its creation task)
 
 
 @dataclasses.dataclass(slots=True)
@@ -324,6 +327,7 @@ class RequestLease:
     strategy: tuple = ("DEFAULT",)  # ("DEFAULT",), ("SPREAD",) or ("NODE_AFFINITY", node_id, soft)
     spilled: int = 0  # how many raylets already sent this request on
     runtime_env: str = ""  # the worker must run in this runtime_env (TaskSpec.runtime_env); "" for none
+    retriable: bool = False  # its first task may run again (max_retries/max_restarts != 0): killed first on OOM
 
 
 @message(90)
@@ -467,6 +471,8 @@ class WorkerDied:
     worker_id: bytes
     lease_id: int
     reason: str
+    oom: bool = False  # the memory monitor killed it: `reason` is the OutOfMemoryError text
+    oom_retry: bool = False  # and its policy lets the task run again (raylet/memory_monitor.py)
 
 
 @message(36)

@@ -12,7 +12,7 @@ import zmq
 
 from kray import config
 from kray.protocol import messages, wire
-from kray.raylet import health_http, server
+from kray.raylet import health_http, metrics_export, server
 from kray.util import process_watch
 
 log = logging.getLogger("kray.raylet")
@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--parent-pid", type=int, default=0)
     parser.add_argument("--health-port", type=int, default=0, help="serve /api/healthz here (0: no endpoint)")
     parser.add_argument("--health-port-required", action="store_true", help="exit if the health port is taken")
+    parser.add_argument("--metrics-export-port", type=int, default=0,
+                        help="serve Prometheus metrics here (0: a free port)")
     args = parser.parse_args()
     wire.set_token(config.server_token("raylet"))
     logging.basicConfig(level=config.LOG_LEVEL, format="[raylet] %(levelname)s %(message)s")
@@ -49,6 +51,8 @@ def main() -> None:
         object_store_memory=args.object_store_memory,
         labels=config.node_labels(),
     )
+    metrics = _metrics_endpoint(args.ip, args.metrics_export_port)
+    node.metrics_export_port = metrics.port
     health_listeners = _health_listeners(args.ip, args.health_port, args.health_port_required)
     raylet = server.Raylet(
         node=node, gcs_address=args.gcs, port=args.port,
@@ -56,6 +60,7 @@ def main() -> None:
     )
     if health_listeners:
         raylet.heartbeat.serve_health(health_listeners)
+    metrics.attach(raylet)
     process_watch.stop_on_signals(raylet.loop, raylet.loop.stop)
     process_watch.exit_with_parent(raylet.loop, args.parent_pid, raylet.loop.stop)
     raylet.start()
@@ -67,11 +72,21 @@ def main() -> None:
             goodbye.sock.setsockopt(zmq.LINGER, 500)  # let the goodbye leave before the socket closes
     finally:
         raylet.heartbeat.stop()
+        raylet.memory_monitor.stop()
         raylet.drivers.close()
         raylet.pool.kill_all()
         raylet.store.destroy()
         raylet.loop.close()
     if raylet.exit_reason:
+        sys.exit(1)
+
+
+def _metrics_endpoint(ip: str, port: int) -> metrics_export.Endpoint:
+    """Serve Prometheus metrics on `port` (0: a free one); a taken port ends start-up (the CLI checks first)."""
+    try:
+        return metrics_export.Endpoint(ip, port)
+    except OSError as e:
+        log.error("%s; pass another --metrics-export-port", e)
         sys.exit(1)
 
 

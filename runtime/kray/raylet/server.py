@@ -20,9 +20,9 @@ import zmq
 from kray import config
 from kray.object_store import shm
 from kray.object_store import store as store_mod
+from kray.protocol import debug_messages, messages, wire
 from kray.protocol import loop as loop_mod
-from kray.protocol import messages, wire
-from kray.raylet import liveness, worker_pool
+from kray.raylet import liveness, memory_monitor, state_rows, worker_pool
 from kray.runtime_env import validation
 from kray.scheduling import placement, policy
 from kray.scheduling import resources as res
@@ -110,6 +110,7 @@ class Raylet:
         self.max_starting = config.MAXIMUM_STARTUP_CONCURRENCY or max(1, min(os.cpu_count() or 1, cpus))
         self.heartbeat = liveness.Heartbeat(self)
         self.drivers = liveness.DriverWatch(self.loop, self._on_driver_gone)
+        self.memory_monitor = memory_monitor.MemoryMonitor(self)
         self.pool.on_exit = lambda worker: self._exited([worker.worker_id])
         self.loop.call_every(5.0, self._trim_workers)
         self.loop.call_every(1.0, lambda: self.store.drain_pool(older_than=2.0))
@@ -118,6 +119,7 @@ class Raylet:
         self.loop.request(self.gcs_address, lambda rid: messages.RegisterNode(rid, self.node), self._on_registered)
         for _ in range(min(self.prestart, self.max_starting)):
             self.pool.start_worker()
+        self.memory_monitor.start()
 
     def _on_registered(self, msg: Any, payload: list) -> None:
         if isinstance(msg, messages.Reply) and not msg.ok:
@@ -243,6 +245,7 @@ class Raylet:
     def shutdown(self) -> None:
         self._readers.shutdown(wait=False, cancel_futures=True)
         self.heartbeat.stop()
+        self.memory_monitor.stop()
         self.drivers.close()
         self.loop.stop()
         self.pool.kill_all()
@@ -265,7 +268,7 @@ class Raylet:
             self._free_lease_resources(worker)
             self.leases.pop(worker.lease_id, None)
             if worker.owner_peer is not None:
-                worker.owner_peer.send(messages.WorkerDied(worker.worker_id, worker.lease_id, reason))
+                worker.owner_peer.send(self.memory_monitor.death_notice(worker, reason))
         self._schedule()
 
     def _on_kill_worker(self, msg: messages.KillWorker, payload: list, peer: loop_mod.Peer) -> None:
@@ -318,7 +321,10 @@ class Raylet:
         self._schedule()
 
     def _on_cancel_request(self, msg: messages.CancelLeaseRequest, payload: list, peer: loop_mod.Peer) -> None:
-        self.pending = [r for r in self.pending if not (r.msg.req_id == msg.req_id and r.peer.identity == peer.identity)]
+        kept = [r for r in self.pending if not (r.msg.req_id == msg.req_id and r.peer.identity == peer.identity)]
+        if len(kept) < len(self.pending):  # answered, so that the owner stops waiting (issue 15 defect 9)
+            peer.reply(msg.req_id, debug_messages.LEASE_REQUEST_CANCELLED, ok=False)
+        self.pending = kept
 
     def _on_report_backlog(self, msg: messages.ReportBacklog, payload: list, peer: loop_mod.Peer) -> None:
         for req in self.pending:
@@ -405,6 +411,7 @@ class Raylet:
         worker.gpus = res.take_gpus(self.gpu_free, req.msg.resources.get("GPU", 0.0))
         worker.lease_job = req.msg.job_id if req.msg.owner != self.gcs_address else 0
         self.leases[lease_id] = worker
+        self.memory_monitor.on_grant(worker, req.msg)
         req.peer.send(
             messages.LeaseGranted(
                 req.msg.req_id, lease_id, worker.worker_id, worker.address, self.node.node_id, worker.pid,
@@ -496,6 +503,8 @@ class Raylet:
                 "workers": self.pool.summary(),
                 "pending_leases": [dict(r.msg.resources) for r in self.pending],
                 "pid": os.getpid(),
+                "worker_list": state_rows.worker_rows(self.pool),  # for the state API
+                "object_list": state_rows.object_rows(self.store),
             },
         )
 

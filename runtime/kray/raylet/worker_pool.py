@@ -44,6 +44,9 @@ class Worker:
         "job",
         "lease_id",
         "lease_job",
+        "lease_owner",
+        "lease_retriable",
+        "leased_at",
         "name",
         "owner_peer",
         "pid",
@@ -76,6 +79,9 @@ class Worker:
         self.name = ""
         self.gpus: dict[int, float] = {}  # GPU index -> share of it held by the current lease
         self.lease_job = 0
+        self.leased_at = 0.0  # when the current lease was granted, and by whom, for the memory monitor
+        self.lease_owner = ""
+        self.lease_retriable = False
 
 
 class WorkerPool:

@@ -1,4 +1,5 @@
-"""kray.util: ActorPool, Queue, scheduling strategies and the state API.
+"""kray.util: ActorPool, Queue, scheduling strategies, the state API, list_named_actors and
+inspect_serializability (kray.util.multiprocessing holds the Pool).
 
 Names are loaded lazily, so that kray's own server processes (which use kray.util.process_watch)
 do not import the driver API.
@@ -13,8 +14,11 @@ __all__ = [
     "NodeAffinitySchedulingStrategy",
     "PlacementGroup",
     "Queue",
+    "get_current_placement_group",
     "get_placement_group",
+    "inspect_serializability",
     "list_actors",
+    "list_named_actors",
     "placement_group",
     "placement_group_table",
     "remove_placement_group",
@@ -30,6 +34,14 @@ def __getattr__(name: str) -> Any:
         from kray.util.queue import Queue
 
         return Queue
+    if name == "list_named_actors":
+        from kray.util.named_actors import list_named_actors
+
+        return list_named_actors
+    if name == "inspect_serializability":
+        from kray.util.serializability import inspect_serializability
+
+        return inspect_serializability
     if name == "list_actors":
         from kray.util.state import list_actors
 

@@ -133,6 +133,8 @@ class ActorRuntime:
                 result = function(*args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result
+                if spec.num_returns < 0:  # a generator method: its items are reported as they come
+                    result = await self.executor.generators.drive_async(spec, result)
         except BaseException as e:  # noqa: BLE001 - reported to the caller (CancelledError included)
             self.executor.complete_error(spec, e)
             return

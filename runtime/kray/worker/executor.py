@@ -8,6 +8,7 @@ the main thread. Writes object files for large returns and marker lines to stdou
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import pickle
 import queue
@@ -23,7 +24,9 @@ import cloudpickle
 from kray import config, exceptions, ids, serialization
 from kray.core import refs, task_args
 from kray.protocol import messages
-from kray.worker import actor_runtime
+from kray.protocol import task_event_messages as tem
+from kray.util import metrics as node_metrics
+from kray.worker import actor_runtime, generator_exec
 
 CANCELLED_KEPT = 10_000  # cancellations remembered for tasks not seen yet
 
@@ -49,6 +52,7 @@ class Executor:
         self.actor_class = ""
         self.actor_options: messages.ActorOptions | None = None  # set once this worker hosts an actor
         self.actor_attempt = 0  # how many times the hosted actor was restarted before this creation
+        self.generators = generator_exec.GeneratorRunner(self)  # tasks with num_returns < 0
         core.executor = self
         core.loop.on(messages.PushTasks, self._on_push)
         core.loop.on(messages.CancelTask, self._on_cancel)
@@ -130,6 +134,8 @@ class Executor:
         return True
 
     def report_cancelled(self, spec: messages.TaskSpec) -> None:
+        if spec.task_events:
+            self.core.task_events.failed(spec, exceptions.TaskCancelledError(spec.task_id.hex()))
         self._finish(spec, *self._error_returns(spec, exceptions.TaskCancelledError(spec.task_id.hex())), False)
 
     def is_canceled(self) -> bool:
@@ -144,6 +150,8 @@ class Executor:
         self.actor_class = options.class_name
         self.actor_options = options
         self.actor_attempt = spec.attempt
+        if spec.task_events:
+            self.core.task_events.running(spec)
         try:
             cls = self._function(spec)
             self._enter(spec)
@@ -166,11 +174,14 @@ class Executor:
             core.gpu_ids = spec.gpu_ids
             self._set_visible_gpus(spec)
         self._mark(spec)
+        node_metrics.task_started(spec.name)  # ray_tasks on the node's metrics endpoint
 
     def run_task(self, spec: messages.TaskSpec) -> None:
         """Run one task or actor call to completion on the calling thread and report its result."""
         self._started = time.perf_counter()
         self._enter(spec)
+        if spec.task_events:
+            self.core.task_events.running(spec)
         main = threading.current_thread() is threading.main_thread()
         if not main and self._cancelled_before_start(spec):
             return  # a threaded actor's call, cancelled while it waited for a thread
@@ -183,6 +194,8 @@ class Executor:
                 function = self.actor.method(spec.method) if spec.actor_id and self.actor else self._function(spec)
                 args, kwargs = self._arguments(spec)
                 result = function(*args, **kwargs)
+                if spec.num_returns < 0:  # a generator task: its items are reported as they come
+                    result = self.generators.drive(spec, result)
             finally:
                 if main:
                     self.running = None
@@ -194,6 +207,8 @@ class Executor:
     def prepare_or_fail(self, spec: messages.TaskSpec) -> tuple[Any, list, dict] | None:
         """Resolve an actor call's method and arguments; on failure report it and return None."""
         self._enter(spec)
+        if spec.task_events:
+            self.core.task_events.running(spec)
         try:
             if self.actor is None:
                 raise RuntimeError(f"actor call {spec.method!r} reached a worker that holds no actor")
@@ -214,6 +229,8 @@ class Executor:
         except BaseException as e:  # noqa: BLE001 - user code: any error goes back to the caller
             self.complete_error(spec, e)
             return
+        if spec.task_events and spec.actor_options is not None:
+            self.core.task_events.state(spec, tem.FINISHED)  # a creation task's owner is the GCS: report it here
         self._finish(spec, returns, payload, False)
 
     def complete_error(self, spec: messages.TaskSpec, e: BaseException) -> None:
@@ -230,6 +247,8 @@ class Executor:
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
             error = exceptions.RayTaskError(spec.name, tb, e, os.getpid(), self.core.node.ip)
             retryable = self._retryable(spec, e)
+        if spec.task_events:
+            self.core.task_events.failed(spec, error)
         self._finish(spec, *self._error_returns(spec, error), retryable)
 
     def _set_visible_gpus(self, spec: messages.TaskSpec) -> None:
@@ -242,6 +261,7 @@ class Executor:
             os.environ["CUDA_VISIBLE_DEVICES"] = self._original_cuda
 
     def _finish(self, spec: messages.TaskSpec, returns: list, payload: list, retryable: bool) -> None:
+        node_metrics.task_finished(spec.name, any(r.kind == "error" for r in returns))
         done = messages.TaskDone(spec.task_id, self.core.worker_id, returns, retryable,
                                  time.perf_counter() - self._started)
         self.core.loop.call_soon_threadsafe(self._send_done, spec.owner, done, payload)
@@ -297,7 +317,11 @@ class Executor:
             values = [result]
         elif n == 0:
             values = []
+        elif n < 0:
+            values = [result]  # a generator task's completion (its items went as GeneratorItems)
         else:
+            if inspect.isgenerator(result):  # a generator with an integer num_returns yields its returns
+                return self.generators.static_returns(spec, result)
             if not isinstance(result, (tuple, list)) or len(result) != n:
                 raise ValueError(
                     f"Task {spec.name} was declared with num_returns={n} but returned "

@@ -170,3 +170,24 @@ def test_chart_leader_election_defaults_match_the_operators() -> None:
     assert (values["leaseDurationSeconds"], values["renewDeadlineSeconds"], values["retryPeriodSeconds"]) == (
         args.lease_duration_s, args.renew_deadline_s, args.retry_period_s)
     assert values["renewDeadlineSeconds"] < values["leaseDurationSeconds"]
+
+
+def test_cluster_chart_pod_monitor_scrapes_every_node_it_makes(helm: str) -> None:
+    from kray_operator import models
+    from kray_operator.builders import pods
+
+    assert not by_kind(render(helm, CLUSTER_CHART), "PodMonitor")  # off by default: no Prometheus CRDs needed
+    docs = render(helm, CLUSTER_CHART, "metrics.podMonitor.enabled=true", "metrics.podMonitor.labels.release=prom",
+                  "metrics.podMonitor.scrapeTimeout=10s")
+    (monitor,) = by_kind(docs, "PodMonitor")  # a CRD kind: kubernetes-validate has no schema for it
+    (cluster,) = by_kind(docs, "RayCluster")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["kray-system"]}
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}]
+    model = models.RayCluster.model_validate({**cluster, "metadata": {**cluster["metadata"], "uid": "u1"}})
+    group = model.spec.worker_group_specs[0].group_name
+    for pod in (pods.head_pod(model, "abcde"), pods.worker_pod(model, group, "fghij")):
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        ports = pod["spec"]["containers"][0]["ports"]
+        assert {"name": "metrics", "containerPort": 8080, "protocol": "TCP"} in ports

@@ -12,7 +12,7 @@ RUNTIME = pathlib.Path(kray.__file__).parent
 
 def test_public_exports_are_pinned() -> None:
     assert sorted(kray.__all__) == sorted([
-        "ActorHandle", "ObjectRef", "available_resources", "get_actor", "kill", "method", "cancel", "cluster_resources", "exceptions", "get",
+        "ActorHandle", "DynamicObjectRefGenerator", "ObjectRef", "ObjectRefGenerator", "available_resources", "get_actor", "kill", "method", "cancel", "cluster_resources", "exceptions", "get",
         "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "nodes", "put", "remote", "shutdown", "wait",
     ])
     for name in kray.__all__:

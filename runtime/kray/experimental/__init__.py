@@ -1,0 +1,1 @@
+"""kray.experimental: Ray's experimental helpers that programs import (tqdm_ray)."""

@@ -1,0 +1,70 @@
+"""The raylet's sums of what workers report (raylet/metrics_aggregate.py) and their rendering as
+Prometheus families (raylet/metrics_export.py), checked through prometheus_client's own text format:
+counters and histograms add up over processes, a gauge keeps the last value, RUNNING tasks belong to
+live workers, and a malformed update is dropped without losing the others."""
+
+from __future__ import annotations
+
+from kray.protocol import metrics_messages
+from kray.raylet import metrics_aggregate, metrics_export
+from prometheus_client import exposition
+from prometheus_client.core import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def _report(worker: bytes, updates: list, task_states: dict | None = None) -> metrics_messages.ReportMetrics:
+    return metrics_messages.ReportMetrics(worker, updates, task_states or {})
+
+
+def _render(aggregate: metrics_aggregate.Aggregate) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    class Collector:
+        def collect(self):  # type: ignore[no-untyped-def]
+            return metrics_export._user_metrics(aggregate.copy()["metrics"])
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector())  # type: ignore[arg-type]
+    text = exposition.generate_latest(registry).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_counters_and_histograms_add_up_and_gauges_keep_the_last_value() -> None:
+    agg = metrics_aggregate.Aggregate()
+    counter = ("counter", "reqs", "Requests.", ("route",), (), ("/a",), 2.0)
+    hist = ("histogram", "lat", "Latency.", (), (1.0, 10.0), (), ([1, 0, 1], 20.5, 2))
+    agg.apply(_report(b"w1", [counter, hist, ("gauge", "depth", "", (), (), (), 3.0)]))
+    agg.apply(_report(b"w2", [counter, hist, ("gauge", "depth", "", (), (), (), 7.0)]))
+    samples = _render(agg)
+    assert samples[("ray_reqs_total", (("route", "/a"),))] == 4.0
+    assert samples[("ray_depth", ())] == 7.0
+    assert samples[("ray_lat_bucket", (("le", "1.0"),))] == 2.0
+    assert samples[("ray_lat_bucket", (("le", "10.0"),))] == 2.0
+    assert samples[("ray_lat_bucket", (("le", "+Inf"),))] == 4.0
+    assert samples[("ray_lat_sum", ())] == 41.0 and samples[("ray_lat_count", ())] == 4.0
+
+
+def test_malformed_or_conflicting_updates_are_dropped_and_the_rest_count() -> None:
+    agg = metrics_aggregate.Aggregate()
+    agg.apply(_report(b"w1", [
+        ("counter", "ok", "", (), (), (), 1.0),
+        ("counter", "neg", "", (), (), (), -5.0),  # a counter never goes down
+        ("summary", "odd", "", (), (), (), 1.0),  # no such kind
+        ("counter", "tags", "", ("a", "b"), (), ("x",), 1.0),  # 1 value for 2 keys
+        "not a tuple",
+        ("histogram", "h", "", (), (1.0,), (), ([1], 1.0, 1)),  # 1 bucket for 1 boundary (needs 2)
+    ]))
+    agg.apply(_report(b"w2", [("gauge", "ok", "", (), (), (), 9.0)]))  # "ok" is a counter here
+    samples = _render(agg)
+    assert samples == {("ray_ok_total", ()): 1.0}
+
+
+def test_running_tasks_belong_to_live_workers() -> None:
+    agg = metrics_aggregate.Aggregate()
+    agg.apply(_report(b"w1", [], {("f", "RUNNING"): 1}))
+    agg.apply(_report(b"w2", [], {("f", "RUNNING"): 1}))
+    agg.apply(_report(b"w2", [], {("f", "RUNNING"): -1, ("f", "FINISHED"): 1}))
+    agg.apply(_report(b"w3", [], {("f", "RUNNING"): 1, ("f", "FAILED"): 2}))
+    agg.forget_worker(b"w3")  # it died mid-task
+    copy = agg.copy()
+    assert copy["running"] == {"f": 1}
+    assert copy["finished"] == {("f", "FINISHED"): 1, ("f", "FAILED"): 2}
