@@ -79,10 +79,23 @@ def test_a_live_node_answers_200_on_rays_paths(pair: HealthCluster) -> None:
         assert get(pair.url(0))[0] == 200
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of `pid` is in state T (stopped), read from /proc/PID/task/*/stat."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):
+            continue
+    return bool(states) and all(state in ("T", "t") for state in states)
+
+
 def test_a_stopped_raylet_does_not_answer_and_once_declared_dead_leaves(pair: HealthCluster) -> None:
     raylet = pair.raylet(1)
     raylet.suspend()
     try:
+        # SIGSTOP is delivered to each thread as it next runs: probe once every thread is stopped.
+        helpers.wait_until(lambda: _all_threads_stopped(raylet.pid), BOUND_S, "the raylet's threads to stop")
         status, reason = get(pair.url(1), timeout=1.0)
         assert status == 0, f"a SIGSTOPped raylet answered {status}: {reason}"
         check = ["health-check", f"--address={pair.address}", "--node-ip-address=127.0.0.2", "--timeout=1"]

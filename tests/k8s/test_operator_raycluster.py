@@ -13,6 +13,7 @@ import signal
 from typing import Any
 
 import pytest
+from kubernetes.client.rest import ApiException
 from operator_support import Clusters, OperatorProcess, condition, sample, stays, wait_for
 from podrunner import PodRunner
 
@@ -168,9 +169,22 @@ def test_deleted_and_failed_children_are_replaced(kray_operator: OperatorProcess
     stays(lambda: clusters.counts(NAME) == (1, 1), 2.0, "exactly one head and one worker")
 
     (failed,) = clusters.pod_names(NAME, "worker")
-    clusters.core.patch_namespaced_pod_status(failed, k8s_namespace, {"status": {"phase": "Failed"}})
-    wait_for(lambda: clusters.counts(NAME) == (1, 1) and failed not in clusters.pod_names(NAME), WAIT_S,
-             "the failed worker deleted and replaced", kray_operator)
+    mark_failed = {"status": {"phase": "Failed"}}
+    clusters.core.patch_namespaced_pod_status(failed, k8s_namespace, mark_failed)
+
+    def replaced() -> bool:
+        if failed in clusters.pod_names(NAME):
+            # The session's pod runner may be starting this Pod and write its status over ours (a kubelet
+            # never moves a Failed Pod back): say it failed again until the operator has replaced it.
+            try:
+                if clusters.core.read_namespaced_pod_status(failed, k8s_namespace).status.phase != "Failed":
+                    clusters.core.patch_namespaced_pod_status(failed, k8s_namespace, mark_failed)
+            except ApiException as e:
+                if e.status != 404:  # deleted meanwhile: the next poll sees it gone
+                    raise
+            return False
+        return clusters.counts(NAME) == (1, 1)
+    wait_for(replaced, WAIT_S, "the failed worker deleted and replaced", kray_operator)
 
     service = f"{NAME}-head-svc"
     old_uid = clusters.core.read_namespaced_service(service, k8s_namespace).metadata.uid
