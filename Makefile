@@ -22,12 +22,14 @@ demo: install
 
 # The k8s tier runs pods from the images too (container mode): build them first when their content changed.
 test: install k8s-env images-if-changed
+	bash tools/ensure_chromium.sh  # the dashboard page's browser test (tests/integration) drives it
 	$(BIN)/pytest -q tests/unit tests/integration tests/chaos tests/k8s
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
 
 test-integration: install
+	bash tools/ensure_chromium.sh
 	$(BIN)/pytest -q tests/integration
 
 test-chaos: install

@@ -49,7 +49,11 @@ RUN /opt/kray/venv/bin/pip install --no-cache-dir --disable-pip-version-check --
         /opt/kray/wheels/*.whl \
     && rm -rf /opt/kray/wheels \
     && /opt/kray/venv/bin/python -c "import kray, zmq, cloudpickle, psutil, click, aiohttp, yaml, kray.dashboard.app, numpy, pandas, ray; assert ray is kray" \
-    && ray --version
+    && ray --version \
+    && printf '%s\n' '# kray and ray stay on PATH in login shells (KubeRay commands such as bash -lc "...").' \
+        'case ":$PATH:" in *:/opt/kray/venv/bin:*) ;; *) PATH="/opt/kray/venv/bin:$PATH" ;; esac' \
+        >/etc/profile.d/kray.sh \
+    && env -i /bin/bash -lc 'command -v kray && command -v ray'
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 1000:1000
 WORKDIR /home/kray

@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from kray.api.actor import ActorClass, ActorHandle, ActorMethod, method
 from kray.core import refs
-from kray.protocol import messages
+from kray.protocol import actor_exit_messages as exit_messages
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 
@@ -33,6 +33,6 @@ def exit_actor() -> NoReturn:
         raise TypeError("exit_actor() is called outside an actor; it can only end the actor whose method calls it. "
                         "Use kray.kill(handle) to end an actor from elsewhere.")
     atexit._run_exitfuncs()  # as Ray's graceful exit does; the process is then stopped by its raylet
-    core.call(core.gcs_address, lambda rid: messages.KillActor(rid, core.actor_id, True))
+    core.call(core.gcs_address, lambda rid: exit_messages.EndActor(rid, core.actor_id, exit_messages.EXIT_ACTOR))
     threading.Event().wait(_EXIT_GRACE_S)
     os._exit(0)

@@ -79,6 +79,9 @@ MAXIMUM_STARTUP_CONCURRENCY = _int(
 DESTROYED_ACTORS_KEPT = _int(
     "KRAY_MAXIMUM_GCS_DESTROYED_ACTOR_CACHED_COUNT", _int("RAY_maximum_gcs_destroyed_actor_cached_count", 100_000))
 REMOVED_PLACEMENT_GROUPS_KEPT = _int("KRAY_MAXIMUM_GCS_REMOVED_PLACEMENT_GROUP_CACHED_COUNT", 1000)
+# Finished drivers' job records the GCS keeps (`kray list jobs`); older ones are forgotten. Ray keeps every
+# one today; its proposed maximum_gcs_dead_job_cached_count (ray-project/ray#65693) is 10,000, as here.
+FINISHED_JOBS_KEPT = _int("KRAY_MAXIMUM_GCS_DEAD_JOB_CACHED_COUNT", _int("RAY_maximum_gcs_dead_job_cached_count", 10_000))
 
 # Workers run at this niceness, below the GCS and the raylet, as Ray's (RAY_worker_niceness, 15).
 WORKER_NICENESS = _int("KRAY_WORKER_NICENESS", _int("RAY_worker_niceness", 15))
@@ -107,9 +110,19 @@ def memory_usage_threshold() -> float:
     return value
 
 
+def min_memory_free_bytes() -> int:
+    """Bytes the memory monitor keeps free: it kills above max(threshold * total, total - this), as Ray's
+    min_memory_free_bytes; -1 (the default) leaves only the threshold."""
+    value = _int("KRAY_min_memory_free_bytes", _int("RAY_min_memory_free_bytes", -1))
+    if value < -1:
+        raise ValueError(f"{_set_name('min_memory_free_bytes')}={value} must be >= 0, or -1 to leave it unset")
+    return value
+
+
 # A bad value fails at import, so in the driver too (not only in a raylet that would not start).
 memory_monitor_refresh_ms()
 memory_usage_threshold()
+min_memory_free_bytes()
 
 
 def task_oom_retries() -> int:
@@ -223,3 +236,15 @@ def task_events_buffer_size() -> int:
 
 def task_events_max_num_task_in_gcs() -> int:
     return _int("KRAY_TASK_EVENTS_MAX_NUM_TASK_IN_GCS", _int("RAY_task_events_max_num_task_in_gcs", 100_000))
+
+
+# A get() (or a wait() without a timeout) blocked longer than this logs one warning saying what it waits
+# for (kray.core.blocked_get); 0 switches the warning off. Read at each get, so a test can lower it.
+def blocked_get_warning_s() -> float:
+    return _float("KRAY_GET_BLOCKED_WARNING_S", 10.0)
+
+
+# Record where each ObjectRef was made (a put, a task call, an actor call) for `kray memory`'s call site
+# column, as Ray's RAY_record_ref_creation_sites=1 (off by default: it walks the caller's stack).
+def record_ref_creation_sites() -> bool:
+    return _int("KRAY_RECORD_REF_CREATION_SITES", _int("RAY_record_ref_creation_sites", 0)) > 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import kray
 import kray.actor
 import kray.internal
 import kray.util
+import kray.util.state
 import numpy as np
 import pytest
 from kray import exceptions
@@ -89,12 +92,91 @@ def test_exit_actor_ends_the_actor_for_good(tmp_path: Path) -> None:
         with pytest.raises(exceptions.RayActorError):
             _get(ref)
     assert marker.read_text() == "atexit ran"
-    # Not restarted, despite max_restarts=3; its name is free again.
-    with pytest.raises(exceptions.ActorDiedError):
+    # Not restarted, despite max_restarts=3; its name is free again. The death cause is Ray's for an
+    # intended exit, not a kill.
+    with pytest.raises(exceptions.ActorDiedError, match=r"INTENDED_USER_EXIT.*exit_actor\(\) is called") as died:
         _get(actor.ping.remote())
+    assert "kray.kill" not in str(died.value)
+    row = kray.util.state.get_actor(actor._actor_id.hex())
+    assert row is not None and "exit_actor() is called" in row.death_cause["actor_died_error_context"]["error_message"]
     assert "quitter" not in kray.util.list_named_actors()
     with pytest.raises(ValueError, match="quitter"):
         kray.get_actor("quitter")
+
+
+@kray.remote(max_restarts=1)
+class SysExiter:
+    def exit(self, code: Any) -> None:
+        sys.exit(code)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@kray.remote(max_retries=1)
+def sys_exit_in_a_task(code: int) -> None:
+    sys.exit(code)
+
+
+def test_sys_exit_in_user_code_ends_the_worker_as_ray() -> None:
+    # Code 0 in an actor: an intended exit, not restarted despite max_restarts=1.
+    clean = SysExiter.remote()
+    _get(clean.pid.remote())
+    with pytest.raises(exceptions.ActorDiedError, match="INTENDED_USER_EXIT.*exit code 0"):
+        _get(clean.exit.remote(0))
+    with pytest.raises(exceptions.ActorDiedError, match="INTENDED_USER_EXIT"):
+        _get(clean.pid.remote())
+    # Any other code: a crash, so the actor restarts in a new process.
+    crashing = SysExiter.remote()
+    first = _get(crashing.pid.remote())
+    with pytest.raises(exceptions.RayActorError):
+        _get(crashing.exit.remote("bye"))
+    assert _get(crashing.pid.remote()) != first
+    kray.kill(crashing)
+    # In a task: the worker dies; the task is retried, then fails with WorkerCrashedError.
+    with pytest.raises(exceptions.WorkerCrashedError, match="exited with code 3"):
+        _get(sys_exit_in_a_task.remote(3))
+
+
+@kray.remote
+class Creator:
+    def make(self) -> tuple[Any, Any, int]:
+        self.child = Named.remote("child")
+        self.detached = Named.options(name="detached-child", lifetime="detached").remote("detached")
+        return self.child, self.detached, os.getpid()
+
+
+def test_an_actor_dies_with_the_process_that_created_it_unless_detached() -> None:
+    creator = Creator.remote()
+    child, detached, pid = _get(creator.make.remote())
+    assert _get([child.get.remote(), detached.get.remote()]) == ["child", "detached"]
+    os.kill(pid, signal.SIGKILL)
+
+    def dead_child() -> Any:
+        row = kray.util.state.get_actor(child._actor_id.hex())
+        return row if row is not None and row.state == "DEAD" else None
+
+    row = helpers.wait_until(dead_child, what="the child of a killed creator DEAD")
+    assert "its owner has died" in row.death_cause["actor_died_error_context"]["error_message"]
+    with pytest.raises(exceptions.ActorDiedError, match="its owner has died"):
+        _get(child.get.remote())
+    assert _get(detached.get.remote()) == "detached"  # a detached actor outlives its creator
+    kray.kill(detached)
+
+
+def test_an_actor_whose_handles_are_gone_dies_out_of_scope() -> None:
+    actor = Named.remote()
+    _get(actor.get.remote())
+    actor_id = actor._actor_id.hex()
+    del actor
+
+    def dead_row() -> Any:
+        row = kray.util.state.get_actor(actor_id)
+        return row if row is not None and row.state == "DEAD" else None
+
+    row = helpers.wait_until(dead_row, what="the released actor DEAD")
+    assert row.death_cause["actor_died_error_context"]["error_message"] == (
+        "The actor is dead because all references to the actor were removed.")
 
 
 def test_exit_actor_in_an_async_actor_and_outside_actors() -> None:

@@ -162,8 +162,18 @@ def test_get_current_placement_group_inside_a_task_and_an_actor(actors) -> None:
 
 @kray.remote
 def parent_reports_child_group() -> list[Any]:
+    import kray.util
+    from kray.util.placement_group import placement_group as make_group
+
+    # What `from kray.util import placement_group` leaves in a fresh process: the attribute is the function.
+    kray.util.placement_group = make_group
     child = current_group.options(num_cpus=0).remote()
     own = current_group.options(num_cpus=0, placement_group=None).remote()  # opts out of the capture
+    # So does a strategy without a group, as Ray's documentation shows.
+    escaped = current_group.options(
+        num_cpus=0, scheduling_strategy=scheduling_strategies.PlacementGroupSchedulingStrategy(placement_group=None)
+    ).remote()
+    assert kray.get(escaped) is None
     return [kray.get(child), kray.get(own), kray.get_runtime_context().should_capture_child_tasks_in_placement_group]
 
 

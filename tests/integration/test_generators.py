@@ -323,3 +323,91 @@ def test_misuse_gets_clear_errors() -> None:
 
     with pytest.raises(TypeError, match="not a generator"):
         kray.get(next(not_a_generator.remote()))
+
+
+@kray.remote
+class DyingProducer:
+    def items_then_exit(self, n: int, gate: str):  # type: ignore[no-untyped-def]
+        """Yields n items, waits until the consumer has them (gate), then the actor's process dies."""
+        yield from range(n)
+        tasklib.wait_for_file(gate)
+        os._exit(1)
+
+    def ping(self) -> str:
+        return "pong"
+
+
+@kray.remote(_generator_backpressure_num_objects=1)
+def held_stream(produced: str):  # type: ignore[no-untyped-def]
+    """Endless, one item ahead of its consumer at most; notes each item it made in `produced`."""
+    i = 0
+    while True:
+        with open(produced, "a") as f:
+            f.write(f"{i}\n")
+        yield i
+        i += 1
+
+
+@kray.remote
+class HeldProducer:
+    def stream(self, produced: str):  # type: ignore[no-untyped-def]
+        i = 0
+        while True:
+            with open(produced, "a") as f:
+                f.write(f"{i}\n")
+            yield i
+            i += 1
+
+    def ping(self) -> str:
+        return "pong"
+
+
+def test_an_actor_dying_mid_stream_ends_it_with_actor_died_error(tmp_path: Path) -> None:
+    gate = str(tmp_path / "have-both")
+    producer = DyingProducer.remote()
+    gen = producer.items_then_exit.remote(2, gate)
+    assert [kray.get(next(gen)), kray.get(next(gen))] == [0, 1]  # the items before the death stay readable
+    Path(gate).touch()
+    with pytest.raises(exceptions.ActorDiedError, match="DyingProducer") as info:
+        kray.get(next(gen))
+    assert isinstance(info.value, exceptions.RayActorError)
+    with pytest.raises(StopIteration):
+        next(gen)
+    assert gen.is_finished()
+    with pytest.raises(exceptions.ActorDiedError):
+        kray.get(producer.ping.remote())
+
+
+def _made(produced: Path) -> list[str]:
+    return produced.read_text().split() if produced.exists() else []
+
+
+def _cancelled_stream_ends(gen: kray.ObjectRefGenerator) -> None:
+    """After kray.cancel: the items already yielded, in order, then one ref raising TaskCancelledError."""
+    refs = list(gen)
+    assert refs, "the stream ended without reporting the cancellation"
+    assert [kray.get(ref) for ref in refs[:-1]] == list(range(1, len(refs)))
+    with pytest.raises(exceptions.TaskCancelledError):
+        kray.get(refs[-1])
+    assert gen.is_finished()
+
+
+def test_cancel_reaches_a_generator_held_by_backpressure(tmp_path: Path, actors: list) -> None:
+    produced = tmp_path / "task-items"
+    gen = held_stream.remote(str(produced))
+    assert kray.get(next(gen)) == 0
+    # Item 1 is made, then the generator waits for its consumer, who takes nothing more.
+    helpers.wait_until(lambda: _made(produced)[:2] == ["0", "1"], what="the held generator's second item")
+    kray.cancel(gen)
+    _cancelled_stream_ends(gen)
+    helpers.wait_until(lambda: kray.available_resources().get("CPU") == 2.0, what="the cancelled task's CPU back")
+
+    producer = HeldProducer.remote()
+    actors.append(producer)
+    produced = tmp_path / "actor-items"
+    gen = producer.stream.options(_generator_backpressure_num_objects=1).remote(str(produced))
+    assert kray.get(next(gen)) == 0
+    helpers.wait_until(lambda: _made(produced)[:2] == ["0", "1"], what="the held actor generator's second item")
+    kray.cancel(gen)
+    _cancelled_stream_ends(gen)
+    assert kray.get(producer.ping.remote(), timeout=helpers.WAIT_S) == "pong"  # the actor serves calls again

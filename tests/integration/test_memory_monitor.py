@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -101,15 +102,15 @@ def _usage(group: Path) -> int:
 
 
 @contextlib.contextmanager
-def _cluster_cgroup() -> Iterator[Path | None]:
-    """A child memory cgroup limited to LIMIT, or None where this process cannot make one."""
+def _cluster_cgroup(limit: int = LIMIT) -> Iterator[Path | None]:
+    """A child memory cgroup limited to `limit` bytes, or None where this process cannot make one."""
     home = _own_memory_cgroup(Path("/proc/self/cgroup").read_text()) if Path("/proc/self/cgroup").exists() else None
     group = home / f"kray-oom-test-{os.getpid()}" if home is not None else None
     try:
         assert home is not None and group is not None
         group.mkdir()
         limit_file = group / ("memory.limit_in_bytes" if (group / "memory.limit_in_bytes").exists() else "memory.max")
-        limit_file.write_text(str(LIMIT))
+        limit_file.write_text(str(limit))
         _move(os.getpid(), group)  # can this process join it (and so start the cluster in it)?
         _move(os.getpid(), home)
     except (AssertionError, OSError):
@@ -207,3 +208,53 @@ def test_the_memory_monitor_kills_retries_and_fails_tasks_as_ray_does(oom_cluste
     # The raylet and this driver live on, and the node runs new work.
     assert raylet.is_running() and _raylet().pid == raylet.pid
     assert kray.get(kray.remote(lambda: 7).remote(), timeout=helpers.WAIT_S) == 7
+
+
+def _limit_file(group: Path) -> Path:
+    return group / ("memory.limit_in_bytes" if (group / "memory.limit_in_bytes").exists() else "memory.max")
+
+
+def _oom_text(workdir: Path, tag: str, cap: int) -> str:
+    with pytest.raises(OutOfMemoryError) as failed:
+        kray.get(hog.options(max_retries=0).remote(str(workdir), tag, cap), timeout=helpers.WAIT_S)
+    return str(failed.value)
+
+
+def test_system_config_min_free_bytes_and_a_changed_cgroup_limit(cluster_factory, monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """kray.init(_system_config=...) sets the raylet's threshold; min_memory_free_bytes raises it to all but
+    that many bytes, as Ray's max(threshold * total, total - min free); a lowered cgroup limit applies at once."""
+    with pytest.raises(ValueError, match="_system_config\\['memory_usage_threshold'\\] must be a fraction"):
+        kray.init(_system_config={"memory_usage_threshold": 1.5})
+    with pytest.raises(TypeError, match="_system_config\\['min_memory_free_bytes'\\] must be an integer"):
+        kray.init(_system_config={"min_memory_free_bytes": "1G"})
+    assert not kray.is_initialized()
+    system_config = {"memory_usage_threshold": 0.5, "memory_monitor_refresh_ms": 100}
+    with _cluster_cgroup(2 * GiB) as group:
+        if group is None:  # the host's memory: min free leaves 0.6 GiB above what is in use now
+            memory = psutil.virtual_memory()
+            monkeypatch.setenv("KRAY_min_memory_free_bytes", str(int(memory.available - 0.6 * GiB)))
+            cluster_factory(num_cpus=2, _system_config={**system_config, "memory_usage_threshold": 0.01})
+            text = _oom_text(tmp_path, "host", int(1.1 * GiB))
+            threshold = float(re.search(r"memory usage threshold of ([0-9.]+)\.", text).group(1))  # type: ignore[union-attr]
+            assert threshold > 0.01 and "running low on memory" in text
+            return
+        # 2 GiB: 0.5 of it is 1 GiB, all but 0.8 GiB is 1.2 GiB; the higher one counts.
+        monkeypatch.setenv("KRAY_min_memory_free_bytes", str(int(0.8 * GiB)))
+        _move(os.getpid(), group)
+        try:
+            cluster = cluster_factory(num_cpus=2, _system_config=system_config)
+        finally:
+            _move(os.getpid(), group.parent)
+        try:
+            baseline = _usage(group)
+            assert baseline < 0.3 * GiB, f"the idle cluster already uses {baseline} bytes of its cgroup"
+            text = _oom_text(tmp_path, "2gib", int(1.2 * GiB) - baseline + int(0.25 * GiB))
+            assert "GB / 2.15GB (" in text and "memory usage threshold of 0.6." in text, text
+            # Lowered to 1.25 GiB while the raylet runs: 0.5 of it (0.625 GiB) is now above all but 0.8 GiB.
+            helpers.wait_until(lambda: _usage(group) < 0.4 * GiB, what="the killed task's memory to be freed")
+            _limit_file(group).write_text(str(int(1.25 * GiB)))
+            text = _oom_text(tmp_path, "1.25gib", int(0.625 * GiB) - _usage(group) + int(0.25 * GiB))
+            assert "GB / 1.34GB (" in text and "memory usage threshold of 0.5." in text, text
+        finally:
+            cluster.shutdown()

@@ -78,6 +78,9 @@ def test_the_sample_runs_from_the_image_and_a_driver_in_the_head_container_uses_
     kray_bin, uid, _, shm = which.stdout.split()
     assert (kray_bin, uid) == ("/opt/kray/venv/bin/kray", "1000"), "the head runs the image's kray as its user"
     assert int(shm) == 256 << 20, "/dev/shm is the sample's 256Mi memory emptyDir"
+    login = runner.exec(ns, head_name, ["/bin/bash", "-lc", "command -v kray ray"])
+    assert login.stdout.split() == ["/opt/kray/venv/bin/kray", "/opt/kray/venv/bin/ray"], (
+        f"a login shell (KubeRay's `bash -lc` commands) finds kray and ray: {login.stdout!r} {login.stderr!r}")
     time.sleep(IDLE_SETTLE_S)
     idle = podman.memory_usage_bytes(head_container["Names"][0])
 

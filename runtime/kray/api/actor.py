@@ -16,7 +16,7 @@ from typing import Any
 from kray import config, exceptions, serialization
 from kray.api import options as options_mod
 from kray.api import runtime, runtime_envs
-from kray.core import generators, refs, task_args
+from kray.core import generators, reference_table, refs, task_args
 from kray.protocol import messages
 from kray.runtime_env import validation as runtime_env_validation
 from kray.scheduling import resources as res
@@ -265,6 +265,8 @@ class ActorMethod:
             if admitted:
                 core.submitter.actors.unadmit(handle._actor_id)
             raise
+        if core.call_sites is not None:  # RAY_record_ref_creation_sites=1: `kray memory` shows where
+            reference_table.record(core, out, "actor call")
         if num_returns == 1:
             return out[0]
         if num_returns == 0:
@@ -289,7 +291,12 @@ class ActorHandle:
         # As in Ray, an actor that nobody can call any more exits: its creator dropped the original
         # handle and no copy of it ever left this process (copies elsewhere keep it alive).
         core = self.__dict__.get("_core")
-        if core is None or self._actor_id in core.escaped_actors or core is not refs.get_core():
+        if core is None or core is not refs.get_core():
+            return
+        if self._actor_id in core.escaped_actors:
+            # Only this (the original) handle reads the mark, so it goes with it: the set holds the actors
+            # of live original handles, not of every actor whose handle ever escaped.
+            core.escaped_actors.discard(self._actor_id)
             return
         try:
             core.loop.call_soon_threadsafe(core.submitter.actors.release, self._actor_id)

@@ -11,7 +11,7 @@ from typing import Any
 
 from kray import config
 from kray.api import runtime
-from kray.core import generators, refs
+from kray.core import generators, reference_table, refs
 
 
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
@@ -39,7 +39,11 @@ def put(value: Any, *, _owner: Any = None) -> refs.ObjectRef:
             "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, you can wrap "
             "the ObjectRef in a list and call 'put' on it."
         )
-    return runtime.current_core().put(value)
+    core = runtime.current_core()
+    ref = core.put(value)
+    if core.call_sites is not None:  # RAY_record_ref_creation_sites=1: `kray memory` shows where
+        reference_table.record(core, ref, "put object")
+    return ref
 
 
 def wait(

@@ -114,9 +114,10 @@ def with_captured_group(options: dict[str, Any], captured_group: str) -> dict[st
         return options
     if options.get("placement_group", "default") != "default":
         return options  # a group of its own, or placement_group=None: none
-    from kray.util import placement_group as placement_group_mod
+    # By its full name: kray.util's attribute `placement_group` becomes the function once asked for.
+    from kray.util.placement_group import PlacementGroup
 
-    group = placement_group_mod.PlacementGroup(bytes.fromhex(captured_group), [])
+    group = PlacementGroup(bytes.fromhex(captured_group), [])
     strategy = scheduling_strategies.PlacementGroupSchedulingStrategy(group, -1, True)
     return {**options, "scheduling_strategy": strategy}
 

@@ -14,7 +14,7 @@ from typing import Any
 from kray import serialization
 from kray.api import options as options_mod
 from kray.api import runtime, runtime_envs
-from kray.core import generators
+from kray.core import generators, reference_table
 from kray.scheduling import resources as res
 from kray.util import scheduling_strategies
 
@@ -67,6 +67,8 @@ class RemoteFunction:
             max_calls=opts.get("max_calls") or 0, capture=capture,
             task_events=opts.get("enable_task_events") is not False,
         )
+        if core.call_sites is not None:  # RAY_record_ref_creation_sites=1: `kray memory` shows where
+            reference_table.record(core, out, "task call")
         if num_returns == 1:
             return out[0]
         if num_returns == 0:

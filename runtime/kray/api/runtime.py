@@ -85,7 +85,7 @@ def init(
                 "'ignore_reinit_error=True' or by calling 'kray.shutdown()' prior to 'kray.init()'."
             )
         unknown = set(kwargs) - {"runtime_env", "logging_level", "configure_logging", "_temp_dir", "job_config",
-                                 "_system_config"}
+                                 "_system_config", "_metrics_export_port"}
         if unknown:
             raise TypeError(f"kray.init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
         _apply_logging_options(kwargs)
@@ -100,15 +100,16 @@ def init(
         if address is None:
             address = config.ADDRESS
         namespace = namespace or os.urandom(8).hex()
+        metrics_port = _metrics_port(kwargs.get("_metrics_export_port"))
         system_config.apply(kwargs.get("_system_config"), starts_cluster=address in (None, "", "local"))
         if address in (None, "", "local"):
             _driver = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
-                                   bool(include_dashboard))
+                                   bool(include_dashboard), metrics_port)
         else:
-            if num_cpus is not None or num_gpus is not None or resources or object_store_memory:
+            if num_cpus is not None or num_gpus is not None or resources or object_store_memory or metrics_port:
                 raise ValueError(
-                    "When connecting to an existing cluster, num_cpus, num_gpus, resources and "
-                    "object_store_memory must not be provided; they are set when the cluster's nodes start."
+                    "When connecting to an existing cluster, num_cpus, num_gpus, resources, object_store_memory "
+                    "and _metrics_export_port must not be provided; they are set when the cluster's nodes start."
                 )
             _driver = _connect(*_resolve_address(address), namespace)
         try:
@@ -135,9 +136,18 @@ def _apply_logging_options(kwargs: dict[str, Any]) -> None:
     logging.getLogger("kray").setLevel(level.upper() if isinstance(level, str) else level)
 
 
+def _metrics_port(value: Any) -> int:
+    """Ray's private `_metrics_export_port`: where the local node serves Prometheus metrics (0: a free port)."""
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        raise ValueError(f"_metrics_export_port must be a port number (0-65535), got {value!r}.")
+    return value
+
+
 def _start_local(
     num_cpus: float | None, num_gpus: float | None, resources: dict[str, float] | None,
-    object_store_memory: int | None, namespace: str, include_dashboard: bool,
+    object_store_memory: int | None, namespace: str, include_dashboard: bool, metrics_port: int = 0,
 ) -> _Driver:
     token = config.cluster_token() or (None if config.auth_disabled() else local_cluster.new_token())
     if token is None:
@@ -149,7 +159,7 @@ def _start_local(
     local = local_cluster.start_node(
         num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
         object_store_memory=object_store_memory, parent_pid=os.getpid(), write_address_file=True,
-        token=token, include_dashboard=include_dashboard,
+        token=token, include_dashboard=include_dashboard, metrics_export_port=metrics_port,
     )
     core = core_worker.CoreWorker(
         node=local.node, gcs_address=local.gcs_address, job_id=0, worker_id=ids.random_id(),

@@ -8,6 +8,8 @@ from kray.cli import (
     cluster_commands,
     health_check,
     job_commands,
+    logs_command,
+    memory_command,
     microbenchmark,
     node_commands,
     state_commands,
@@ -30,6 +32,8 @@ for _verb in cluster_commands.COMMANDS:
     main.add_command(_verb)
 for _state_verb in state_commands.COMMANDS:  # kray list | get | summary
     main.add_command(_state_verb)
+for _debug_verb in (*memory_command.COMMANDS, *logs_command.COMMANDS):  # kray memory | logs
+    main.add_command(_debug_verb)
 
 
 if __name__ == "__main__":

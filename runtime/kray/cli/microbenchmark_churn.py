@@ -1,13 +1,17 @@
-"""The churn rows of `kray microbenchmark --scale` (issue 15 defect 9): many tasks and short-lived actors
-from one driver must leave the GCS's and the raylet's memory, and every table that churn touches, flat.
+"""The churn rows of `kray microbenchmark --scale` (issue 15 defect 9, issue 20 item 7): many tasks,
+short-lived actors and short-lived drivers (each a job of its own) must leave the GCS's and the raylet's
+memory, and every table that churn touches, flat (the GCS keeps finished jobs' records up to a bound).
 
-`churn` runs the load on the cluster this process is attached to; `table_sizes` reads the GCS's table
+`churn` runs the load on the cluster this process is attached to (drivers as subprocesses); `table_sizes` reads the GCS's table
 sizes (GetTableSizes, answered on its loop) and this driver's own; `server_rss` reads the GCS's and the
 local raylet's RSS with psutil (they are children of this process in a local cluster).
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,21 +21,35 @@ import psutil
 import kray
 from kray.cli import microbenchmark_scale
 from kray.core import refs
-from kray.protocol import debug_messages
+from kray.protocol import debug_messages, wire
 
 TASKS = 20_000
 ACTORS = 500
+DRIVERS = 50
 TASK_BATCH = 1000
 ACTOR_BATCH = 10
 MiB = 1 << 20
 
+_LOAD = f"{TASKS:,} tasks, {ACTORS:,} short-lived actors and {DRIVERS} drivers"
 CHURN_ROWS = (
-    f"GCS RSS growth over {TASKS:,} tasks and {ACTORS:,} short-lived actors (MB)",
-    f"raylet RSS growth over {TASKS:,} tasks and {ACTORS:,} short-lived actors (MB)",
-    f"table entries grown over {TASKS:,} tasks and {ACTORS:,} short-lived actors (caches of the dead excluded)",
+    f"GCS RSS growth over {_LOAD} (MB)",
+    f"raylet RSS growth over {_LOAD} (MB)",
+    f"table entries grown over {_LOAD} (caches of the dead excluded)",
 )
+# A short-lived driver: connects, runs a task, leaves (its job ends).
+_DRIVER = """
+import kray
+
+@kray.remote
+def one():
+    return 1
+
+kray.init(address=ADDRESS)
+assert kray.get(one.remote(), timeout=300) == 1
+kray.shutdown()
+"""
 # Tables that hold what is dead, up to a bound of Ray's: not "flat" until the bound is reached.
-CACHES = ("task_event_attempts", "task_event_infos", "actors", "dead_actors", "actor_subscribers", "recent_owner_deaths", "jobs",
+CACHES = ("task_event_attempts", "task_event_infos", "task_event_evicted", "task_event_ended", "actors", "dead_actors", "actor_subscribers", "recent_owner_deaths", "jobs",
           "driver.dead_actor_queues", "driver.actor_queues")
 
 
@@ -48,9 +66,23 @@ class _ShortLived:
         return [kray.put(b"x" * 64)]
 
 
-def churn(tasks: int, actors: int) -> None:
-    """Run `tasks` no-op tasks (in batches) and `actors` actors that each hand out a borrowed object and
-    are killed, `ACTOR_BATCH` at a time."""
+def short_lived_drivers(count: int) -> None:
+    """Run `count` drivers, one after the other, each a process of its own attached to this driver's
+    cluster (with its token): each registers a job, runs a task and shuts down."""
+    core = refs.get_core()
+    address = core.gcs_address.removeprefix("tcp://")
+    env = {**os.environ, "KRAY_CLUSTER_TOKEN": wire.get_token() or ""}
+    env.pop("KRAY_ADDRESS", None)
+    for _ in range(count):
+        done = subprocess.run([sys.executable, "-c", _DRIVER.replace("ADDRESS", repr(address))], env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"a short-lived driver failed:\n{done.stdout}{done.stderr}")
+
+
+def churn(tasks: int, actors: int, drivers: int = 0) -> None:
+    """Run `tasks` no-op tasks (in batches), `actors` actors that each hand out a borrowed object and
+    are killed, `ACTOR_BATCH` at a time, and `drivers` short-lived drivers."""
     for start in range(0, tasks, TASK_BATCH):
         count = min(TASK_BATCH, tasks - start)
         kray.get([_noop.remote(i) for i in range(count)], timeout=600)
@@ -61,6 +93,7 @@ def churn(tasks: int, actors: int) -> None:
         for actor in batch:
             kray.kill(actor)
         del borrowed
+    short_lived_drivers(drivers)
 
 
 def table_sizes() -> dict[str, int]:
@@ -121,10 +154,10 @@ def churn_rows(bench: Any, add: Callable[[str, float, str], None]) -> None:
     if not any(bench.wants(name) for name in CHURN_ROWS):
         return
     with microbenchmark_scale.fresh_cluster():
-        churn(TASKS // 10, ACTORS // 10)
+        churn(TASKS // 10, ACTORS // 10, DRIVERS // 10)
         sizes = settled_table_sizes()
         rss = server_rss()
-        churn(TASKS, ACTORS)
+        churn(TASKS, ACTORS, DRIVERS)
         sizes_after = settled_table_sizes()
         rss_after = server_rss()
     values = ((rss_after["gcs"] - rss["gcs"]) / MiB, (rss_after["raylet"] - rss["raylet"]) / MiB,

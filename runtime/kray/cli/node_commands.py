@@ -84,8 +84,16 @@ def start(
                    "node's ports can run code as this user. Use it only on a trusted, private network.", err=True)
     if gcs_address is not None:
         _check_joinable(gcs_address, token)
-    health_port, health_required = _health_port(ip, health_port)
-    metrics_export_port = _metrics_port(ip, metrics_export_port)
+    # The health endpoint is optional when its default port is taken: this node then serves none.
+    health_port, health_required = _checked_port(
+        ip, health_port, "health_port", "--dashboard-agent-listen-port",
+        "WARNING: the health port {port} on {ip} is in use (another node on this machine?): this node serves "
+        "no health endpoint; pass --dashboard-agent-listen-port to choose one.")
+    # The metrics port falls back to a free one (kray.nodes() reports it as MetricsExportPort).
+    metrics_export_port, _ = _checked_port(
+        ip, metrics_export_port, "metrics_export_port", "--metrics-export-port",
+        "Note: the metrics port {port} on {ip} is in use (another node on this machine?): this node serves its "
+        "metrics on a free port instead (see MetricsExportPort in kray.nodes()).")
     node = local_cluster.start_node(
         ip=ip, gcs_address=gcs_address, gcs_port=port if head else None, num_cpus=num_cpus,
         num_gpus=num_gpus, resources=custom, memory=memory, object_store_memory=object_store_memory,
@@ -96,7 +104,8 @@ def start(
     _wait_registered(node, token)
     joined = node.gcs_address.removeprefix("tcp://")
     if head:
-        click.echo(f"kray runtime started (head node, GCS at {joined}, HTTP API at http://{node.dashboard_url}).")
+        click.echo(f"kray runtime started (head node, GCS at {joined}, dashboard and HTTP API at "
+                   f"http://{node.dashboard_url}/).")
         click.echo("To add another node to this cluster, run:")
         if token is None:
             click.echo(f"    kray start --no-auth --address='{joined}'")
@@ -115,30 +124,16 @@ def start(
     _block(node)
 
 
-def _health_port(ip: str, port: int) -> tuple[int, bool]:
-    """The health port to use and whether it is required: a port given explicitly must be free; the
-    default one, when taken (another node on this machine), leaves this node without an endpoint."""
-    explicit = click.get_current_context().get_parameter_source("health_port") != click.core.ParameterSource.DEFAULT
+def _checked_port(ip: str, port: int, param: str, flag: str, taken_default: str) -> tuple[int, bool]:
+    """(port to use, whether it was given explicitly). A port given explicitly must be free; a default one
+    that is taken (another node on this machine) becomes 0 and `taken_default` is printed."""
+    explicit = click.get_current_context().get_parameter_source(param) != click.core.ParameterSource.DEFAULT
     if port and not health_http.port_free(ip, port):
         if explicit:
-            raise click.BadParameter(f"port {port} on {ip} is in use", param_hint="--dashboard-agent-listen-port")
-        click.echo(f"WARNING: the health port {port} on {ip} is in use (another node on this machine?): this node "
-                   "serves no health endpoint; pass --dashboard-agent-listen-port to choose one.", err=True)
+            raise click.BadParameter(f"port {port} on {ip} is in use", param_hint=flag)
+        click.echo(taken_default.format(port=port, ip=ip), err=True)
         return 0, False
     return port, explicit
-
-
-def _metrics_port(ip: str, port: int) -> int:
-    """The metrics port to ask for: a port given explicitly must be free; the default one, when taken
-    (another node on this machine), becomes a free port (`kray.nodes()` reports it as MetricsExportPort)."""
-    explicit = click.get_current_context().get_parameter_source("metrics_export_port") != click.core.ParameterSource.DEFAULT
-    if port and not health_http.port_free(ip, port):
-        if explicit:
-            raise click.BadParameter(f"port {port} on {ip} is in use", param_hint="--metrics-export-port")
-        click.echo(f"Note: the metrics port {port} on {ip} is in use (another node on this machine?): this node "
-                   "serves its metrics on a free port instead (see MetricsExportPort in kray.nodes()).", err=True)
-        return 0
-    return port
 
 
 def _write_token_file(session_dir: str, token: str) -> str:

@@ -14,7 +14,8 @@ import threading
 from typing import Any
 
 from kray import exceptions
-from kray.core import bounded_tables
+from kray.core import bounded_tables, fetch
+from kray.protocol import actor_exit_messages as exit_messages
 from kray.protocol import messages
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,11 @@ class ActorSubmitter:
                 break
             state.queue.popleft()
             state.in_flight[record.spec.task_id] = record
+            if record.spec.arg_values:
+                # An argument resolved to a copy on a node that died since (the call is retried after a
+                # restart, or waited behind others) is passed by ref: the worker asks its owner where it
+                # lives now, and waits while it is re-created, instead of asking the dead node.
+                fetch.refresh_stale_args(self.core, record.spec)
             if record.spec.task_events:
                 self.core.task_events.pushed(record.spec, state.info.node_id, state.info.worker_id, state.info.pid)
             batch.append(record.spec)
@@ -150,7 +156,8 @@ class ActorSubmitter:
     def _end_if_released(self, state: ActorQueue) -> None:
         if state.released and not state.lent and not state.in_flight and not state.queue:
             state.released = False
-            self.loop.connect(self.core.gcs_address).send(messages.KillActor(0, state.actor_id, True))
+            end = exit_messages.EndActor(0, state.actor_id, exit_messages.OUT_OF_SCOPE)
+            self.loop.connect(self.core.gcs_address).send(end)
 
     def _on_update(self, msg: messages.ActorUpdate, payload: list, peer: Any) -> None:
         info = msg.info

@@ -53,7 +53,7 @@ def lease_returned(submitter: Any, lease: Any) -> None:
 
 def close_gently(loop: Any, address: str) -> None:
     """Drop the cached connection to `address`, letting what was queued on it go out first (the peer
-    is alive: a borrower's last RemoveBorrower may still be on its way)."""
+    is alive: a borrower's last BorrowsRemoved may still be on its way)."""
     sock = loop._peers.pop(address, None)
     loop._peer_objs.pop(address, None)
     if sock is not None:

@@ -20,10 +20,22 @@ from typing import Any
 import zmq
 
 from kray import config, exceptions, ids, serialization
-from kray.core import fetch, generators, node_watch, object_table, owner_watch, refs, submitter, task_events
+from kray.core import (
+    blocked_get,
+    borrower_watch,
+    fetch,
+    generators,
+    node_watch,
+    object_table,
+    owner_watch,
+    reference_table,
+    refs,
+    submitter,
+    task_events,
+)
 from kray.object_store import shm
+from kray.protocol import borrower_messages, limits, messages, wire
 from kray.protocol import loop as loop_mod
-from kray.protocol import messages, wire
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +56,7 @@ class CoreWorker:
         self.worker_id = worker_id
         self.is_driver = is_driver
         self.namespace = namespace
-        self.ctx = zmq.Context()
+        self.ctx = limits.context()  # thousands of peers: one socket per actor
         self.loop = loop_mod.Loop(self.ctx, name="driver" if is_driver else "worker")
         self.router = wire.make_socket(self.ctx, zmq.ROUTER)
         self.address = wire.bind_random(self.router, node.ip)
@@ -66,14 +78,15 @@ class CoreWorker:
         self.nodes: dict[bytes, messages.NodeInfo] = {node.node_id: node}
         self.node_watch = node_watch.NodeWatch(self)
         self.owner_watch = owner_watch.OwnerWatch(self)
+        self.borrower_watch = borrower_watch.BorrowerWatch(self)  # a dead borrower's borrows are released
         self.task_events = task_events.TaskEventRecorder(self)  # before the submitter, which records into it
         self.submitter = submitter.Submitter(self)
         self.generators = generators.StreamTable(self)  # items of generator tasks it owns
         self.fetcher = fetch.LocalFetcher(self)
         self.executor: Any = None  # set in worker processes
         self.loop.on(messages.GetObject, self._on_get_object)
-        self.loop.on(messages.AddBorrower, lambda m, p, peer: self.objects.add_borrowers(m.object_ids))
-        self.loop.on(messages.RemoveBorrower, lambda m, p, peer: self.objects.remove_borrowers(m.object_ids))
+        self.call_sites: dict[bytes, str] | None = None  # where refs were made, when recorded (kray memory)
+        reference_table.install(self)  # `kray memory` asks every process what it holds
         self.loop.on(messages.AddObjectLocation, lambda m, p, peer: self.objects.add_copy(m.object_id, m.node_id))
         # Flushes run when there is something to flush (a dropped ref, a freed object), batched over
         # FLUSH_DELAY_S: an idle process never wakes on a timer.
@@ -142,12 +155,12 @@ class CoreWorker:
         """I/O thread: apply released refs, send borrower updates and shared-memory frees."""
         self.objects.process_released()
         adds, removes, freed = self.objects.take_outbox()
-        for kind, items in ((messages.AddBorrower, adds), (messages.RemoveBorrower, removes)):
-            by_owner: dict[str, list[bytes]] = {}
-            for owner, oid in items:
-                by_owner.setdefault(owner, []).append(oid)
-            for owner, oids in by_owner.items():
-                self.loop.connect(owner).send(kind(oids))
+        for kind, items in ((borrower_messages.BorrowsAdded, adds), (borrower_messages.BorrowsRemoved, removes)):
+            by_owner: dict[tuple[str, str], list[bytes]] = {}
+            for owner, oid, borrower in items:
+                by_owner.setdefault((owner, borrower), []).append(oid)
+            for (owner, borrower), oids in by_owner.items():
+                self.loop.connect(owner).send(kind(borrower, oids))
         by_node: dict[bytes, list[str]] = {}
         for node_id, hex_id in freed:
             by_node.setdefault(node_id, []).append(hex_id)
@@ -291,7 +304,7 @@ class CoreWorker:
             executor = self.executor
             blocked = executor is not None and executor.block_begin()
             try:
-                ok = waiter.wait(timeout)
+                ok = blocked_get.wait(self, waiter, missing, timeout, "get" if raise_timeout else "wait")
             finally:
                 if blocked:
                     executor.block_end()

@@ -70,6 +70,8 @@ def _pull_from(core: Any, node_id: bytes, hex_id: str) -> None:
         node = core.nodes.get(node_id)
     if node is None or not node.raylet_address:
         raise exceptions.ObjectLostError(hex_id, f"it lives on node {node_id.hex()}, which the cluster does not know")
+    if not node.alive:  # first heard of just now, dead: its raylet would never answer (`pull` asks the owner)
+        raise exceptions.ObjectLostError(hex_id, f"it lived on node {node_id.hex()}, which died")
     final = os.path.join(core.node.shm_dir, hex_id)
     tmp = f"{final}.fetch{os.getpid()}-{os.urandom(4).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

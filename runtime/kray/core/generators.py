@@ -9,7 +9,6 @@ takes them. No I/O beyond messages sent through the core worker.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import threading
 import time
@@ -208,6 +207,8 @@ class ObjectRefGenerator:
         return self
 
     async def __anext__(self) -> refs.ObjectRef:
+        import asyncio  # only an async consumer gets here; sync drivers and workers never import asyncio
+
         ref = await asyncio.get_running_loop().run_in_executor(None, self._next_or_none)
         if ref is None:
             raise StopAsyncIteration

@@ -119,9 +119,13 @@ class ObjectTable:
         self.lock = threading.Lock()
         self.entries: dict[bytes, Entry] = {}
         self.released: collections.deque[bytes] = collections.deque()
-        # Filled under the lock, drained by the core worker's I/O thread.
-        self.borrow_adds: list[tuple[str, bytes]] = []
-        self.borrow_removes: list[tuple[str, bytes]] = []
+        # Filled under the lock, drained by the core worker's I/O thread: (owner, object id, borrower), the
+        # borrower being this process or, for refs inside a task's return value, the task's caller.
+        self.borrow_adds: list[tuple[str, bytes, str]] = []
+        self.borrow_removes: list[tuple[str, bytes, str]] = []
+        # Owned objects per borrowing process (its address) with how many borrows it registered, so that
+        # a dead borrower's borrows can be released (core/borrower_watch.py).
+        self.borrowed_by: dict[str, dict[bytes, int]] = {}
         self.freed_shm: list[tuple[bytes, str]] = []  # (node_id, object hex) to delete
         self.wake: Callable[[], None] = _nothing  # called when the outbox gets something to send
         self._peak = 0  # the most entries seen by process_released since the table was last compacted
@@ -139,7 +143,7 @@ class ObjectTable:
                 entry = self.entries[object_id] = Entry(owner == self.address, owner)
                 entry.local = 1
                 if not entry.owned and not precounted:
-                    self.borrow_adds.append((owner, object_id))
+                    self.borrow_adds.append((owner, object_id, self.address))
                     return True
                 return False
             entry.local += 1
@@ -186,25 +190,59 @@ class ObjectTable:
         self._peak = len(self.entries)
         return True
 
-    def remove_borrowers(self, object_ids: list[bytes]) -> None:
+    def remove_borrowers(self, object_ids: list[bytes], borrower: str = "") -> None:
+        """`borrower` dropped its refs. A borrow it never registered (or that its death released already:
+        its last BorrowsRemoved may arrive after the GCS said it died) is not counted down again."""
         dropped: list[Entry] = []
         with self.lock:
+            mine = self.borrowed_by.get(borrower) if borrower else None
             for object_id in object_ids:
                 entry = self.entries.get(object_id)
                 if entry is None:
                     continue
+                if borrower:
+                    if mine is None or mine.get(object_id, 0) <= 0:
+                        continue
+                    mine[object_id] -= 1
+                    if not mine[object_id]:
+                        del mine[object_id]
                 entry.borrowers -= 1
                 if entry.local <= 0 and entry.borrowers <= 0:
                     self._drop(object_id, entry, dropped)
+            if mine is not None and not mine:
+                del self.borrowed_by[borrower]
         for entry in dropped:
             entry.contained = []
 
-    def add_borrowers(self, object_ids: list[bytes]) -> None:
+    def add_borrowers(self, object_ids: list[bytes], borrower: str = "") -> None:
+        """Count `borrower`'s borrows ("" when unknown: never released by a death)."""
         with self.lock:
+            mine = self.borrowed_by.get(borrower) if borrower else None
             for object_id in object_ids:
                 entry = self.entries.get(object_id)
                 if entry is not None:
                     entry.borrowers += 1
+                    if borrower:
+                        if mine is None:
+                            mine = self.borrowed_by[borrower] = {}
+                        mine[object_id] = mine.get(object_id, 0) + 1
+
+    def release_borrower(self, borrower: str) -> int:
+        """`borrower` died: its borrows end (it never sends BorrowsRemoved); returns how many were released."""
+        dropped: list[Entry] = []
+        released = 0
+        with self.lock:
+            for object_id, count in self.borrowed_by.pop(borrower, {}).items():
+                entry = self.entries.get(object_id)
+                if entry is None:
+                    continue
+                entry.borrowers -= count
+                released += count
+                if entry.local <= 0 and entry.borrowers <= 0:
+                    self._drop(object_id, entry, dropped)
+        for entry in dropped:
+            entry.contained = []
+        return released
 
     def _drop(self, object_id: bytes, entry: Entry, dropped: list[Entry]) -> None:
         del self.entries[object_id]
@@ -216,7 +254,7 @@ class ObjectTable:
                     self.freed_shm.append((node_id, object_id.hex()))
                 self.wake()
         elif entry.owner not in self.dead_owners:
-            self.borrow_removes.append((entry.owner, object_id))
+            self.borrow_removes.append((entry.owner, object_id, self.address))
             self.wake()
 
     # ------------------------------------------------------------ values

@@ -57,6 +57,7 @@ class OwnerWatch:
 
     def _on_owners_died(self, msg: owner_messages.OwnersDied, payload: list, peer: Any) -> None:
         dead = set(msg.addresses)
+        self.core.borrower_watch.died(list(dead))  # the same channel tells an owner of its borrowers' deaths
         objects = self.core.objects
         with objects.lock:
             for owner in dead:

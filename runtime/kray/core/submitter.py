@@ -9,7 +9,6 @@ asks for them back.
 
 from __future__ import annotations
 
-import collections
 import functools
 import logging
 import pickle
@@ -18,99 +17,11 @@ from typing import Any
 
 from kray import config, exceptions, ids, serialization
 from kray.core import actor_submitter, bounded_tables, fetch, object_table, oom_retry, refs, task_args
+from kray.core.task_records import SHORT_TASK_SECONDS, KeyQueue, Lease, TaskRecord
 from kray.protocol import debug_messages, messages
 from kray.protocol import task_event_messages as tem
 
 log = logging.getLogger(__name__)
-
-
-SHORT_TASK_SECONDS = 0.01
-
-
-class TaskRecord:
-    __slots__ = (
-        "cancelled",
-        "deps_left",
-        "done",
-        "force",
-        "key",
-        "lease",
-        "max_calls",
-        "pins",
-        "resolved",
-        "retries_left",
-        "return_ids",
-        "seq",
-        "spec",
-        "strategy",
-    )
-
-    def __init__(self, spec: messages.TaskSpec, return_ids: list[bytes], pins: list[Any]) -> None:
-        self.spec = spec
-        self.return_ids = return_ids
-        self.pins = pins  # ObjectRefs the task needs alive until it finishes
-        self.deps_left = 0
-        self.retries_left = spec.max_retries
-        self.lease: Lease | None = None
-        self.max_calls = 0  # the worker is retired after this many calls (0: no limit)
-        self.cancelled = False
-        self.force = False
-        self.strategy: tuple = ("DEFAULT",)
-        self.key: tuple = (tuple(sorted(spec.resources.items())), self.strategy)
-        self.done = False
-        self.resolved = False
-        self.seq = 0
-
-
-class Lease:
-    __slots__ = (
-        "address",
-        "functions",
-        "gpu_ids",
-        "idle_timer",
-        "in_flight",
-        "lease_id",
-        "limit",
-        "node_id",
-        "pid",
-        "queue",
-        "raylet",
-        "used",
-        "worker_id",
-    )
-
-    def __init__(self, grant: messages.LeaseGranted, queue: KeyQueue, raylet: str) -> None:
-        self.raylet = raylet
-        self.used = 0
-        self.lease_id = grant.lease_id
-        self.worker_id = grant.worker_id
-        self.address = grant.worker_address
-        self.node_id = grant.node_id
-        self.pid = grant.pid
-        self.gpu_ids = grant.gpu_ids
-        self.in_flight: dict[bytes, TaskRecord] = {}
-        self.functions: set[bytes] = set()
-        self.queue = queue
-        self.idle_timer: list | None = None
-        self.limit = 0  # the smallest max_calls of the tasks it ran: retired (killed) once used reaches it
-
-
-class KeyQueue:
-    """Tasks of one resource shape (and runtime_env) waiting for a worker, and the leases that serve them."""
-
-    def __init__(self, key: tuple, resources: dict[str, float], strategy: tuple, runtime_env: str = "") -> None:
-        self.key = key
-        self.resources = resources
-        self.strategy = strategy
-        self.runtime_env = runtime_env
-        self.pending: collections.deque[TaskRecord] = collections.deque()
-        self.leases: list[Lease] = []
-        self.requests: dict[int, str] = {}  # outstanding lease requests: id -> raylet address
-        self.task_seconds = 1.0  # moving average of how long its tasks run (unknown: assume long)
-        self.saturated = False  # the raylet said it has no free resources right now
-        self.backlog_sent = (0, 0)  # (request id, backlog) last told to a raylet (ReportBacklog)
-        self.backlog_timer: list | None = None  # the pending ReportBacklog (at most one per heartbeat period)
-        self.warned = False
 
 
 class Submitter:
@@ -222,7 +133,7 @@ class Submitter:
         spec = record.spec
         values = []
         for ref in top:
-            value = self._arg_value(ref.binary(), ref.owner_address())
+            value = task_args.arg_value(self.objects, ref.binary(), ref.owner_address())
             if value.kind == "error":
                 if spec.task_events:
                     self.core.task_events.state(spec, tem.FAILED)  # an argument's task failed
@@ -231,22 +142,12 @@ class Submitter:
             values.append(value)
         spec.arg_values = values
         if spec.args_object is not None:
-            spec.args_object = self._arg_value(spec.args_object.object_id, spec.args_object.owner)
+            spec.args_object = task_args.arg_value(self.objects, spec.args_object.object_id, spec.args_object.owner)
         record.resolved = True
         if spec.actor_id:
             self.actors.pump(spec.actor_id)
         else:
             self._enqueue(record)
-
-    def _arg_value(self, oid: bytes, owner: str) -> messages.ArgValue:
-        entry = self.objects.get(oid)
-        if entry is None or not entry.owned or entry.state != object_table.READY:
-            return messages.ArgValue("ref", oid, owner)
-        if entry.kind == object_table.SHM:
-            return messages.ArgValue("shm", oid, owner, entry.node_id)
-        data = pickle.dumps([bytes(f) for f in entry.frames or []], protocol=5)
-        kind = "error" if entry.kind == object_table.ERROR else "inline"
-        return messages.ArgValue(kind, oid, owner, b"", data)
 
     # ------------------------------------------------------------ queues and leases
 
@@ -307,7 +208,7 @@ class Submitter:
         wanted = min(len(queue.pending), 8) if spread else min(len(queue.pending), 1)
         while len(queue.requests) < wanted:
             self._request_lease(queue)
-        self._sync_demand(queue)
+        queue.sync_demand(self.loop)
         for lease in list(queue.leases):
             if not lease.in_flight and lease.limit and lease.used >= lease.limit:
                 self._return_lease(lease, kill=True)  # max_calls: the worker exits, as in Ray
@@ -580,33 +481,9 @@ class Submitter:
         if queue is not None and record in queue.pending:
             queue.pending.remove(record)
             self._finish_with_error(record, exceptions.TaskCancelledError(task_id.hex()))
-            self._sync_demand(queue)
+            queue.sync_demand(self.loop)
         # else it is still waiting for its arguments: _resolve finishes it as cancelled
 
-    def _sync_demand(self, queue: KeyQueue) -> None:
-        """Keep the raylets' view of this queue's demand (what the autoscaler reads) true: with no task left
-        waiting, outstanding lease requests are withdrawn (a late grant is returned when idle); else the
-        first request carries the number of tasks waiting behind the requests (sent within a heartbeat
-        period, not once per submitted task)."""
-        if not queue.requests:
-            return
-        if not queue.pending:
-            for req_id, target in queue.requests.items():
-                self.loop.connect(target).send(messages.CancelLeaseRequest(req_id))
-            queue.requests.clear()
-            return
-        if queue.backlog_timer is None:
-            queue.backlog_timer = self.loop.call_later(config.HEARTBEAT_PERIOD_S, self._report_backlog, queue)
-
-    def _report_backlog(self, queue: KeyQueue) -> None:
-        queue.backlog_timer = None
-        if not queue.requests or not queue.pending:
-            return
-        req_id, target = next(iter(queue.requests.items()))
-        backlog = max(0, len(queue.pending) - len(queue.requests))
-        if queue.backlog_sent != (req_id, backlog) and (backlog or queue.backlog_sent[0] == req_id):
-            queue.backlog_sent = (req_id, backlog)
-            self.loop.connect(target).send(messages.ReportBacklog(req_id, backlog))
 
     def cancel_children(self, parent_task_id: bytes, force: bool) -> None:
         for record in list(self.tasks.values()):

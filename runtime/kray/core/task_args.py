@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from kray import serialization
-from kray.core import refs
+from kray.core import object_table, refs
+from kray.protocol import messages
 
 _SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
 
@@ -76,3 +77,16 @@ def unpack(
         if type(value) is ArgMarker:
             kwargs[key] = resolve(value.index)
     return args, kwargs
+
+
+def arg_value(objects: object_table.ObjectTable, oid: bytes, owner: str) -> messages.ArgValue:
+    """How a resolved top-level argument travels: the value itself when this owner holds it inline (or the
+    error it stands for), the node of its shared-memory copy, else a ref the worker fetches."""
+    entry = objects.get(oid)
+    if entry is None or not entry.owned or entry.state != object_table.READY:
+        return messages.ArgValue("ref", oid, owner)
+    if entry.kind == object_table.SHM:
+        return messages.ArgValue("shm", oid, owner, entry.node_id)
+    data = pickle.dumps([bytes(f) for f in entry.frames or []], protocol=5)
+    kind = "error" if entry.kind == object_table.ERROR else "inline"
+    return messages.ArgValue(kind, oid, owner, b"", data)

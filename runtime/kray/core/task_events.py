@@ -57,39 +57,67 @@ class TaskEventRecorder:
         self.enabled = self.interval_s > 0
         self.capacity = max(1, config.task_events_buffer_size())
         self.events: list[tuple[Any, ...]] = []
-        self.infos: list[tuple[Any, ...]] = []  # (spec, creation time): fields are read when flushing
+        # Task descriptions, made when a task is created: holding its spec until the flush instead would
+        # keep every finished task's spec alive that long, and the garbage collector would scan them all.
+        self.infos: list[tuple[Any, ...]] = []
         self.dropped = 0
         self._due = False
+        self.pid = os.getpid()
+        # Tasks that waited for their arguments: only their PENDING_NODE_ASSIGNMENT is an event (a task
+        # that did not wait got there when it was created, and the GCS takes it from its description).
+        self.waited: set[bytes] = set()
 
     # ------------------------------------------------------------ any thread (the task path)
 
     def add(self, event: tuple[Any, ...]) -> None:
         """Record one transition: (task_id, attempt, state, time[, node_id, worker_id, pid[, type, message]])."""
-        events = self.events
-        if not events:
+        if not self._due:
             self._wake()
+        events = self.events
         if len(events) < self.capacity:
             events.append(event)
         else:
             self.dropped += 1
 
     def add_task(self, spec: Any) -> None:
-        """A task was created here: note its description (read from the spec when flushing), whose creation
-        time is also the time of its first state, PENDING_ARGS_AVAIL. An actor call's first event is that
-        state (it may wait for its actor); a task's is the next one, unless it waits for arguments (`waiting`)."""
-        now = time.time()
-        if len(self.infos) < self.capacity:
-            self.infos.append((spec, now))
-        if spec.actor_id:
-            self.add((spec.task_id, spec.attempt, tem.PENDING_ARGS_AVAIL, now))
+        """A task was created here: note its description, whose creation time is also the time of its
+        first state, PENDING_ARGS_AVAIL: the GCS lists the attempt from the description alone (an actor
+        call may wait there for its actor), so that state is an event only when the task waits for
+        arguments (`waiting`)."""
+        if not self._due:
+            self._wake()
+        infos = self.infos
+        if len(infos) < self.capacity:
+            infos.append(_describe(spec, time.time()))
 
     def state(self, spec: Any, state: int) -> None:
         """The task's current attempt reached `state` (a kray.protocol.task_event_messages state)."""
-        self.add((spec.task_id, spec.attempt, state, time.time()))
+        if state == tem.PENDING_NODE_ASSIGNMENT and spec.attempt == 0:
+            waited = self.waited
+            if not waited or spec.task_id not in waited:
+                return
+            waited.discard(spec.task_id)
+        elif state == tem.PENDING_ARGS_AVAIL and len(self.waited) < self.capacity:
+            self.waited.add(spec.task_id)
+        elif state == tem.FAILED and self.waited:
+            self.waited.discard(spec.task_id)
+        if not self._due:
+            self._wake()
+        events = self.events
+        if len(events) < self.capacity:
+            events.append((spec.task_id, spec.attempt, state, time.time()))
+        else:
+            self.dropped += 1
 
     def pushed(self, spec: Any, node_id: bytes, worker_id: bytes, pid: int) -> None:
         """The owner sent the task to a worker (SUBMITTED_TO_WORKER)."""
-        self.add((spec.task_id, spec.attempt, tem.SUBMITTED_TO_WORKER, time.time(), node_id, worker_id, pid))
+        if not self._due:
+            self._wake()
+        events = self.events
+        if len(events) < self.capacity:
+            events.append((spec.task_id, spec.attempt, tem.SUBMITTED_TO_WORKER, time.time(), node_id, worker_id, pid))
+        else:
+            self.dropped += 1
 
     def worker_died(self, spec: Any, reason: str) -> None:
         """The worker running the task's current attempt died (the owner may retry it as a new attempt)."""
@@ -105,7 +133,13 @@ class TaskEventRecorder:
         """The owner got the task's result: FINISHED, or FAILED with the error it carries (read here, on
         this rare path, so that the error is known even when the worker's own report died with it)."""
         if not returns or returns[0].kind != "error":
-            self.add((spec.task_id, spec.attempt, tem.FINISHED, time.time()))
+            if not self._due:
+                self._wake()
+            events = self.events
+            if len(events) < self.capacity:
+                events.append((spec.task_id, spec.attempt, tem.FINISHED, time.time()))
+            else:
+                self.dropped += 1
             return
         try:
             error = serialization.deserialize(payload[: returns[0].nframes])
@@ -117,13 +151,13 @@ class TaskEventRecorder:
 
     def running(self, spec: Any) -> None:
         """A worker starts the task (worker side)."""
-        core = self.core
         if spec.actor_options is None:  # its owner reported the node and worker it sent it to
-            self.add((spec.task_id, spec.attempt, tem.RUNNING, time.time(), None, None, os.getpid()))
+            self.add((spec.task_id, spec.attempt, tem.RUNNING, time.time(), None, None, self.pid))
             return
-        self.add((spec.task_id, spec.attempt, tem.RUNNING, time.time(), core.node_id, core.worker_id, os.getpid()))
+        core = self.core
+        self.add((spec.task_id, spec.attempt, tem.RUNNING, time.time(), core.node_id, core.worker_id, self.pid))
         if len(self.infos) < self.capacity:
-            self.infos.append((spec, time.time()))  # a creation task is sent by the GCS: its worker describes it
+            self.infos.append(_describe(spec, time.time()))  # a creation task is sent by the GCS: its worker describes it
         # The worker becomes the actor's, which may be killed at any time: what it recorded as a task
         # worker goes now rather than being lost with it.
         core.loop.call_soon_threadsafe(self.flush)
@@ -149,9 +183,8 @@ class TaskEventRecorder:
         gcs = self.core.gcs_address
         if not gcs or not (batch or described or dropped):
             return
-        rows = [_describe(spec, created) for spec, created in described]
         try:
-            self.core.loop.connect(gcs).send(tem.TaskEventsReport(rows, batch, dropped, self.core.job_id))
+            self.core.loop.connect(gcs).send(tem.TaskEventsReport(described, batch, dropped, self.core.job_id))
         except Exception as e:  # noqa: BLE001 - events are for observability: never fail the process
             log.debug("task events not sent: %s", e)
         if self.events or self.infos:

@@ -8,11 +8,14 @@ path: it reads the GCS over its socket. Endpoints:
     GET  /api/cluster/demand, /api/nodes      pending resource shapes (the autoscaler's input); nodes
     *    /api/jobs/...                        Ray's Jobs REST API (see kray.dashboard.job_routes)
     GET  /api/v0/{tasks,actors,nodes,...}     Ray's state API (see kray.dashboard.state_routes)
+    GET  /api/v0/logs, /api/v0/logs/file      Ray's log API (see kray.dashboard.log_routes)
     GET|PUT /api/packages/{protocol}/{name}   runtime_env packages: exists? / upload
+    GET  /, /static/..., /api/dashboard/...  the dashboard page (see kray.dashboard.page_routes)
 
 When the cluster has a token every request but the health checks must carry it, as Ray's token auth takes it:
 `Authorization: Bearer <token>`, `X-Ray-Authorization: Bearer <token>`, or the `ray-authentication-token`
-cookie; a missing token answers 401, a wrong one 403.
+cookie (which the page's login sets); a missing token answers 401, a wrong one 403. The page and its
+login endpoints answer without it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from aiohttp import web
 
 from kray import config
 from kray.dashboard import gcs as gcs_mod
-from kray.dashboard import job_routes, state_routes
+from kray.dashboard import job_routes, log_routes, page_routes, state_routes
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ def _auth_middleware(token: str | None) -> Any:
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not token or request.path in OPEN_PATHS:
+        if not token or request.path in OPEN_PATHS or page_routes.is_public(request.path):
             return await handler(request)
         given = request.headers.get("Authorization") or request.headers.get("X-Ray-Authorization") or ""
         if not given and request.cookies.get("ray-authentication-token"):
@@ -120,5 +123,7 @@ def make_app(gcs_address: str, session_dir: str, session_name: str, token: str |
     app.router.add_get("/api/nodes", nodes)
     job_routes.add_routes(app, gcs, session_dir)
     state_routes.add_routes(app, gcs_address)  # Ray's state API: /api/v0/tasks, /api/v0/actors, ...
+    log_routes.add_routes(app, gcs_address)  # Ray's log API: /api/v0/logs, /api/v0/logs/file
+    page_routes.add_routes(app, gcs_address, token)  # the dashboard page, its login and node view
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app

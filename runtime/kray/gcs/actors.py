@@ -12,8 +12,9 @@ import logging
 import time
 from typing import Any
 
-from kray import config, serialization
+from kray import config
 from kray.gcs import packages
+from kray.protocol import actor_exit_messages as exit_messages
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages
 from kray.scheduling import resources as res
@@ -22,9 +23,22 @@ log = logging.getLogger(__name__)
 
 PENDING, ALIVE, RESTARTING, DEAD = "PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD"
 
+# Death causes, in Ray's words, by who ended the actor.
+KILLED_CAUSE = "The actor was killed by kray.kill()."
+END_CAUSES = {
+    exit_messages.EXIT_ACTOR: "The actor is dead because its worker process has died. Worker exit type: "
+                              "INTENDED_USER_EXIT Worker exit detail: Worker exits by an user request. "
+                              "exit_actor() is called.",
+    exit_messages.SYS_EXIT: "The actor is dead because its worker process has died. Worker exit type: "
+                            "INTENDED_USER_EXIT Worker exit detail: Worker exits by an user request. Worker "
+                            "exits with an exit code 0.",
+    exit_messages.OUT_OF_SCOPE: "The actor is dead because all references to the actor were removed.",
+}
+
 
 class ActorRecord:
-    __slots__ = ("created_at", "creation", "info", "killing", "lease_id", "no_restart", "raylet", "request_id")
+    __slots__ = ("created_at", "creation", "creator", "info", "kill_cause", "killing", "lease_id", "no_restart",
+                 "raylet", "request_id")
 
     def __init__(self, info: messages.ActorInfo, creation: messages.TaskSpec) -> None:
         self.info = info
@@ -34,6 +48,8 @@ class ActorRecord:
         self.request_id: int | None = None
         self.killing = False
         self.no_restart = False
+        self.kill_cause = KILLED_CAUSE  # the death cause once a kill (no_restart) ends it
+        self.creator: bytes | None = None  # the creating process's connection (not for detached actors)
         self.created_at = time.time()
 
 
@@ -49,11 +65,13 @@ class ActorManager:
         self.by_creation_task: dict[bytes, bytes] = {}
         self.subscribers: dict[bytes, dict[bytes | None, loop_mod.Peer]] = {}
         self.dead: collections.deque[bytes] = collections.deque()  # dead actors' ids, oldest first
+        self.by_creator: dict[bytes | None, set[bytes]] = {}  # a creator's connection -> its live non-detached actors
         on = loop.on
         on(messages.RegisterActor, self._on_register)
         on(messages.GetActor, self._on_get)
         on(messages.SubscribeActor, self._on_subscribe)
         on(messages.KillActor, self._on_kill)
+        on(exit_messages.EndActor, self._on_end)
         on(messages.ListActors, lambda m, p, peer: peer.reply(m.req_id, [r.info for r in self.actors.values()]))
         on(messages.TaskDone, self._on_creation_done)
         on(messages.WorkerDied, self._on_worker_died)
@@ -84,6 +102,9 @@ class ActorManager:
         info = messages.ActorInfo(spec.actor_id, PENDING, opts, spec.job_id)
         record = ActorRecord(info, spec)
         self.actors[spec.actor_id] = record
+        if not opts.detached:  # it shares its creator's fate, as in Ray
+            record.creator = peer.identity
+            self.by_creator.setdefault(peer.identity, set()).add(spec.actor_id)
         self.by_creation_task[spec.task_id] = spec.actor_id
         peer.reply(msg.req_id, info)
         self._schedule(record)
@@ -191,6 +212,8 @@ class ActorManager:
         ret = msg.returns[0] if msg.returns else None
         if ret is not None and ret.kind == "error":
             try:
+                from kray import serialization  # cloudpickle: only for a failed creation
+
                 error = serialization.deserialize(payload[: ret.nframes])
                 cause = str(error)
             except Exception as e:  # noqa: BLE001 - the error itself could not be rebuilt here
@@ -215,11 +238,11 @@ class ActorManager:
         info = record.info
         limit = info.options.max_restarts
         if record.killing and record.no_restart:
-            self._mark_dead(record, "The actor was killed by kray.kill().")
+            self._mark_dead(record, record.kill_cause)
             return
         if limit != -1 and info.num_restarts >= limit:
             if record.killing:
-                self._mark_dead(record, "The actor was killed by kray.kill().")
+                self._mark_dead(record, record.kill_cause)
             else:
                 self._mark_dead(
                     record,
@@ -259,10 +282,22 @@ class ActorManager:
         self._kill(record, msg.no_restart)
         peer.reply(msg.req_id, True)
 
-    def _kill(self, record: ActorRecord, no_restart: bool) -> None:
+    def _on_end(self, msg: exit_messages.EndActor, payload: list, peer: loop_mod.Peer) -> None:
+        record = self.actors.get(msg.actor_id)
+        if record is None or msg.reason not in END_CAUSES:
+            if msg.req_id:
+                peer.reply(msg.req_id, f"cannot end actor {msg.actor_id.hex()} for reason {msg.reason!r}", ok=False)
+            return
+        self._kill(record, True, END_CAUSES[msg.reason])
+        if msg.req_id:
+            peer.reply(msg.req_id, True)
+
+    def _kill(self, record: ActorRecord, no_restart: bool, cause: str = KILLED_CAUSE) -> None:
         if record.info.state == DEAD:
             return
         record.no_restart = no_restart
+        if no_restart:
+            record.kill_cause = cause
         if record.lease_id and record.info.worker_id:
             record.killing = True
             self.loop.connect(record.raylet).send(messages.KillWorker(record.info.worker_id, "kray.kill"))
@@ -270,7 +305,17 @@ class ActorManager:
             if record.request_id is not None:
                 self.loop.connect(record.raylet).send(messages.CancelLeaseRequest(record.request_id))
                 self.loop.forget(record.request_id)
-            self._mark_dead(record, "The actor was killed by kray.kill() before it was created.")
+            self._mark_dead(record, "The actor was killed by kray.kill() before it was created."
+                            if cause == KILLED_CAUSE else cause)
+
+    def creators_exited(self, creators: dict[bytes | None, str]) -> None:
+        """Processes ended (connection identity -> address): the non-detached actors they created die."""
+        for identity, address in creators.items():
+            for actor_id in self.by_creator.pop(identity, set()):
+                record = self.actors.get(actor_id)
+                if record is not None:
+                    self._kill(record, True, f"The actor is dead because its owner has died. Owner address: {address} "
+                                             "(the process that created it exited).")
 
     def end_job(self, job_id: int) -> None:
         for record in list(self.actors.values()):
@@ -281,6 +326,11 @@ class ActorManager:
         info = record.info
         if info.state != DEAD:
             self._keep_dead(info.actor_id)
+        created = self.by_creator.get(record.creator)
+        if created is not None:
+            created.discard(info.actor_id)
+            if not created:
+                del self.by_creator[record.creator]
         self.by_creation_task.pop(record.creation.task_id, None)
         # A dead actor is never created again: its class and arguments go (the dead are kept by the
         # thousand, issue 15 defect 9), its id, options and death cause stay for callers and the state API.

@@ -11,8 +11,6 @@ import socket
 import time
 from collections.abc import Callable
 
-import psutil
-
 from kray import config
 from kray.protocol import loop as loop_mod
 from kray.protocol import messages
@@ -50,7 +48,7 @@ class NodeLiveness:
         self._warned: set[bytes] = set()  # busy nodes already logged during their current silence
         self._last_check = time.monotonic()
         self._hostname = socket.gethostname()
-        self._local_ips = _local_ips()
+        self._local_ips: set[str] | None = None  # read the first time a node falls silent
         loop.call_every(CHECK_PERIOD_S, self.check)
 
     def seen(self, node_id: bytes, peer: loop_mod.Peer | None = None) -> None:
@@ -106,6 +104,8 @@ class NodeLiveness:
 
     def process_state(self, node: messages.NodeInfo) -> str:
         """GONE, STOPPED or RUNNING for a raylet on this machine, by /proc; UNSEEN for other machines."""
+        if self._local_ips is None:
+            self._local_ips = _local_ips()
         if not node.pid or node.hostname != self._hostname or not _is_local(node.ip, self._local_ips):
             return UNSEEN
         try:
@@ -127,6 +127,8 @@ class NodeLiveness:
 
 
 def _local_ips() -> set[str]:
+    import psutil  # only when a node fell silent: the GCS starts without it
+
     try:
         return {addr.address for addrs in psutil.net_if_addrs().values() for addr in addrs}
     except OSError:

@@ -6,7 +6,8 @@ Every driver and worker announces its address (AnnounceOwner); a borrower that s
 owner asks to be told of its death (WatchOwners). When the owner's raylet reports the process gone
 (WorkersExited) or the owner's node dies, every watcher gets OwnersDied. All tables are bounded: live
 processes only, plus the most recent deaths (a watch that arrives after the death is answered at once).
-Runs on the GCS's loop; no I/O besides sending on its peers.
+The registry also answers ListOwners (the live processes' addresses), which `kray memory` asks each
+for its references. Runs on the GCS's loop; no I/O besides sending on its peers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 from typing import Any
 
 from kray.protocol import loop as loop_mod
-from kray.protocol import owner_messages
+from kray.protocol import memory_messages, owner_messages
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class OwnerRegistry:
         self.recent_deaths: collections.OrderedDict[str, str] = collections.OrderedDict()  # address -> reason
         loop.on(owner_messages.AnnounceOwner, self._on_announce)
         loop.on(owner_messages.WatchOwners, self._on_watch)
+        loop.on(memory_messages.ListOwners, lambda msg, payload, peer: peer.reply(msg.req_id, [
+            {"worker_id": w.hex(), "address": a, "node_id": n.hex()} for w, (a, n, _) in self.owners.items()]))
 
     def _on_announce(self, msg: owner_messages.AnnounceOwner, payload: list, peer: loop_mod.Peer) -> None:
         if not isinstance(msg.address, str) or not msg.address:
@@ -54,6 +57,11 @@ class OwnerRegistry:
             self.watching.setdefault(peer.identity, set()).add(address)
         for reason, addresses in dead.items():
             peer.send(owner_messages.OwnersDied(addresses, reason))
+
+    def identities_of(self, worker_ids: list[bytes]) -> dict[bytes | None, str]:
+        """The connection identities of these live processes, with their addresses."""
+        known = (self.owners.get(worker_id) for worker_id in worker_ids)
+        return {entry[2]: entry[0] for entry in known if entry is not None}
 
     def workers_exited(self, worker_ids: list[bytes]) -> None:
         """Processes ended (their raylet said so): their watchers hear it, their own watches go."""

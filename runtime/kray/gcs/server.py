@@ -5,6 +5,8 @@ Single-threaded on a protocol.loop.Loop; keeps everything in memory (no I/O besi
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import time
 from typing import Any
@@ -12,7 +14,16 @@ from typing import Any
 import zmq
 
 from kray import config
-from kray.gcs import actors, autoscaling, liveness, owners, packages, placement_groups, task_events
+from kray.gcs import (
+    actor_args,
+    actors,
+    autoscaling,
+    liveness,
+    owners,
+    packages,
+    placement_groups,
+    task_events,
+)
 from kray.gcs import metrics as gcs_metrics
 from kray.gcs import table_sizes as gcs_table_sizes
 from kray.protocol import loop as loop_mod
@@ -39,10 +50,13 @@ class Gcs:
         self.loop.serve(self.router)
         self.nodes: dict[bytes, messages.NodeInfo] = {}
         self.jobs: dict[int, dict[str, Any]] = {}
+        self._job_ids = itertools.count(1)
+        self._finished_jobs: collections.deque[int] = collections.deque()  # oldest first, bounded (config)
         self.kv: dict[str, bytes] = {}
         self.started_at = time.time()
         self.packages = packages.PackageRefs(self.kv, self.loop)
         self.actors = actors.ActorManager(self.loop, self.address, self.nodes, self.packages)
+        actor_args.install(self.actors)  # a detached actor's constructor arguments, held by value
         self.available: dict[bytes, dict[str, float]] = {}
         self.pending: dict[bytes, list[dict[str, float]]] = {}
         self.idle = autoscaling.IdleTracker()
@@ -99,8 +113,11 @@ class Gcs:
     def _on_job_finished(self, msg: messages.JobFinished, payload: list, peer: loop_mod.Peer) -> None:
         """A driver ended: its actors end (unless detached) and every raylet drops the job's work."""
         job = self.jobs.get(msg.job_id)
-        if job is not None:
-            job.setdefault("end_time", time.time())
+        if job is not None and "end_time" not in job:
+            job["end_time"] = time.time()
+            self._finished_jobs.append(msg.job_id)
+            while len(self._finished_jobs) > config.FINISHED_JOBS_KEPT:
+                self.jobs.pop(self._finished_jobs.popleft(), None)
         self.actors.end_job(msg.job_id)
         self.placement_groups.end_job(msg.job_id)
         self.packages.release(f"job:{msg.job_id}")
@@ -115,6 +132,7 @@ class Gcs:
 
     def _on_workers_exited(self, msg: messages.WorkersExited, payload: list, peer: loop_mod.Peer) -> None:
         """Processes that ended: their subscriptions go (churned workers would otherwise pile up)."""
+        self.actors.creators_exited(self.owners.identities_of(msg.worker_ids))  # their actors die, as in Ray
         self.owners.workers_exited(msg.worker_ids)
         for worker_id in msg.worker_ids:
             identity = self.subscriber_of.pop(worker_id, None)
@@ -191,7 +209,7 @@ class Gcs:
         return shapes + self.placement_groups.demand()
 
     def _on_register_job(self, msg: messages.RegisterJob, payload: list, peer: loop_mod.Peer) -> None:
-        job_id = len(self.jobs) + 1
+        job_id = next(self._job_ids)
         self.jobs[job_id] = {
             "job_id": job_id,
             "driver_pid": msg.driver_pid,

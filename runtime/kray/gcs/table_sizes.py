@@ -40,5 +40,7 @@ def sizes(gcs: Any) -> dict[str, int]:
     if events is not None:
         table["task_event_attempts"] = len(events.attempts)
         table["task_event_infos"] = len(events.infos)
+        table["task_event_evicted"] = len(events.evicted)
+        table["task_event_ended"] = len(events.ended)
     table.update(gcs.owners.sizes())
     return table

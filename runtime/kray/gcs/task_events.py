@@ -21,6 +21,10 @@ from kray.protocol import task_event_messages as tem
 log = logging.getLogger(__name__)
 
 _STATE_NAMES = tem.STATE_NAMES
+# Evicted attempts remembered to ignore their late events: a fixed number, not one per attempt kept (at
+# Ray's default of 100,000 kept attempts that table alone held ~19 MB, growing ~1.9 MB per 10,000 tasks).
+EVICTED_KEPT = 10_000
+_CREATION, _NORMAL = "ACTOR_CREATION_TASK", "NORMAL_TASK"
 
 
 class _Attempt:
@@ -63,11 +67,20 @@ class TaskEventStore:
     def _on_report(self, msg: tem.TaskEventsReport, payload: list, peer: loop_mod.Peer) -> None:
         if msg.dropped:
             self.dropped[msg.job_id] += msg.dropped
+        attempts, evicted, attempts_of, ended = self.attempts, self.evicted, self.attempts_of, self.ended
         for info in msg.infos:
             task_id = info[0]
+            if task_id not in attempts_of and (task_id, 0) in evicted:
+                # Its worker's events came first and its attempts were evicted meanwhile: the info would
+                # never be dropped (it goes with a task's last attempt), so it is not kept.
+                continue
             self.infos[task_id] = info
             self.job_of[task_id] = info[1]
-        attempts, evicted, attempts_of, ended = self.attempts, self.evicted, self.attempts_of, self.ended
+            if info[4] != _CREATION and task_id not in attempts_of:
+                # A task is listed from its creation (PENDING_ARGS_AVAIL at the time in its description,
+                # not sent as an event); an actor creation task's attempts are its worker's to report.
+                attempts[(task_id, 0)] = []
+                attempts_of[task_id] = 1
         bounded = self.max_tasks >= 0
         for event in msg.events:
             key = (event[0], event[1])
@@ -108,7 +121,7 @@ class TaskEventStore:
         for key in victims:
             self.attempts.pop(key, None)
             self.evicted[key] = None
-            if len(self.evicted) > max(self.max_tasks, 10_000):
+            if len(self.evicted) > EVICTED_KEPT:
                 self.evicted.popitem(last=False)
             task_id = key[0]
             self.dropped[self.job_of.get(task_id, 0)] += 1
@@ -146,7 +159,14 @@ class TaskEventStore:
         else:
             job, name, func, kind, actor, parent, resources, env, created = info[1:10]
         if tem.PENDING_ARGS_AVAIL not in times and created and attempt == 0:
-            times = {**times, tem.PENDING_ARGS_AVAIL: created}  # not reported when its arguments were ready
+            # Not reported when its arguments were ready: a task then went to PENDING_NODE_ASSIGNMENT
+            # at once (an actor call goes to its actor's queue).
+            times = {**times, tem.PENDING_ARGS_AVAIL: created}
+            reached = tem.PENDING_ARGS_AVAIL
+            if kind == _NORMAL:
+                times.setdefault(tem.PENDING_NODE_ASSIGNMENT, created)
+                reached = tem.PENDING_NODE_ASSIGNMENT
+            record.state = max(record.state, reached)
         group = next((k.rsplit("_", 1)[1] for k in resources if k.startswith("bundle_group_")), "")
         resources = {k: v for k, v in resources.items() if "_group_" not in k}
         start = times.get(tem.RUNNING)

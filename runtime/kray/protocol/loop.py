@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from kray.protocol import field_check, messages, wire
+from kray.protocol import field_check, limits, messages, wire
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class RequestTimeout(TimeoutError):
 
 class Loop:
     def __init__(self, ctx: zmq.Context | None = None, name: str = "loop") -> None:
-        self.ctx = ctx or zmq.Context()
+        self.ctx = ctx or limits.context()
         self.name = name
         self.poller = zmq.Poller()
         self.handlers: dict[type, Handler] = {}

@@ -142,12 +142,9 @@ def get_token() -> str | None:
 def _ensure_authenticator(ctx: zmq.Context) -> None:
     if id(ctx) in _authenticators:
         return
-    from zmq.auth.thread import ThreadAuthenticator
+    from kray.protocol import zap  # not pyzmq's ThreadAuthenticator: it imports asyncio and ssl
 
-    auth = ThreadAuthenticator(ctx)
-    auth.start()
-    auth.configure_plain(domain="*", passwords={_USER.decode(): _token or ""})
-    _authenticators[id(ctx)] = auth
+    _authenticators[id(ctx)] = zap.PlainAuthenticator(ctx, _USER, (_token or "").encode())
 
 
 def stop_authenticator(ctx: zmq.Context) -> None:

@@ -12,7 +12,7 @@ import zmq
 
 from kray import config
 from kray.protocol import messages, wire
-from kray.raylet import health_http, metrics_export, server
+from kray.raylet import health_http, metrics_listener, server
 from kray.util import process_watch
 
 log = logging.getLogger("kray.raylet")
@@ -81,10 +81,10 @@ def main() -> None:
         sys.exit(1)
 
 
-def _metrics_endpoint(ip: str, port: int) -> metrics_export.Endpoint:
+def _metrics_endpoint(ip: str, port: int) -> metrics_listener.Endpoint:
     """Serve Prometheus metrics on `port` (0: a free one); a taken port ends start-up (the CLI checks first)."""
     try:
-        return metrics_export.Endpoint(ip, port)
+        return metrics_listener.Endpoint(ip, port)
     except OSError as e:
         log.error("%s; pass another --metrics-export-port", e)
         sys.exit(1)

@@ -1,10 +1,12 @@
 """The raylet's memory monitor (Ray's out-of-memory prevention): above KRAY_memory_usage_threshold of the
-node's memory it kills one leased worker, chosen as Ray's group-by-owner policy does, so that its task
-fails with OutOfMemoryError (or runs again) before the kernel's OOM killer takes the raylet or a driver.
+node's memory (or above all but KRAY_min_memory_free_bytes of it, whichever is higher, as Ray) it kills one
+leased worker, chosen as Ray's group-by-owner policy does, so that its task fails with OutOfMemoryError (or
+runs again) before the kernel's OOM killer takes the raylet or a driver.
 
-A daemon thread reads the node's memory use every KRAY_memory_monitor_refresh_ms (one file: the memory.stat
-of the raylet's cgroup when that cgroup has a memory limit, as in a container or pod, else /proc/meminfo)
-and wakes the raylet's loop only while use is above the threshold; choosing and killing run on the loop.
+A daemon thread reads the node's memory use every KRAY_memory_monitor_refresh_ms (the memory.stat of the
+raylet's cgroup while that cgroup has a memory limit, as in a container or pod, else /proc/meminfo; the
+limit is read again each time, so a changed limit applies at once) and wakes the raylet's loop only while
+use is above the threshold; choosing and killing run on the loop.
 """
 
 from __future__ import annotations
@@ -45,21 +47,22 @@ class MemoryReader:
 
     def __init__(self, proc_root: str = "/proc", cgroup_root: str = "/sys/fs/cgroup") -> None:
         self.proc_root = proc_root
+        self.cgroup_root = cgroup_root
         self.host_total = _meminfo(os.path.join(proc_root, "meminfo"))["MemTotal"]
         self.cgroup_version = 0
-        self.stat_path = ""
-        self.limit = 0
+        self.directory = ""
         found = _own_memory_cgroup(proc_root, cgroup_root)
         if found is not None:
-            version, directory = found
-            limit = _cgroup_limit(version, directory, cgroup_root)
-            if limit is not None and 0 < limit < self.host_total:
-                self.cgroup_version, self.stat_path, self.limit = version, os.path.join(directory, "memory.stat"), limit
+            self.cgroup_version, self.directory = found
 
     def read(self) -> MemorySnapshot:
         if self.cgroup_version:
-            stat = _key_values(self.stat_path)
-            return MemorySnapshot(_cgroup_used(self.cgroup_version, stat), self.limit, self.stat_path)
+            stat_path = os.path.join(self.directory, "memory.stat")
+            stat = _key_values(stat_path)
+            # Read each time: a pod's limit can be resized in place, a container's changed with `update`.
+            limit = _cgroup_limit(self.cgroup_version, self.directory, self.cgroup_root, stat)
+            if limit is not None and 0 < limit < self.host_total:
+                return MemorySnapshot(_cgroup_used(self.cgroup_version, stat), limit, stat_path)
         path = os.path.join(self.proc_root, "meminfo")
         info = _meminfo(path)
         total = info["MemTotal"]
@@ -107,11 +110,12 @@ def _usable(version: int, base: str, path: str) -> tuple[int, str] | None:
     return None
 
 
-def _cgroup_limit(version: int, directory: str, cgroup_root: str) -> int | None:
-    """The memory limit in force for the cgroup: its own or an ancestor's, whichever is lowest."""
+def _cgroup_limit(version: int, directory: str, cgroup_root: str, stat: dict[str, int] | None = None) -> int | None:
+    """The memory limit in force for the cgroup: its own or an ancestor's, whichever is lowest (v1: from
+    `stat`, its memory.stat, when given)."""
     try:
         if version == 1:
-            stat = _key_values(os.path.join(directory, "memory.stat"))
+            stat = stat if stat is not None else _key_values(os.path.join(directory, "memory.stat"))
             if "hierarchical_memory_limit" in stat:
                 return stat["hierarchical_memory_limit"]
             with open(os.path.join(directory, "memory.limit_in_bytes")) as f:
@@ -182,6 +186,7 @@ class MemoryMonitor:
         self.raylet = raylet
         self.refresh_ms = config.memory_monitor_refresh_ms()
         self.threshold = config.memory_usage_threshold()
+        self.min_free = config.min_memory_free_bytes()  # -1: not set
         self.reader = reader
         self.killing = b""  # the worker killed last: the next is chosen only once it is gone, as in Ray
         self.kills: dict[bytes, tuple[str, bool]] = {}  # worker id -> (OutOfMemoryError text, retry)
@@ -201,13 +206,20 @@ class MemoryMonitor:
         except (OSError, KeyError, ValueError) as e:
             log.warning("the memory monitor cannot read this node's memory use (%s); it is off", e)
             return
-        log.info("MemoryMonitor initialized with usage threshold at %d bytes (%.2f of %d bytes, read from %s)",
-                 int(first.total * self.threshold), self.threshold, first.total, first.source)
+        log.info("MemoryMonitor initialized with usage threshold at %d bytes (%.2f of %d bytes, min free %d "
+                 "bytes, read from %s)", self.threshold_bytes(first.total), self.threshold, first.total,
+                 self.min_free, first.source)
         self._thread = threading.Thread(target=self._run, name="memory-monitor", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def threshold_bytes(self, total: int) -> int:
+        """Use above this many bytes of `total` kills, as Ray's: the threshold's share of the node's memory,
+        raised to all but min_memory_free_bytes of it when that is set and higher."""
+        fraction = int(total * self.threshold)
+        return max(fraction, total - self.min_free) if self.min_free >= 0 else fraction
 
     def _run(self) -> None:
         reader = self.reader
@@ -219,7 +231,7 @@ class MemoryMonitor:
             except (OSError, KeyError, ValueError) as e:
                 log.debug("reading memory use failed: %s", e)
                 continue
-            if snapshot.used > snapshot.total * self.threshold and not self._posted:
+            if snapshot.used > self.threshold_bytes(snapshot.total) and not self._posted:
                 self._posted = True
                 self.raylet.loop.call_soon_threadsafe(self._above_threshold, snapshot)
 
@@ -254,7 +266,7 @@ class MemoryMonitor:
                 self._quiet_until = time.monotonic() + 10.0
                 log.warning("memory use %.2fGB / %.2fGB (%.2f) is above the threshold %.2f, and no task or "
                             "actor worker runs on this node to free it", snapshot.used / GB, snapshot.total / GB,
-                            snapshot.fraction, self.threshold)
+                            snapshot.fraction, self.threshold_bytes(snapshot.total) / max(snapshot.total, 1))
             return
         candidate, retry = chosen
         worker = leased[candidate.worker_id]
@@ -278,12 +290,13 @@ class MemoryMonitor:
             f"Memory on the node (IP: {node.ip}, ID: {node.node_id.hex()}) where the {kind} "
             f"(name={worker.name or '(unnamed)'}, pid={worker.pid}, memory used={own / GB:.2f}GB) was running was "
             f"{snapshot.used / GB:.2f}GB / {snapshot.total / GB:.2f}GB ({snapshot.fraction:.6f}), which exceeds "
-            f"the memory usage threshold of {self.threshold}. kray killed this worker (ID: {worker.worker_id.hex()}) "
+            f"the memory usage threshold of {self.threshold_bytes(snapshot.total) / max(snapshot.total, 1):.6g}. kray killed this worker (ID: {worker.worker_id.hex()}) "
             f"because it was the most recently scheduled {'retriable ' if worker.lease_retriable else ''}task of "
             f"the caller with the most tasks running on this node ({running} task and actor worker(s) were "
             f"running here; memory read from {snapshot.source}).\n"
             "Consider provisioning more memory on this node or reducing task parallelism by requesting more CPUs "
             "per task. To adjust the kill threshold, set the environment variable `KRAY_memory_usage_threshold` "
-            "(or `RAY_memory_usage_threshold`) when starting kray. To disable worker killing, set the environment "
+            "(or `RAY_memory_usage_threshold`), or the bytes to keep free with `KRAY_min_memory_free_bytes`, when "
+            "starting kray. To disable worker killing, set the environment "
             "variable `KRAY_memory_monitor_refresh_ms` to zero."
         )

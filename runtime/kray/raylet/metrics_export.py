@@ -3,7 +3,8 @@ store, logical resources, tasks by state, workers, the scheduler's queue, the us
 node's workers and drivers report (kray.util.metrics), and on the head the GCS's cluster-level series
 (nodes, actors, placement groups, jobs), as Ray's head exports its GCS's metrics.
 
-Served by prometheus_client's HTTP server on a thread of its own. A scrape never touches the raylet's
+Loaded at the first scrape of the port that metrics_listener bound at start; served by a WSGI server
+(prometheus_client's app) on that socket, on threads of its own. A scrape never touches the raylet's
 tables from that thread: it posts one call to the raylet's loop that copies what it needs (counts
 only, cheap) and waits up to SNAPSHOT_WAIT_S for it; a wedged loop makes the scrape use the last copy.
 psutil's readings are taken on the HTTP thread. Names are Ray's where Ray has one (ray_*), kray_*
@@ -12,14 +13,16 @@ otherwise.
 
 from __future__ import annotations
 
-import errno
 import os
+import socket
+import socketserver
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
+from wsgiref import simple_server
 
 import psutil
-from prometheus_client import exposition
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import (
     CollectorRegistry,
     CounterMetricFamily,
@@ -35,45 +38,40 @@ SNAPSHOT_WAIT_S = 2.0
 USER_PREFIX = "ray_"  # Ray exports application metrics as ray_<name>
 
 
-class PortTaken(OSError):
-    """The metrics port is held by another process."""
+class _Server(socketserver.ThreadingMixIn, simple_server.WSGIServer):
+    daemon_threads = True
 
 
-def bind_address(node_ip: str) -> str:
-    """A node on a loopback address (several share a machine) listens there only, else everywhere."""
-    return node_ip if node_ip.startswith("127.") else "0.0.0.0"
+class _QuietHandler(simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
 
 
-class Endpoint:
-    """The HTTP server and its registry; `attach` plugs the raylet's collector in once it exists."""
-
-    def __init__(self, node_ip: str, port: int) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        try:
-            self.server, self.thread = exposition.start_http_server(port, bind_address(node_ip), self.registry)
-        except OSError as e:
-            if e.errno in (errno.EADDRINUSE, errno.EACCES):
-                raise PortTaken(e.errno, f"the metrics export port {node_ip}:{port} is in use: {e.strerror}") from None
-            raise
-        self.port = int(self.server.server_port)
-
-    def attach(self, raylet: Any) -> NodeCollector:
-        collector = NodeCollector(raylet)
-        self.registry.register(collector)
-        return collector
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def serve_on(listener: socket.socket, collector: NodeCollector) -> simple_server.WSGIServer:
+    """A WSGI server of prometheus_client's app for `collector`, on an already bound and listening socket
+    (call serve_forever on it)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    server = _Server(listener.getsockname()[:2], _QuietHandler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = listener
+    host, port = listener.getsockname()[:2]
+    server.server_name, server.server_port = socket.getfqdn(host), port
+    server.setup_environ()
+    server.set_app(make_wsgi_app(registry))
+    return server
 
 
 class NodeCollector:
     """prometheus_client calls `collect` on the HTTP thread for every scrape."""
 
-    def __init__(self, raylet: Any) -> None:
+    def __init__(self, raylet: Any, aggregate: metrics_aggregate.Aggregate | None = None) -> None:
+        """`aggregate`: the workers' reports gathered since start (metrics_listener); else from now on."""
         self.raylet = raylet
-        self.aggregate = metrics_aggregate.Aggregate()
-        raylet.loop.on(metrics_messages.ReportMetrics, lambda m, p, peer: self.aggregate.apply(m))
+        if aggregate is None:
+            aggregate = metrics_aggregate.Aggregate()
+            raylet.loop.on(metrics_messages.ReportMetrics, lambda m, p, peer: aggregate.apply(m))
+        self.aggregate = aggregate
         session_dir = os.path.dirname(os.path.dirname(raylet.node.spill_dir.rstrip(os.sep)))
         self.common = {"SessionName": os.path.basename(session_dir), "ip": raylet.node.ip}
         self._latest: dict[str, Any] | None = None

@@ -1,5 +1,6 @@
 """The raylet server: the node's resource ledger, lease grants, blocked-worker CPU lending, the
-object store ledger and node statistics, served on one ROUTER socket.
+object store ledger and node statistics, served on one ROUTER socket (object chunks for other
+nodes are read by object_reads).
 
 Runs single-threaded on its protocol.loop.Loop; starts and kills worker processes through the
 worker pool and touches the node's object directories through the object store.
@@ -7,7 +8,6 @@ worker pool and touches the node's object directories through the object store.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import itertools
 import logging
@@ -18,19 +18,15 @@ from typing import Any
 import zmq
 
 from kray import config
-from kray.object_store import shm
 from kray.object_store import store as store_mod
 from kray.protocol import debug_messages, messages, wire
 from kray.protocol import loop as loop_mod
-from kray.raylet import liveness, memory_monitor, state_rows, worker_pool
+from kray.raylet import liveness, memory_monitor, object_reads, state_rows, worker_pool
 from kray.runtime_env import validation
 from kray.scheduling import placement, policy
 from kray.scheduling import resources as res
-from kray.util import safe_names
 
 log = logging.getLogger(__name__)
-# The most a ReadObject answers at once (fetchers ask for 8 MiB): a huge length never reads a whole file.
-MAX_READ_CHUNK = 64 << 20
 
 
 class LeaseRequest:
@@ -65,8 +61,7 @@ class Raylet:
         self.gpu_free = {i: 1.0 for i in range(int(node.resources.get("GPU", 0)))}
         self.store = store_mod.ObjectStore(node.shm_dir, node.spill_dir, node.object_store_memory,
                                            call_soon=self.loop.call_soon_threadsafe)
-        # Chunks of objects read for other nodes come from files (maybe spilled to disk): read off the loop.
-        self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="object-read")
+        self.object_reader = object_reads.ObjectReader(self.loop, node)
         self.pool = worker_pool.WorkerPool(
             self.loop, node.raylet_address, node.ip, self._publish_logs, self._on_worker_death, worker_env,
             gcs_address=gcs_address, runtime_env_dir=runtime_env_dir(node),
@@ -96,7 +91,7 @@ class Raylet:
         on(messages.GetNodeStats, self._on_stats)
         on(messages.SubscribeLogs, self._on_subscribe_logs)
         on(messages.ClusterView, self._on_cluster_view)
-        on(messages.ReadObject, self._on_read_object)
+        on(messages.ReadObject, self.object_reader.on_read_object)
         on(messages.ReserveBundle, self._on_reserve_bundle)
         on(messages.ReturnBundle, self._on_return_bundle)
         on(messages.JobFinished, self._on_job_finished)
@@ -217,33 +212,8 @@ class Raylet:
     def _local_view(self) -> policy.NodeView:
         return policy.NodeView(self.node.node_id, self.node.raylet_address, self.total, self.available)
 
-    def _on_read_object(self, msg: messages.ReadObject, payload: list, peer: loop_mod.Peer) -> None:
-        """Serve a chunk of an object file to a process on another node that fetches it."""
-        if not safe_names.is_object_hex(msg.object_hex):
-            peer.reply(msg.req_id, f"{msg.object_hex!r:.80} is not an object id", ok=False)
-            return
-        self._readers.submit(self._read_chunk, msg, peer)
-
-    def _read_chunk(self, msg: messages.ReadObject, peer: loop_mod.Peer) -> None:
-        """On a reader thread: read the chunk, then hand the reply to the loop (which owns the socket)."""
-        for path in shm.object_paths(self.node.shm_dir, self.node.spill_dir, msg.object_hex):
-            try:
-                with open(path, "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
-                    f.seek(max(0, int(msg.offset)))
-                    chunk = f.read(max(0, min(int(msg.length), MAX_READ_CHUNK)))
-            except FileNotFoundError:
-                continue
-            except (OSError, TypeError, ValueError) as e:
-                self.loop.call_soon_threadsafe(peer.reply, msg.req_id, f"reading object {msg.object_hex}: {e}", False)
-                return
-            self.loop.call_soon_threadsafe(peer.send, messages.Reply(msg.req_id, True, size), [chunk])
-            return
-        self.loop.call_soon_threadsafe(
-            peer.reply, msg.req_id, f"object {msg.object_hex} is not on node {self.node.node_id.hex()}", False)
-
     def shutdown(self) -> None:
-        self._readers.shutdown(wait=False, cancel_futures=True)
+        self.object_reader.shutdown()
         self.heartbeat.stop()
         self.memory_monitor.stop()
         self.drivers.close()
@@ -505,6 +475,7 @@ class Raylet:
                 "pid": os.getpid(),
                 "worker_list": state_rows.worker_rows(self.pool),  # for the state API
                 "object_list": state_rows.object_rows(self.store),
+                "host": state_rows.host_usage(),  # the machine's CPU and memory, for the dashboard's node view
             },
         )
 

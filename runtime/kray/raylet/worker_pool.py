@@ -27,6 +27,7 @@ import psutil
 
 from kray import config
 from kray.protocol import loop as loop_mod
+from kray.raylet import log_files
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class WorkerPool:
         self.gcs_address = gcs_address  # where a worker fetches its runtime_env's packages
         self.runtime_env_dir = runtime_env_dir  # the node's cache of unpacked packages and virtualenvs
         self.on_exit: Callable[[Worker], None] | None = None  # every exit, expected or not
+        self.logs = log_files.WorkerLogs(loop, log_files.log_dir_of(runtime_env_dir))  # kray logs
         _become_subreaper()
 
     @property
@@ -132,6 +134,7 @@ class WorkerPool:
         _lower_priority(proc.pid)
         worker = Worker(worker_id, proc, runtime_env)
         self.workers[worker_id] = worker
+        self.logs.started(worker_id)
         for stream in (proc.stdout, proc.stderr):
             assert stream is not None
             fd = stream.fileno()
@@ -259,6 +262,7 @@ class WorkerPool:
     def _send(self, worker: Worker, is_err: bool, lines: list[str]) -> None:
         if not lines:
             return
+        self.logs.write(worker.worker_id, worker.pid, is_err, lines)
         self.publish(worker.job, (worker.name or "worker", worker.pid, self.ip, is_err, lines))
 
     def _on_eof(self, worker: Worker, fd: int) -> None:
@@ -290,6 +294,7 @@ class WorkerPool:
         self._finish(worker)
 
     def _finish(self, worker: Worker) -> None:
+        self.logs.close(worker.worker_id)
         try:
             code = worker.proc.wait(2.0)
         except subprocess.TimeoutExpired:

@@ -15,6 +15,7 @@ __all__ = [
     "PlacementGroup",
     "Queue",
     "get_current_placement_group",
+    "get_node_ip_address",
     "get_placement_group",
     "inspect_serializability",
     "list_actors",
@@ -55,6 +56,10 @@ def __getattr__(name: str) -> Any:
         # the function once asked for.
         globals()["placement_group"] = module.placement_group
         return getattr(module, name)
+    if name == "get_node_ip_address":
+        from kray._private.services import get_node_ip_address
+
+        return get_node_ip_address
     if name == "NodeAffinitySchedulingStrategy":
         from kray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

@@ -6,7 +6,8 @@ update after a report schedules the next one FLUSH_INTERVAL_S later on the core 
 which sends everything gathered (ReportMetrics) to the node's raylet; an idle process sends nothing.
 The raylet sums the reports of its processes and serves them on its metrics endpoint
 (raylet/metrics_export.py) as `ray_<name>`, as Ray does. The executor reports its tasks' states
-through `task_started`/`task_finished` on the same path (Ray's `ray_tasks`).
+through `task_started`/`task_finished` on the same path (Ray's `ray_tasks`): those run once per task,
+so they only bump counters of the calling thread (no lock); the flush sums the threads' counters.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ class _Recorder:
         self.gauges: dict[tuple[str, tuple[str, ...]], float] = {}
         self.histograms: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
         self.meta: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] = {}
-        self.task_states: dict[tuple[str, str], int] = {}
-        self.running: dict[str, int] = {}  # this process's running tasks by name
+        # Task counts, cumulative: each thread's own (name -> started, (name, failed) -> ended), written
+        # only by that thread; and the totals last reported, of which each report sends the change.
+        self.thread_counts: list[dict[Any, int]] = []
+        self.local = threading.local()
+        self.reported: dict[tuple[str, str], int] = {}
         self.scheduled = False
 
     def declare(self, kind: str, name: str, description: str, tag_keys: tuple[str, ...],
@@ -64,22 +68,39 @@ class _Recorder:
             entry[2] += 1
         self._schedule()
 
-    def task(self, name: str, started: bool, failed: bool = False) -> None:
+    def counts(self) -> dict[Any, int]:
+        """The calling thread's task counts (made on its first task)."""
+        try:
+            return self.local.counts  # type: ignore[no-any-return]
+        except AttributeError:
+            counts: dict[Any, int] = {}
+            self.local.counts = counts
+            with self.lock:
+                self.thread_counts.append(counts)
+            return counts
+
+    def task_changes(self) -> dict[tuple[str, str], int]:
+        """What changed in the task counts since the last call: {(name, state): delta}. A name's
+        RUNNING is its starts less its ends, never below 0 (a task cancelled before it started ends
+        without a start)."""
         with self.lock:
-            states = self.task_states  # flush swaps in a new table under the lock
-            if started:
-                self.running[name] = self.running.get(name, 0) + 1
-                key = (name, "RUNNING")
-                states[key] = states.get(key, 0) + 1
-            else:
-                if self.running.get(name, 0) > 0:
-                    self.running[name] -= 1
-                    key = (name, "RUNNING")
-                    states[key] = states.get(key, 0) - 1
-                key = (name, "FAILED" if failed else "FINISHED")
-                states[key] = states.get(key, 0) + 1
-        if not self.scheduled:
-            self._schedule()
+            tables = list(self.thread_counts)
+        started: dict[str, int] = {}
+        ended: dict[tuple[str, str], int] = {}
+        for table in tables:
+            for key, n in table.copy().items():  # copy() holds the GIL throughout: a consistent view
+                if isinstance(key, str):
+                    started[key] = started.get(key, 0) + n
+                else:
+                    state_key = (key[0], "FAILED" if key[1] else "FINISHED")
+                    ended[state_key] = ended.get(state_key, 0) + n
+        totals = dict(ended)
+        for name, n in started.items():
+            totals[(name, "RUNNING")] = max(0, n - ended.get((name, "FINISHED"), 0) - ended.get((name, "FAILED"), 0))
+        reported = self.reported
+        changes = {key: n - reported.get(key, 0) for key, n in totals.items() if n != reported.get(key, 0)}
+        self.reported = totals
+        return changes
 
     def _schedule(self) -> None:
         if self.scheduled:
@@ -101,8 +122,8 @@ class _Recorder:
                 updates.append(self._update(name, tags, value))
             for (name, tags), entry in self.histograms.items():
                 updates.append(self._update(name, tags, (entry[0], entry[1], entry[2])))
-            task_states = {k: v for k, v in self.task_states.items() if v}
-            self.counters, self.gauges, self.histograms, self.task_states = {}, {}, {}, {}
+            self.counters, self.gauges, self.histograms = {}, {}, {}
+        task_states = self.task_changes()
         core = refs.get_core()
         if core is None or not (updates or task_states):
             return
@@ -119,12 +140,25 @@ _recorder = _Recorder()
 
 def task_started(name: str) -> None:
     """The executor began running task or actor call `name` (counted as RUNNING on the node)."""
-    _recorder.task(name, started=True)
+    try:
+        counts = _recorder.local.counts
+    except AttributeError:
+        counts = _recorder.counts()
+    counts[name] = counts.get(name, 0) + 1
+    if not _recorder.scheduled:
+        _recorder._schedule()
 
 
 def task_finished(name: str, failed: bool) -> None:
     """The executor finished `name`: FINISHED, or FAILED when it returned an error."""
-    _recorder.task(name, started=False, failed=failed)
+    try:
+        counts = _recorder.local.counts
+    except AttributeError:
+        counts = _recorder.counts()
+    key = (name, failed)
+    counts[key] = counts.get(key, 0) + 1
+    if not _recorder.scheduled:
+        _recorder._schedule()
 
 
 class Metric:

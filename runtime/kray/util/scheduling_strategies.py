@@ -26,12 +26,11 @@ class NodeAffinitySchedulingStrategy:
 
 
 class PlacementGroupSchedulingStrategy:
-    """Run inside a placement group's bundle (any bundle when the index is -1)."""
+    """Run inside a placement group's bundle (any bundle when the index is -1). As in Ray,
+    placement_group=None schedules outside any group (a child task so escapes its parent's captured group)."""
 
     def __init__(self, placement_group: Any, placement_group_bundle_index: int = -1,
                  placement_group_capture_child_tasks: bool | None = None) -> None:
-        if placement_group is None:
-            raise ValueError("PlacementGroupSchedulingStrategy needs a placement group.")
         count = getattr(placement_group, "bundle_count", None)
         if not isinstance(placement_group_bundle_index, int) or placement_group_bundle_index < -1 or (
             count is not None and placement_group_bundle_index >= count

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kray.util import state_columns, state_sources
+from kray.util.log_state import get_log, list_logs  # the logs half (Ray's names), kept in its own module
 from kray.util.state_columns import Filter, SupportedFilterType
 
 DEFAULT_LIMIT = 100
@@ -96,7 +97,8 @@ def list_nodes(address: str | None = None, filters: Sequence[Filter] | None = No
 def list_objects(address: str | None = None, filters: Sequence[Filter] | None = None, limit: int = DEFAULT_LIMIT,
                  timeout: int = DEFAULT_RPC_TIMEOUT, detail: bool = False, raise_on_missing_output: bool = True,
                  _explain: bool = False) -> list[ObjectState]:
-    """Objects in the nodes' shared-memory stores (objects over 100 KiB; smaller ones live in their owner)."""
+    """Objects in the nodes' shared-memory stores (one row per copy), and the small (inline) objects that live
+    in their owners' memory (one row per process holding one, with its pid and reference type)."""
     return list_resource("objects", address, filters, limit, timeout, detail)
 
 
@@ -217,7 +219,7 @@ def summarize_objects(address: Address = None, timeout: int = DEFAULT_RPC_TIMEOU
 
 __all__ = [
     "ActorState", "Filter", "JobState", "NodeState", "ObjectState", "PlacementGroupState", "SupportedFilterType",
-    "TaskState", "WorkerState", "get_actor", "get_job", "get_node", "get_objects", "get_placement_group",
-    "get_task", "get_worker", "list_actors", "list_jobs", "list_nodes", "list_objects", "list_placement_groups",
+    "TaskState", "WorkerState", "get_actor", "get_job", "get_log", "get_node", "get_objects", "get_placement_group",
+    "get_task", "get_worker", "list_actors", "list_jobs", "list_logs", "list_nodes", "list_objects", "list_placement_groups",
     "list_tasks", "list_workers", "summarize_actors", "summarize_objects", "summarize_tasks",
 ]

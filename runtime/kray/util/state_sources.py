@@ -144,7 +144,10 @@ class StateSource:
                     "node_id": node.node_id.hex(), "spilled": bool(o.get("spilled")),
                     "job_id": ids.job_id_hex(o["job_id"]) if o.get("job_id") else None,
                 })
-        return rows
+        # Small objects live in their owners' memory, not in a store: one row per process holding one.
+        from kray.util import memory_state
+
+        return rows + memory_state.inline_object_rows(memory_state.reference_tables(self)[0])
 
 
 def resolve(address: str | None = None, timeout: float = TIMEOUT_S) -> StateSource:

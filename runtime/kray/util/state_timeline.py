@@ -1,8 +1,9 @@
-"""`kray timeline`: the cluster's task attempts as a Chrome trace (chrome://tracing, Perfetto), built
-from the task events the GCS keeps.
+"""`kray timeline` and `kray.timeline()`: the cluster's task attempts as a Chrome trace (chrome://tracing,
+Perfetto), built from the task events the GCS keeps.
 
-Pure shaping of state rows: one complete event ("ph": "X") per attempt that started, on a track per
-node ("pid") and worker process ("tid"), from its RUNNING time to its end (or to now while it runs).
+Shapes state rows: one complete event ("ph": "X") per attempt that started, on a track per node ("pid")
+and worker process ("tid"), from its RUNNING time to its end (or to now while it runs). Reads them through
+kray.util.state; `driver_timeline` may write the JSON file it is given.
 """
 
 from __future__ import annotations
@@ -37,3 +38,24 @@ def chrome_trace(rows: list[dict[str, Any]], now_ms: float | None = None) -> lis
 def timeline(address: state.Address = None, timeout: int = state.DEFAULT_RPC_TIMEOUT) -> list[dict[str, Any]]:
     """The Chrome trace events of every task attempt the GCS keeps."""
     return chrome_trace(state.list_resource("tasks", address, None, state.MAX_LIMIT, timeout, True))
+
+
+def driver_timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
+    """`kray.timeline()`, as Ray's `ray.timeline()`: the connected cluster's task attempts as Chrome trace
+    events (open them in chrome://tracing or ui.perfetto.dev). With `filename`, they are written there as
+    JSON and None is returned.
+
+    Raises RuntimeError before `kray.init()`.
+    """
+    import json
+
+    from kray.api import runtime
+
+    if not runtime.is_initialized():
+        raise RuntimeError("kray has not been started yet: call kray.init() before kray.timeline().")
+    events = timeline()
+    if filename is None:
+        return events
+    with open(filename, "w") as f:
+        json.dump(events, f)
+    return None

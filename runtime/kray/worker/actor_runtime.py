@@ -8,15 +8,24 @@ executor's completion path.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import inspect
+import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kray.protocol import messages
 
+if TYPE_CHECKING:
+    import asyncio  # imported for real only by an async actor: sync workers and drivers never load it
+
 DEFAULT_ASYNC_CONCURRENCY = 1000
+
+
+def is_cancellation(e: BaseException) -> bool:
+    """KeyboardInterrupt, or asyncio's CancelledError (raised only where asyncio was imported)."""
+    aio = sys.modules.get("asyncio")
+    return isinstance(e, KeyboardInterrupt) or (aio is not None and isinstance(e, aio.CancelledError))
 
 
 def is_async_class(cls: type) -> bool:
@@ -38,6 +47,8 @@ class ActorRuntime:
         self.thread_calls: dict[bytes, tuple[concurrent.futures.Future, messages.TaskSpec]] = {}
         groups = dict(options.concurrency_groups)
         if options.is_async:
+            import asyncio
+
             self.loop = asyncio.new_event_loop()
             threading.Thread(target=self._run_loop, name="kray-actor-loop", daemon=True).start()
             # max_concurrency=1 is honoured (calls wait their turn), as in Ray; unset means 1000 (set by the caller)
@@ -56,6 +67,8 @@ class ActorRuntime:
         return self.loop is not None or bool(self.pools)
 
     def _run_loop(self) -> None:
+        import asyncio
+
         assert self.loop is not None
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
@@ -77,6 +90,8 @@ class ActorRuntime:
         group = self.group_of(spec)
         task_id = spec.task_id
         if self.loop is not None:
+            import asyncio
+
             prepared = self.executor.prepare_or_fail(spec)
             if prepared is None:
                 return
@@ -119,6 +134,8 @@ class ActorRuntime:
             task.cancel()
 
     async def _run_async(self, spec: messages.TaskSpec, group: str, function: Any, args: list, kwargs: dict) -> None:
+        import asyncio
+
         task_id = spec.task_id
         cancelled = self.executor.cancelled
         if task_id in self.cancel_before_start or (cancelled and task_id in cancelled):

@@ -10,11 +10,13 @@ import argparse
 import logging
 import os
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from kray import config, exceptions
 from kray.protocol import client, messages
-from kray.runtime_env import packaging, setup, validation
+
+if TYPE_CHECKING:
+    from kray.runtime_env import setup
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ def enter(args: argparse.Namespace, worker_id: bytes) -> None:
     if not args.runtime_env or args.runtime_env_applied:
         _add_paths_again(args)
         return
+    from kray.runtime_env import setup, validation  # only a worker with a runtime_env loads these
+
     try:
         prepared = setup.prepare(validation.deserialize(args.runtime_env), _fetcher(args.gcs), args.runtime_env_dir)
     except exceptions.RuntimeEnvSetupError as e:
@@ -61,6 +65,8 @@ def _add_paths_again(args: argparse.Namespace) -> None:
 
 
 def _fetcher(gcs_address: str) -> setup.Fetch:
+    from kray.runtime_env import packaging
+
     def fetch(uri: str) -> bytes | None:
         key = packaging.kv_key(uri)
         value = client.request(gcs_address, lambda rid: messages.KvGet(rid, key), timeout=config.REQUEST_TIMEOUT_S)

@@ -7,7 +7,6 @@ the main thread. Writes object files for large returns and marker lines to stdou
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
 import pickle
@@ -26,7 +25,7 @@ from kray.core import refs, task_args
 from kray.protocol import messages
 from kray.protocol import task_event_messages as tem
 from kray.util import metrics as node_metrics
-from kray.worker import actor_runtime, generator_exec
+from kray.worker import actor_runtime, creation_args, generator_exec, system_exit
 
 CANCELLED_KEPT = 10_000  # cancellations remembered for tasks not seen yet
 
@@ -158,6 +157,8 @@ class Executor:
             args, kwargs = self._arguments(spec)
             instance = cls(*args, **kwargs)
             self.actor = actor_runtime.ActorRuntime(self, instance, options)
+            if creation_args.needed(spec):  # a detached actor's arguments must outlive its creator
+                creation_args.hold(self.core, spec)
         except BaseException as e:  # noqa: BLE001 - user code: any error goes back to the caller
             self.complete_error(spec, e)
             return
@@ -234,10 +235,12 @@ class Executor:
         self._finish(spec, returns, payload, False)
 
     def complete_error(self, spec: messages.TaskSpec, e: BaseException) -> None:
+        if isinstance(e, SystemExit):  # sys.exit() in user code ends the worker, as in Ray
+            system_exit.exit_worker(self.core, e)
         cancel_requested = bool(self.cancel_requested) and spec.task_id in self.cancel_requested
         if cancel_requested:
             self.cancel_requested.discard(spec.task_id)
-        if cancel_requested or isinstance(e, (KeyboardInterrupt, asyncio.CancelledError)):
+        if cancel_requested or actor_runtime.is_cancellation(e):
             error: BaseException = exceptions.TaskCancelledError(spec.task_id.hex())
             retryable = False
         elif isinstance(e, exceptions.RayTaskError):
@@ -351,13 +354,13 @@ class Executor:
     def _count_caller_as_borrower(self, contained: list[refs.ObjectRef], caller: str) -> None:
         core = self.core
         mine = [r.binary() for r in contained if r.owner_address() == core.address]
-        if mine:
-            core.objects.add_borrowers(mine)
+        if mine and caller != core.address:  # a caller that owns the refs never sends a BorrowsRemoved
+            core.borrower_watch.add(mine, caller)  # the caller's death releases them
         with core.objects.lock:
             for r in contained:
                 owner = r.owner_address()
                 if owner not in (core.address, caller):
-                    core.objects.borrow_adds.append((owner, r.binary()))
+                    core.objects.borrow_adds.append((owner, r.binary(), caller))
 
     def _error_returns(self, spec: messages.TaskSpec, error: BaseException) -> tuple[list, list]:
         try:

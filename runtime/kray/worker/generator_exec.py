@@ -9,7 +9,6 @@ Writes large items into the node's shared memory, as large returns are.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import inspect
 import os
@@ -21,6 +20,7 @@ from typing import Any
 from kray import config, exceptions, serialization
 from kray.core import generators, refs
 from kray.protocol import generator_messages, messages
+from kray.worker import actor_runtime
 
 
 class _Flow:
@@ -153,7 +153,7 @@ class GeneratorRunner:
     def _store_error(self, spec: messages.TaskSpec, made: list[refs.ObjectRef], e: BaseException) -> bool:
         """A dynamic generator's error becomes its last item, as in Ray; False: the task fails with it instead
         (a streaming generator, a cancellation, or an error that retry_exceptions retries)."""
-        if spec.num_returns != generators.DYNAMIC or isinstance(e, (KeyboardInterrupt, asyncio.CancelledError)):
+        if spec.num_returns != generators.DYNAMIC or actor_runtime.is_cancellation(e):
             return False
         executor = self.executor
         if (executor.cancel_requested and spec.task_id in executor.cancel_requested) or executor._retryable(spec, e):
@@ -183,6 +183,8 @@ def _uncounted_ref(object_id: bytes, owner: str) -> refs.ObjectRef:
 
 
 def _iterate_async(agen: AsyncIterator[Any]) -> Iterator[Any]:
+    import asyncio
+
     loop = asyncio.new_event_loop()
     try:
         while True:

@@ -96,6 +96,41 @@ def test_a_cgroup_v2_limit_is_the_lowest_of_its_ancestors(tmp_path: Path) -> Non
     assert snap.used == GiB + GiB // 2 + GiB // 8
 
 
+def test_a_changed_cgroup_limit_is_read_again(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, "0::/pod\n")
+    root = tmp_path / "cg"
+    _write(root / "cgroup.controllers", "memory\n")
+    _write(root / "pod" / "memory.max", "max\n")
+    _write(root / "pod" / "memory.stat", f"anon {GiB}\nfile 0\ninactive_file 0\nkernel 0\n")
+    reader = mm.MemoryReader(str(proc), str(root))
+    assert reader.read().total == 16 * GiB  # no limit yet: the host's memory
+    _write(root / "pod" / "memory.max", f"{2 * GiB}\n")  # a limit set (or resized) while the raylet runs
+    assert (reader.read().total, reader.read().used) == (2 * GiB, GiB)
+    _write(root / "pod" / "memory.max", f"{3 * GiB}\n")
+    assert reader.read().total == 3 * GiB
+    # cgroup v1: the limit in memory.stat, read with the use.
+    proc = _proc(tmp_path / "v1", "4:memory:/pod\n")
+    stat = tmp_path / "v1" / "cg" / "memory" / "pod" / "memory.stat"
+    _write(stat, f"total_rss {GiB}\nhierarchical_memory_limit {4 * GiB}\n")
+    reader = mm.MemoryReader(str(proc), str(tmp_path / "v1" / "cg"))
+    assert reader.read().total == 4 * GiB
+    _write(stat, f"total_rss {GiB}\nhierarchical_memory_limit {GiB + GiB // 2}\n")
+    assert reader.read().total == GiB + GiB // 2
+
+
+def test_min_memory_free_bytes_raises_the_threshold_as_rays(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KRAY_memory_usage_threshold", "0.5")
+    assert mm.MemoryMonitor(None).threshold_bytes(16 * GiB) == 8 * GiB  # not set: the fraction alone
+    monkeypatch.setenv("RAY_min_memory_free_bytes", str(2 * GiB))
+    assert mm.MemoryMonitor(None).threshold_bytes(16 * GiB) == 14 * GiB  # max(8, 16 - 2)
+    assert mm.MemoryMonitor(None).threshold_bytes(3 * GiB) == GiB + GiB // 2  # max(1.5, 1)
+    monkeypatch.setenv("KRAY_min_memory_free_bytes", str(32 * GiB))  # more than there is: the fraction
+    assert mm.MemoryMonitor(None).threshold_bytes(16 * GiB) == 8 * GiB
+    monkeypatch.setenv("KRAY_min_memory_free_bytes", "-2")
+    with pytest.raises(ValueError, match="KRAY_min_memory_free_bytes=-2 must be >= 0"):
+        mm.MemoryMonitor(None)
+
+
 def _record(max_retries: int, retries_left: int, attempt: int) -> SimpleNamespace:
     return SimpleNamespace(spec=SimpleNamespace(max_retries=max_retries, attempt=attempt), retries_left=retries_left)
 

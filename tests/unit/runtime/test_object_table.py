@@ -30,7 +30,25 @@ def test_borrowed_ref_registers_once_and_unregisters_at_zero() -> None:
     table.released.extend([b"b", b"b"])
     table.process_released()
     adds, removes, _ = table.take_outbox()
-    assert adds == [(OTHER, b"b")] and removes == [(OTHER, b"b")]
+    assert adds == [(OTHER, b"b", ME)] and removes == [(OTHER, b"b", ME)]
+
+
+def test_a_dead_borrowers_borrows_are_released_and_its_late_removal_is_not_counted_again() -> None:
+    table = object_table.ObjectTable(ME)
+    for oid in (b"x", b"y"):
+        table.new_owned(oid)
+        table.set_value(oid, object_table.SHM, None, b"node", 10)
+    table.add_borrowers([b"x", b"y"], "tcp://dead:1")
+    table.add_borrowers([b"x"], "tcp://dead:1")
+    table.add_borrowers([b"x"], "tcp://live:1")
+    assert table.release_borrower("tcp://dead:1") == 3
+    assert table.borrowed_by == {"tcp://live:1": {b"x": 1}}
+    assert table.get(b"y") is None and table.get(b"x") is not None  # y had no other holder: freed
+    table.remove_borrowers([b"x"], "tcp://dead:1")  # its BorrowsRemoved, sent before it died, arrives late
+    assert table.get(b"x") is not None and table.get(b"x").borrowers == 1  # type: ignore[union-attr]
+    table.remove_borrowers([b"x"], "tcp://live:1")
+    assert table.get(b"x") is None and table.borrowed_by == {}
+    assert sorted(hex_id for _, hex_id in table.take_outbox()[2]) == [b"x".hex(), b"y".hex()]
 
 
 def test_precounted_borrow_sends_no_registration() -> None:

@@ -13,7 +13,8 @@ RUNTIME = pathlib.Path(kray.__file__).parent
 def test_public_exports_are_pinned() -> None:
     assert sorted(kray.__all__) == sorted([
         "ActorHandle", "DynamicObjectRefGenerator", "ObjectRef", "ObjectRefGenerator", "available_resources", "get_actor", "kill", "method", "cancel", "cluster_resources", "exceptions", "get",
-        "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "nodes", "put", "remote", "shutdown", "wait",
+        "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "nodes", "put", "remote", "shutdown", "timeline",
+        "wait",
     ])
     for name in kray.__all__:
         assert hasattr(kray, name)

@@ -99,11 +99,11 @@ def test_no_borrower_message_goes_to_a_dead_owner() -> None:
     table.add_local_ref(b"b" * 20, "tcp://alive:1")
     table.dead_owners["tcp://dead:1"] = None
     adds, _, _ = table.take_outbox()
-    assert adds == [("tcp://alive:1", b"b" * 20)]
+    assert adds == [("tcp://alive:1", b"b" * 20, "tcp://me:1")]
     table.released.extend([b"a" * 20, b"b" * 20])
     table.process_released()
     _, removes, _ = table.take_outbox()
-    assert removes == [("tcp://alive:1", b"b" * 20)]
+    assert removes == [("tcp://alive:1", b"b" * 20, "tcp://me:1")]
 
 
 def test_the_gcs_starts_no_thread_and_serves_no_http() -> None:
@@ -118,3 +118,37 @@ def test_the_gcs_starts_no_thread_and_serves_no_http() -> None:
         assert not imported & {"threading", "http", "aiohttp", "concurrent", "socketserver"}, (
             f"{path.name} imports {imported & {'threading', 'http', 'aiohttp', 'concurrent', 'socketserver'}}: "
             "the GCS's tables are read on its loop only (the dashboard asks over the GCS's socket)")
+
+
+def test_task_events_remember_a_fixed_number_of_evicted_attempts() -> None:
+    """The evicted attempts (kept to ignore their late events) are bounded by a fixed number, not by how many
+    attempts the GCS keeps: at Ray's default of 100,000 that table alone grew ~1.9 MB per 10,000 tasks."""
+    from kray.gcs import task_events
+    from kray.protocol import task_event_messages as tem
+
+    store = task_events.TaskEventStore(loop_mod.Loop(name="test"), max_tasks=2 * task_events.EVICTED_KEPT)
+    for start in range(0, 5 * task_events.EVICTED_KEPT, 1000):
+        events = [(i.to_bytes(16, "big"), 0, tem.FINISHED, 1.0) for i in range(start, start + 1000)]
+        store._on_report(tem.TaskEventsReport([], events), [], None)  # type: ignore[arg-type]
+    assert len(store.attempts) == 2 * task_events.EVICTED_KEPT
+    assert len(store.evicted) == task_events.EVICTED_KEPT
+    # A late event of an attempt evicted lately is still ignored.
+    late = next(reversed(store.evicted))[0]
+    store._on_report(tem.TaskEventsReport([], [(late, 0, tem.FINISHED, 2.0)]), [], None)  # type: ignore[arg-type]
+    assert (late, 0) not in store.attempts
+
+
+def test_a_task_info_that_arrives_after_its_attempts_were_evicted_is_not_kept() -> None:
+    """A worker's events can reach the GCS before the owner's report with the task's info; with a small
+    cap the attempt is evicted in between, and its late info used to stay for ever (~2,700 infos, ~2 MB,
+    per 10,000 tasks with 1,000 attempts kept)."""
+    from kray.gcs import task_events
+    from kray.protocol import task_event_messages as tem
+
+    store = task_events.TaskEventStore(loop_mod.Loop(name="test"), max_tasks=100)
+    ids = [i.to_bytes(16, "big") for i in range(1000)]
+    store._on_report(tem.TaskEventsReport([], [(t, 0, tem.FINISHED, 1.0) for t in ids]), [], None)  # type: ignore[arg-type]
+    infos = [(t, 1, "f", b"", "NORMAL_TASK", b"", b"", {}, "", 1.0) for t in ids]
+    store._on_report(tem.TaskEventsReport(infos, []), [], None)  # type: ignore[arg-type]
+    assert len(store.attempts) == 100
+    assert len(store.infos) <= len(store.attempts) and len(store.job_of) <= len(store.attempts)
