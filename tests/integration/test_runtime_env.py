@@ -217,3 +217,37 @@ def test_a_package_missing_from_the_gcs_fails_the_task_and_the_actor(
     with pytest.raises(kray.exceptions.RuntimeEnvSetupError, match="died because its runtime_env could not be set up"):
         kray.get(actor.read.remote(), timeout=120)
     assert kray.get(env_and_pid.remote("X"), timeout=120)[0] is None  # plain workers are unaffected
+
+
+def _count_setup() -> None:
+    """A worker_process_setup_hook: counts its runs in this worker process (an env var the tasks read)."""
+    os.environ["RTENV_HOOK_RUNS"] = str(int(os.environ.get("RTENV_HOOK_RUNS", "0")) + 1)
+
+
+def _failing_setup() -> None:
+    raise RuntimeError("the setup hook broke on purpose")
+
+
+@kray.remote
+def hook_runs_and_pid() -> tuple[str | None, int]:
+    return os.environ.get("RTENV_HOOK_RUNS"), os.getpid()
+
+
+def test_worker_process_setup_hook_runs_once_in_every_worker_before_its_tasks(
+    cluster_factory: Callable[..., helpers.LocalCluster], tmp_path: Path
+) -> None:
+    cluster_factory(num_cpus=2, runtime_env={"worker_process_setup_hook": _count_setup})
+    runs = kray.get([hook_runs_and_pid.remote() for _ in range(20)], timeout=120)
+    assert {count for count, _ in runs} == {"1"}, runs  # every worker ran it exactly once, before any task
+    # A dotted path works too (a module of the task's working_dir), and a task's env keeps the job's hook.
+    (tmp_path / "rtenv_hooks.py").write_text("import os\n\ndef mark():\n    os.environ['RTENV_HOOK_RUNS'] = 'by path'\n")
+    by_path = {"working_dir": str(tmp_path), "worker_process_setup_hook": "rtenv_hooks.mark"}
+    assert kray.get(hook_runs_and_pid.options(runtime_env=by_path).remote(), timeout=120)[0] == "by path"
+    with_vars = hook_runs_and_pid.options(runtime_env={"env_vars": {"RTENV_OTHER": "1"}})
+    assert kray.get(with_vars.remote(), timeout=120)[0] == "1"
+    # A hook that raises fails the env with its traceback; workers without it are unaffected.
+    broken = hook_runs_and_pid.options(runtime_env={"worker_process_setup_hook": _failing_setup})
+    with pytest.raises(kray.exceptions.RuntimeEnvSetupError, match="the setup hook broke on purpose"):
+        kray.get(broken.remote(), timeout=120)
+    with pytest.raises(ValueError, match="worker_process_setup_hook 'not a path' is not a 'module.function' path"):
+        hook_runs_and_pid.options(runtime_env={"worker_process_setup_hook": "not a path"})

@@ -11,13 +11,14 @@ import os
 import types
 from typing import Any
 
+from kray.runtime_env import setup_hook
 from kray.util import safe_names
 
-SUPPORTED = ("working_dir", "py_modules", "excludes", "env_vars", "pip", "config")
+SUPPORTED = ("working_dir", "py_modules", "excludes", "env_vars", "pip", "config", "worker_process_setup_hook")
 # Ray's fields that kray refuses by name, so that a port from Ray fails loudly instead of silently.
 REFUSED = (
     "conda", "container", "image_uri", "uv", "nsight", "java_jars", "mpi", "py_executable",
-    "rocprof_sys", "docker", "worker_process_setup_hook",
+    "rocprof_sys", "docker",
 )
 CONFIG_KEYS = ("setup_timeout_seconds", "eager_install")
 DEFAULT_SETUP_TIMEOUT_S = 600  # Ray's default for RuntimeEnvConfig.setup_timeout_seconds
@@ -220,6 +221,7 @@ _CHECKS: dict[str, Any] = {
     "env_vars": _env_vars,
     "pip": normalize_pip,
     "config": _config,
+    "worker_process_setup_hook": setup_hook.normalize,
 }
 
 

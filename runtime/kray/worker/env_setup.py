@@ -35,6 +35,7 @@ def enter(args: argparse.Namespace, worker_id: bytes) -> None:
     (which fails the tasks or actor waiting for this env with RuntimeEnvSetupError) and exit."""
     if not args.runtime_env or args.runtime_env_applied:
         _add_paths_again(args)
+        _run_setup_hook(args, worker_id)
         return
     from kray.runtime_env import setup, validation  # only a worker with a runtime_env loads these
 
@@ -53,6 +54,19 @@ def enter(args: argparse.Namespace, worker_id: bytes) -> None:
             os.execv(prepared.python, argv)
         except OSError as e:
             _report(args.raylet, worker_id, f"could not start the runtime_env's python {prepared.python}: {e}")
+    _run_setup_hook(args, worker_id)
+
+
+def _run_setup_hook(args: argparse.Namespace, worker_id: bytes) -> None:
+    """The env's worker_process_setup_hook, run once the env is entered (after the exec into a
+    virtualenv's python, if any); a hook that fails fails the env."""
+    if not args.runtime_env or '"worker_process_setup_hook"' not in args.runtime_env:
+        return
+    from kray.runtime_env import setup_hook, validation
+
+    error = setup_hook.run(validation.deserialize(args.runtime_env)[setup_hook.FIELD])
+    if error is not None:
+        _report(args.raylet, worker_id, error)
 
 
 def _add_paths_again(args: argparse.Namespace) -> None:
