@@ -175,6 +175,13 @@ def test_calling_a_missing_method_raises_attribute_error(cluster, actors) -> Non
         counter.no_such_method.remote()
 
 
+def test_ray_ready_is_every_actors_built_in_method(cluster, actors) -> None:
+    counter = Counter.remote(5)
+    actors.append(counter)
+    assert kray.get(counter.__ray_ready__.remote(), timeout=helpers.WAIT_S) is True
+    assert kray.get(counter.read.remote(), timeout=helpers.WAIT_S) == 5  # the actor is untouched
+
+
 def test_calls_from_one_caller_run_in_submission_order(cluster, actors) -> None:
     recorder = Recorder.remote()
     actors.append(recorder)

@@ -8,6 +8,7 @@ test's tmp_path, so only a working_dir or py_modules can make them importable.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zipfile
 from collections.abc import Callable
@@ -220,8 +221,10 @@ def test_a_package_missing_from_the_gcs_fails_the_task_and_the_actor(
 
 
 def _count_setup() -> None:
-    """A worker_process_setup_hook: counts its runs in this worker process (an env var the tasks read)."""
+    """A worker_process_setup_hook: counts its runs in this worker process (an env var the tasks read) and
+    configures logging, as Ray's documentation does with it."""
     os.environ["RTENV_HOOK_RUNS"] = str(int(os.environ.get("RTENV_HOOK_RUNS", "0")) + 1)
+    logging.basicConfig(level=logging.INFO)
 
 
 def _failing_setup() -> None:
@@ -233,12 +236,18 @@ def hook_runs_and_pid() -> tuple[str | None, int]:
     return os.environ.get("RTENV_HOOK_RUNS"), os.getpid()
 
 
+@kray.remote
+def root_log_level() -> int:
+    return logging.getLogger().level
+
+
 def test_worker_process_setup_hook_runs_once_in_every_worker_before_its_tasks(
     cluster_factory: Callable[..., helpers.LocalCluster], tmp_path: Path
 ) -> None:
     cluster_factory(num_cpus=2, runtime_env={"worker_process_setup_hook": _count_setup})
     runs = kray.get([hook_runs_and_pid.remote() for _ in range(20)], timeout=120)
     assert {count for count, _ in runs} == {"1"}, runs  # every worker ran it exactly once, before any task
+    assert kray.get(root_log_level.remote(), timeout=120) == logging.INFO  # the hook's logging set-up stands
     # A dotted path works too (a module of the task's working_dir), and a task's env keeps the job's hook.
     (tmp_path / "rtenv_hooks.py").write_text("import os\n\ndef mark():\n    os.environ['RTENV_HOOK_RUNS'] = 'by path'\n")
     by_path = {"working_dir": str(tmp_path), "worker_process_setup_hook": "rtenv_hooks.mark"}

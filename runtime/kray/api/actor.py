@@ -81,6 +81,11 @@ def _method_table(cls: type) -> dict[str, dict[str, Any]]:
     return table
 
 
+# Ray's built-in method of every actor: `kray.get(actor.__ray_ready__.remote())` returns True once the actor
+# is created (its constructor has run), raising its creation error otherwise.
+READY_METHOD = "__ray_ready__"
+
+
 class ActorClass:
     """A class turned into an actor class by `@kray.remote`: create actors with `.remote(...)`."""
 
@@ -305,6 +310,8 @@ class ActorHandle:
 
     def __getattr__(self, name: str) -> ActorMethod:
         methods = self.__dict__.get("_methods", {})
+        if name == READY_METHOD and name not in methods:
+            return ActorMethod(self, name, {})
         if name not in methods:
             raise AttributeError(f"'{self.__dict__.get('_class_name', 'Actor')}' actor has no method {name!r}")
         return ActorMethod(self, name, methods[name])

@@ -21,9 +21,10 @@ def main() -> None:
     env_setup.add_arguments(parser)
     args = parser.parse_args()
     wire.set_token(config.server_token("worker"))
-    logging.basicConfig(level=config.LOG_LEVEL, format="[worker] %(levelname)s %(message)s")
     worker_id = bytes.fromhex(args.worker_id)
     env_setup.enter(args, worker_id)  # a runtime_env is set up before the worker registers
+    # After the env's worker_process_setup_hook, so that a logging configuration it made stands (as in Ray).
+    logging.basicConfig(level=config.LOG_LEVEL, format="[worker] %(levelname)s %(message)s")
     ip = wire.host_of(args.raylet)
     # Until the raylet answers, the node is known only by its raylet's address.
     provisional = messages.NodeInfo(b"", ip, args.raylet, "", {}, "", "", False)

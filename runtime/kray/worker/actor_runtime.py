@@ -77,6 +77,8 @@ class ActorRuntime:
         try:
             return getattr(self.instance, name)
         except AttributeError:
+            if name == "__ray_ready__":  # Ray's built-in method of every actor (see kray.api.actor)
+                return _ready
             raise AttributeError(
                 f"The actor {self.options.class_name} has no method {name!r}."
             ) from None
@@ -158,3 +160,8 @@ class ActorRuntime:
         finally:
             self.async_calls.pop(task_id, None)
         self.executor.complete_ok(spec, result)
+
+
+def _ready() -> bool:
+    """`__ray_ready__`: the actor exists (the call only runs once its constructor has)."""
+    return True
