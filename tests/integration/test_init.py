@@ -123,9 +123,21 @@ def test_calling_a_remote_function_directly_raises_type_error() -> None:
         f.options(num_cpus=1)()
 
 
-def test_address_auto_without_a_cluster_raises_connection_error(monkeypatch) -> None:
-    if helpers.foreign_gcs_processes():
-        pytest.skip("another kray cluster runs on this machine; address='auto' could find it")
+@pytest.fixture
+def private_address_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """address='auto' finds a cluster through the address file under KRAY_TEMP_DIR: this process and the
+    drivers it starts use a private one, so that other clusters on the machine (another test's, a user's)
+    stay out of sight."""
+    from kray.api import local_cluster
+
+    root = tmp_path / "kray-temp"
+    root.mkdir()
+    monkeypatch.setenv("KRAY_TEMP_DIR", str(root))
+    monkeypatch.setattr(local_cluster, "ADDRESS_FILE", str(root / "kray_current_cluster"))
+    return root
+
+
+def test_address_auto_without_a_cluster_raises_connection_error(private_address_file: Path, monkeypatch) -> None:
     monkeypatch.delenv("KRAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with pytest.raises(ConnectionError) as info:
@@ -152,9 +164,8 @@ HOLDER = """
 """
 
 
-def test_address_auto_connects_to_the_running_cluster(tmp_path: Path, monkeypatch) -> None:
-    if helpers.foreign_gcs_processes():
-        pytest.skip("another kray cluster runs on this machine; address='auto' could find it")
+def test_address_auto_connects_to_the_running_cluster(tmp_path: Path, private_address_file: Path,
+                                                       monkeypatch) -> None:
     monkeypatch.delenv("KRAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     ref_file = tmp_path / "ref.pkl"
