@@ -10,6 +10,7 @@ without them the test fails and says so.
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import sys
@@ -234,7 +235,9 @@ def test_placement_groups_view_shows_the_group_and_its_bundle(page: Any, workloa
 def test_nodes_view_shows_worker_processes_with_cpu_and_memory(page: Any, workload: dict[str, Any]) -> None:
     open_view(page, "nodes")
     node_id = state.list_nodes()[0].node_id
-    wait_text(page, f'#nodes tr[data-id="{node_id}"]', "ALIVE", "(head)", "% of", "GiB /")  # the machine's use
+    row = wait_text(page, f'#nodes tr[data-id="{node_id}"]', "ALIVE", "(head)", "% of")
+    # The machine's memory, used of total: "940.3 MiB / 23.5 GiB" on a quiet machine, GiB / GiB on a busy one.
+    assert re.search(r"\d B / |\d [KMGT]iB / \d", row), row
     worker = f'#workers-{node_id} tr[data-id="{workload["keeper_pid"]}"]'
     text = wait_text(page, worker, "%", "iB")
     assert "leased" in text, text  # the actor's worker
