@@ -6,8 +6,5 @@ set -euo pipefail
 if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
     exit 0
 fi
-echo "installing chromium and chromium-driver (the dashboard page's browser test drives them)" >&2
-export DEBIAN_FRONTEND=noninteractive
-sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+source "$(dirname "$0")/apt_install.sh"
+apt_install "the dashboard page's browser test drives them" chromium chromium-driver

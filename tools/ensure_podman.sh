@@ -6,9 +6,6 @@ set -euo pipefail
 if command -v podman >/dev/null 2>&1 && command -v mmdebstrap >/dev/null 2>&1; then
     exit 0
 fi
-echo "installing podman and mmdebstrap (the k8s tier runs pods from the images with them)" >&2
-export DEBIAN_FRONTEND=noninteractive
-sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends \
-    podman buildah runc uidmap fuse-overlayfs slirp4netns mmdebstrap ca-certificates >/dev/null
+source "$(dirname "$0")/apt_install.sh"
+apt_install "the k8s tier runs pods from the images with them" \
+    podman buildah runc uidmap fuse-overlayfs slirp4netns mmdebstrap ca-certificates

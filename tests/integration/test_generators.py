@@ -337,9 +337,8 @@ class DyingProducer:
         return "pong"
 
 
-@kray.remote(_generator_backpressure_num_objects=1)
-def held_stream(produced: str):  # type: ignore[no-untyped-def]
-    """Endless, one item ahead of its consumer at most; notes each item it made in `produced`."""
+def _noted_count(produced: str):  # type: ignore[no-untyped-def]
+    """0, 1, 2, ... for ever, noting each item in `produced` as it is made."""
     i = 0
     while True:
         with open(produced, "a") as f:
@@ -348,15 +347,16 @@ def held_stream(produced: str):  # type: ignore[no-untyped-def]
         i += 1
 
 
+@kray.remote(_generator_backpressure_num_objects=1)
+def held_stream(produced: str):  # type: ignore[no-untyped-def]
+    """Endless, one item ahead of its consumer at most; notes each item it made in `produced`."""
+    yield from _noted_count(produced)
+
+
 @kray.remote
 class HeldProducer:
     def stream(self, produced: str):  # type: ignore[no-untyped-def]
-        i = 0
-        while True:
-            with open(produced, "a") as f:
-                f.write(f"{i}\n")
-            yield i
-            i += 1
+        yield from _noted_count(produced)
 
     def ping(self) -> str:
         return "pong"

@@ -101,23 +101,11 @@ class TaskEventRecorder:
             self.waited.add(spec.task_id)
         elif state == tem.FAILED and self.waited:
             self.waited.discard(spec.task_id)
-        if not self._due:
-            self._wake()
-        events = self.events
-        if len(events) < self.capacity:
-            events.append((spec.task_id, spec.attempt, state, time.time()))
-        else:
-            self.dropped += 1
+        self.add((spec.task_id, spec.attempt, state, time.time()))
 
     def pushed(self, spec: Any, node_id: bytes, worker_id: bytes, pid: int) -> None:
         """The owner sent the task to a worker (SUBMITTED_TO_WORKER)."""
-        if not self._due:
-            self._wake()
-        events = self.events
-        if len(events) < self.capacity:
-            events.append((spec.task_id, spec.attempt, tem.SUBMITTED_TO_WORKER, time.time(), node_id, worker_id, pid))
-        else:
-            self.dropped += 1
+        self.add((spec.task_id, spec.attempt, tem.SUBMITTED_TO_WORKER, time.time(), node_id, worker_id, pid))
 
     def worker_died(self, spec: Any, reason: str) -> None:
         """The worker running the task's current attempt died (the owner may retry it as a new attempt)."""
@@ -133,13 +121,7 @@ class TaskEventRecorder:
         """The owner got the task's result: FINISHED, or FAILED with the error it carries (read here, on
         this rare path, so that the error is known even when the worker's own report died with it)."""
         if not returns or returns[0].kind != "error":
-            if not self._due:
-                self._wake()
-            events = self.events
-            if len(events) < self.capacity:
-                events.append((spec.task_id, spec.attempt, tem.FINISHED, time.time()))
-            else:
-                self.dropped += 1
+            self.add((spec.task_id, spec.attempt, tem.FINISHED, time.time()))
             return
         try:
             error = serialization.deserialize(payload[: returns[0].nframes])

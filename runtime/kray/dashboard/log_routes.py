@@ -26,24 +26,16 @@ from kray.protocol import client
 from kray.util import log_state, state_sources
 
 
-def _int(query: Any, name: str, default: int) -> int:
+def _number(query: Any, name: str, default: Any, kind: type = int) -> Any:
+    """Query parameter `name` as an int (or a float with kind=float); `default` when absent or empty."""
     raw = query.get(name)
     if raw in (None, ""):
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _float(query: Any, name: str, default: float | None) -> float | None:
-    raw = query.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from None
 
 
 def add_routes(app: web.Application, gcs_address: str) -> None:
@@ -52,7 +44,7 @@ def add_routes(app: web.Application, gcs_address: str) -> None:
     async def list_logs(request: web.Request) -> web.Response:
         q = request.query
         try:
-            source = state_sources.StateSource(gcs_address, _float(q, "timeout", 30.0) or 30.0)
+            source = state_sources.StateSource(gcs_address, _number(q, "timeout", 30.0, float) or 30.0)
             node_id, node_ip, glob = q.get("node_id") or None, q.get("node_ip") or None, q.get("glob") or None
 
             def listing() -> dict[str, list[str]]:
@@ -68,18 +60,18 @@ def add_routes(app: web.Application, gcs_address: str) -> None:
         async def handle(request: web.Request) -> web.StreamResponse:
             q = request.query
             try:
-                timeout = _float(q, "timeout", 30.0) or 30.0
+                timeout = _number(q, "timeout", 30.0, float) or 30.0
                 source = state_sources.StateSource(gcs_address, timeout)
-                pid = _int(q, "pid", -1)
+                pid = _number(q, "pid", -1)
                 target: dict[str, Any] = {
                     "node_id": q.get("node_id") or None, "node_ip": q.get("node_ip") or None,
                     "filename": q.get("filename") or None, "actor_id": q.get("actor_id") or None,
                     "task_id": q.get("task_id") or None, "pid": pid if pid >= 0 else None,
                     "suffix": q.get("suffix") or "out", "submission_id": q.get("submission_id") or None,
-                    "attempt_number": _int(q, "attempt_number", 0),
+                    "attempt_number": _number(q, "attempt_number", 0),
                 }
-                lines = _int(q, "lines", log_state.DEFAULT_TAIL)
-                interval = _float(q, "interval", None)
+                lines = _number(q, "lines", log_state.DEFAULT_TAIL)
+                interval = _number(q, "interval", None, float)
                 node, name = await asyncio.to_thread(lambda: log_state.resolve_file(source, **target))
                 stop = threading.Event()  # ends a follow whose client went away
                 chunks = log_state.read_chunks(source, node, name, lines, follow, interval, stop)

@@ -140,10 +140,7 @@ _recorder = _Recorder()
 
 def task_started(name: str) -> None:
     """The executor began running task or actor call `name` (counted as RUNNING on the node)."""
-    try:
-        counts = _recorder.local.counts
-    except AttributeError:
-        counts = _recorder.counts()
+    counts = _recorder.counts()
     counts[name] = counts.get(name, 0) + 1
     if not _recorder.scheduled:
         _recorder._schedule()
@@ -151,10 +148,7 @@ def task_started(name: str) -> None:
 
 def task_finished(name: str, failed: bool) -> None:
     """The executor finished `name`: FINISHED, or FAILED when it returned an error."""
-    try:
-        counts = _recorder.local.counts
-    except AttributeError:
-        counts = _recorder.counts()
+    counts = _recorder.counts()
     key = (name, failed)
     counts[key] = counts.get(key, 0) + 1
     if not _recorder.scheduled:
