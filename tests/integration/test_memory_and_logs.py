@@ -224,3 +224,21 @@ def test_a_blocked_get_warns_once_with_the_pending_resources(
     assert not waiting.is_alive()
     (line,) = [r.getMessage() for r in caplog.records if r.name == "kray.get"]
     assert line.startswith("wait() has been blocked") and another.hex() in line
+
+
+def test_memory_summary_names_a_put_object_and_its_size(holdings: dict[str, Any]) -> None:
+    """ray._private.internal_api.memory_summary(): the text of `kray memory`, read by the driver itself."""
+    from kray._private.internal_api import memory_summary
+
+    ref = kray.put(np.zeros(3 << 17, dtype=np.int64))  # 3 MiB: in shared memory
+    text = memory_summary()
+    assert "--- Summary for node address: " in text and "Object store memory used: " in text
+    (line,) = [row for row in text.splitlines() if ref.hex() in row]
+    sizes = [int(word) for word, unit in zip(line.split(), line.split()[1:]) if unit == "B" and word.isdigit()]
+    assert sizes and sizes[0] >= 3 << 20 and "LOCAL_REFERENCE" in line and str(os.getpid()) in line
+    in_mb = memory_summary(units="MB", sort_by="PID", num_entries=1)
+    assert in_mb.count("Object references for node address") >= 1 and " MB" in in_mb
+    stats = memory_summary(stats_only=True)
+    assert "Object store memory used: " in stats and ref.hex() not in stats
+    with pytest.raises(ValueError, match="units must be one of B, KB, MB, GB, got 'TB'"):
+        memory_summary(units="TB")

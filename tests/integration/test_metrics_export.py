@@ -5,6 +5,8 @@ driver appear on their node's endpoint with their tags.
 A real two-node cluster started with `kray start` (the head with --metrics-export-port), real HTTP
 scrapes, parsed by prometheus_client's own text parser. Values are summed over the nodes, since a
 task may run on either; every check waits for a condition (reports reach the raylet within a second).
+Label sets are checked against what Ray 2.60's endpoint serves (scraped from real Ray), since Ray's
+Grafana dashboards and users' PromQL filter and sum by them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import psutil
 import pytest
 from kray.util import metrics as user_metrics
+from kray.util import placement_group, remove_placement_group
 from prometheus_client.parser import text_string_to_metric_families
 
 from . import helpers, multinode
@@ -184,6 +187,105 @@ def test_user_metrics_from_tasks_actors_and_the_driver_appear_with_their_tags(
     driver_counter = user_metrics.Counter("test_driver_events", tag_keys=("kind",))
     driver_counter.inc(2.5, tags={"kind": "x"})
     wait_for_total("ray_test_driver_events_total", 2.5, kind="x")
+
+
+# Ray 2.60's label sets (its otel_scope_* labels aside), as its /metrics serves them.
+HOST = {"IsHeadNode", "RayNodeType", "SessionName", "Version", "ip"}
+RAYLET = {"Component", "NodeAddress", "SessionName", "Version", "WorkerId"}
+RAY_LABELS = {
+    "ray_node_cpu_utilization": HOST, "ray_node_cpu_count": HOST, "ray_node_mem_used": HOST,
+    "ray_node_mem_available": HOST, "ray_node_mem_total": HOST, "ray_node_mem_used_host": HOST,
+    "ray_node_mem_total_host": HOST, "ray_node_disk_usage": HOST, "ray_node_disk_free": HOST,
+    "ray_node_network_receive_speed": HOST, "ray_node_network_send_speed": HOST,
+    "ray_object_store_memory": RAYLET | {"Location", "ObjectState"},
+    "ray_object_store_used_memory": RAYLET, "ray_object_store_available_memory": RAYLET,
+    "ray_object_store_num_local_objects": RAYLET, "ray_resources": RAYLET | {"Name", "State"},
+    "ray_scheduler_tasks": RAYLET | {"State"}, "ray_scheduler_unscheduleable_tasks": RAYLET | {"Reason"},
+}
+TASK_LABELS = {"Component", "IsRetry", "JobId", "Name", "NodeAddress", "SessionName", "Source", "State", "Version"}
+RAY_HEAD_LABELS = {  # the GCS's series, on the head's endpoint
+    "ray_actors": {"Component", "JobId", "Name", "NodeAddress", "SessionName", "Source", "State", "Version"},
+    "ray_placement_groups": RAYLET | {"Source", "State"}, "ray_gcs_placement_group_count": RAYLET | {"State"},
+    "ray_running_jobs": RAYLET, "ray_finished_jobs": RAYLET,
+}
+
+
+def families(url: str) -> dict[str, list[Sample]]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        text = response.read().decode()
+    return {family.name: [(s.name, dict(s.labels), s.value) for s in family.samples]
+            for family in text_string_to_metric_families(text)}
+
+
+@kray.remote
+def labelled_counter(gate: str) -> tuple[str, str]:
+    counter = user_metrics.Counter("test_labelled", description="Labelled.", tag_keys=("kind",))
+    counter.inc(3, tags={"kind": "x"})
+    while not os.path.exists(gate):  # RUNNING until the test has seen it
+        time.sleep(0.02)
+    context = kray.get_runtime_context()
+    return context.get_worker_id(), context.get_node_id()
+
+
+def test_series_carry_rays_labels_with_rays_values(
+    cluster: MultiNodeCluster, connect: Callable, tmp_path: Path,
+) -> None:
+    connect(cluster)
+    nodes = {n["NodeID"]: n for n in kray.nodes() if n["Alive"]}
+    session = cluster.nodes[0].session_name  # the head's: one SessionName for the whole cluster, as Ray's
+    assert cluster.nodes[1].session_name != session  # the other node's own session is not what it exports
+    job = kray.get_runtime_context().get_job_id()
+    group = placement_group([{"CPU": 0.5}])
+    kray.get(group.ready(), timeout=helpers.WAIT_S)
+    actor = MetricsActor.remote("a3")
+    kray.get(actor.handle.remote(1, 1))
+    gate = tmp_path / "gate"
+    held = labelled_counter.remote(str(gate))
+    running = helpers.wait_until(
+        lambda: [(node_id, labels) for node_id, url in endpoints().items()
+                 for _, labels, value in families(url).get("ray_tasks", [])
+                 if labels["Name"] == "labelled_counter" and labels["State"] == "RUNNING" and value == 1],
+        what="the held task to show as RUNNING")
+    assert [labels["Source"] for _, labels in running] == ["executor"]
+    assert running[0][1]["JobId"] == job and running[0][1]["NodeAddress"] == nodes[running[0][0]]["NodeManagerAddress"]
+    gate.touch()
+    worker_id, node_id = kray.get(held)
+    ip = nodes[node_id]["NodeManagerAddress"]
+    user_url = endpoints()[node_id]
+    [(_, user_labels, value)] = helpers.wait_until(
+        lambda: families(user_url).get("ray_test_labelled"), what="the task's user counter on its node")
+    assert value == 3  # Ray's default labels on a user metric recorded in a task, the worker's id as its own
+    assert user_labels == {"Component": "core_worker", "NodeAddress": ip, "SessionName": session,
+                           "Version": kray.__version__, "WorkerId": worker_id, "kind": "x"}
+
+    for node_id, url in endpoints().items():
+        node = nodes[node_id]
+        scraped = families(url)
+        expected = {**RAY_LABELS, **(RAY_HEAD_LABELS if node["IsHead"] else {})}
+        for name, label_set in expected.items():
+            assert scraped.get(name), f"{name} missing on {url}"
+            for sample_name, labels, _ in scraped[name]:
+                assert set(labels) - {"le"} == label_set, (sample_name, labels)
+                assert labels["SessionName"] == session and labels["Version"] == kray.__version__
+                assert labels.get("ip", labels.get("NodeAddress")) == node["NodeManagerAddress"]
+                if "ip" in labels:
+                    assert (labels["IsHeadNode"], labels["RayNodeType"]) == (
+                        ("true", "head") if node["IsHead"] else ("false", "worker"))
+                if "WorkerId" in labels:
+                    assert labels["WorkerId"] == ""  # a raylet's or the GCS's series
+                    assert labels["Component"] == ("gcs_server" if name in RAY_HEAD_LABELS else "raylet")
+        for _, labels, _ in scraped.get("ray_tasks", []):  # a node that ran no task has none
+            assert set(labels) == TASK_LABELS and labels["SessionName"] == session
+            assert labels["NodeAddress"] == node["NodeManagerAddress"] and labels["Version"] == kray.__version__
+            assert labels["Component"] == "core_worker" and labels["IsRetry"] == "0"
+            if labels["State"] in ("FINISHED", "FAILED", "PENDING_NODE_ASSIGNMENT"):
+                assert (labels["Source"], labels["JobId"]) == ("owner", "")  # as Ray's owner series
+        if node["IsHead"]:
+            assert {(labels["Source"], labels["JobId"]) for _, labels, _ in scraped["ray_actors"]} == {("gcs", "")}
+            assert total(scraped["ray_placement_groups"], "ray_placement_groups", State="CREATED", Source="gcs") == 1
+            assert [s for s, _, _ in scraped["ray_finished_jobs"]] == ["ray_finished_jobs_total"]  # a counter
+    kray.kill(actor)
+    remove_placement_group(group)
 
 
 def test_an_explicit_metrics_port_that_is_taken_is_refused_by_name(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import pydantic
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 # Seconds between rounds (the operator's environment may change it, e.g. for benchmarks).
 PERIOD_S = float(os.environ.get("KRAY_AUTOSCALER_PERIOD_S", "1.0"))
 HEAD_TIMEOUT_S = 5.0
+# A growth is decided again this much later, on a fresh report: a pending shape counted at two raylets
+# while it moves (an owner tells a raylet its backlog, and a raylet the GCS its demand, each within 0.2 s)
+# is not a node started.
+GROWTH_CONFIRM_S = 1.0
 
 _lock = threading.Lock()
 _loops: dict[tuple[str, str], threading.Event] = {}
@@ -92,8 +97,7 @@ class Round:
         self._report_infeasible(body, cluster, decision)
         if not decision.changes:
             return True
-        if any(c.workers_to_delete for c in decision.changes):
-            decision = self._confirm(cluster, client, decision)
+        decision = self._confirm(cluster, client, decision)
         operations = spec.patch(body, decision)
         if not operations:
             return True
@@ -132,22 +136,12 @@ class Round:
 
     def _confirm(self, cluster: models.RayCluster, client: jobapi.Client,
                  decision: policy.Decision) -> policy.Decision:
-        """Decide again on a fresh report: only nodes idle in both rounds go (one that became busy stays;
-        in a multi-host group its whole replica stays)."""
-        again = self._decide(cluster, client)
-        changes = []
-        for change in decision.changes:
-            second = again.change(change.group)
-            if not change.workers_to_delete:
-                changes.append(change)
-                continue
-            listed = set(second.workers_to_delete) if second is not None else set()
-            kept = [r for r in change.replicas_to_delete() if listed.issuperset(r)]
-            dropped = len(change.replicas_to_delete()) - len(kept)
-            keep = tuple(p for replica in kept for p in replica)
-            if keep or change.replicas + dropped != self._replicas(cluster, change.group):
-                changes.append(policy.GroupChange(change.group, change.replicas + dropped, keep, change.hosts))
-        return policy.Decision(tuple(changes), decision.infeasible, decision.unmet)
+        """The decision as far as one on a fresh report agrees (`policy.confirm`); a growth is confirmed
+        GROWTH_CONFIRM_S later, when every raylet has reported again."""
+        replicas = {c.group: self._replicas(cluster, c.group) for c in decision.changes}
+        if any(c.replicas > (replicas[c.group] or 0) for c in decision.changes if not c.workers_to_delete):
+            time.sleep(GROWTH_CONFIRM_S)
+        return policy.confirm(decision, self._decide(cluster, client), replicas)
 
     @staticmethod
     def _replicas(cluster: models.RayCluster, group: str) -> int | None:

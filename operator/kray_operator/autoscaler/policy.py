@@ -9,7 +9,7 @@ Pure: a Demand and the groups' specs in, a Decision out; no I/O, no clock (the h
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from kray_operator.autoscaler import capacity
 
@@ -219,3 +219,30 @@ def decide(groups: Sequence[Group], demand: capacity.Demand, mode: str = DEFAULT
         if replicas != group.replicas or remove:
             changes.append(GroupChange(group.name, replicas, tuple(p for pods in remove for p in pods), group.hosts))
     return Decision(tuple(changes), tuple(dict.fromkeys(packer.infeasible)), packer.unmet)
+
+
+def confirm(first: Decision, second: Decision, replicas: Mapping[str, int | None]) -> Decision:
+    """`first` as far as `second`, decided on a later report, agrees with it (`replicas`: each group's
+    replicas in the spec now). A group grows by no more than both rounds add: raylets report apart, so
+    a shape moving from one raylet to another may show at both in one report, never in two reports far
+    enough apart. Only replicas idle in both rounds are removed: one that became busy stays (in a
+    multi-host group its whole replica stays)."""
+    changes = []
+    for change in first.changes:
+        again = second.change(change.group)
+        current = replicas.get(change.group)
+        if not change.workers_to_delete:
+            if current is not None and change.replicas > current:
+                grown = min(change.replicas, max(current, again.replicas if again is not None else current))
+                if grown != current:
+                    changes.append(GroupChange(change.group, grown, (), change.hosts))
+            else:
+                changes.append(change)
+            continue
+        listed = set(again.workers_to_delete) if again is not None else set()
+        still_idle = [r for r in change.replicas_to_delete() if listed.issuperset(r)]
+        dropped = len(change.replicas_to_delete()) - len(still_idle)
+        remove = tuple(p for replica in still_idle for p in replica)
+        if remove or change.replicas + dropped != current:
+            changes.append(GroupChange(change.group, change.replicas + dropped, remove, change.hosts))
+    return Decision(tuple(changes), first.infeasible, first.unmet)

@@ -22,12 +22,12 @@ ACCELERATOR_RESOURCES = {"google.com/tpu": "TPU"}
 KRAY_START_FLAGS = frozenset({
     "address", "port", "node-ip-address", "num-cpus", "num-gpus", "memory", "resources",
     "object-store-memory", "dashboard-host", "dashboard-port", "metrics-export-port", "block",
-    "dashboard-agent-listen-port",
+    "dashboard-agent-listen-port", "ray-client-server-port",
 })
 # `ray start` flags that have no meaning on kray: accepted, left out of the command, reported once.
 NO_EFFECT_FLAGS = frozenset({
     "object-manager-port", "node-manager-port", "gcs-server-port", "min-worker-port", "max-worker-port",
-    "worker-port-list", "ray-client-server-port", "redis-max-memory", "redis-password", "redis-username",
+    "worker-port-list", "redis-max-memory", "redis-password", "redis-username",
     "redis-shard-ports", "include-dashboard", "dashboard-agent-grpc-port",
     "dashboard-grpc-port", "runtime-env-agent-port", "plasma-directory", "object-spilling-directory",
     "autoscaling-config", "no-redirect-output", "plasma-store-socket-name", "raylet-socket-name",

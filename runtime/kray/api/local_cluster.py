@@ -104,12 +104,13 @@ def start_node(
     parent_pid: int | None = None, session_name: str | None = None, write_address_file: bool = False,
     token: str | None = None, dashboard_host: str = "127.0.0.1", dashboard_port: int | None = None,
     memory: int | None = None, include_dashboard: bool = True, health_port: int = 0,
-    health_port_required: bool = False, metrics_export_port: int = 0,
+    health_port_required: bool = False, metrics_export_port: int = 0, client_port: int = 0,
 ) -> LocalNode:
     """Start a GCS (when gcs_address is None, i.e. a head), a raylet and, on a head with
     include_dashboard, the HTTP server (jobs, cluster state); returns without waiting. A non-zero
     health_port gives the raylet a health endpoint there (raylet/health_http.py). The raylet serves
 Prometheus metrics on metrics_export_port, or on a free port when it is 0 (nodes() reports which).
+A head's GCS also listens on client_port (Ray Client's port, for `ray://` addresses) when it is not 0.
 
     The processes come up in parallel with the caller: zmq queues requests until they listen.
     """
@@ -137,7 +138,8 @@ Prometheus metrics on metrics_export_port, or on a free port when it is 0 (nodes
         gcs_address = wire.tcp(ip, gcs_port)
         processes.append(
             _spawn(
-                ["-m", "kray.gcs", "--host", ip, "--port", str(gcs_port), "--parent-pid", str(parent_pid or 0)],
+                ["-m", "kray.gcs", "--host", ip, "--port", str(gcs_port), "--parent-pid", str(parent_pid or 0),
+                 "--client-port", str(client_port)],
                 os.path.join(session_dir, "logs", "gcs"), env,
             )
         )
@@ -178,7 +180,8 @@ Prometheus metrics on metrics_export_port, or on a free port when it is 0 (nodes
     node.pid = processes[-1].pid  # the raylet's: the driver watches it (core/node_watch.py)
     local = LocalNode(node, gcs_address, session_name, session_dir, dashboard_url, shm_root, processes)
     if write_address_file:
-        write_address(gcs_address, session_dir, [p.pid for p in processes], token, dashboard_url, ip, [shm_root])
+        write_address(gcs_address, session_dir, [p.pid for p in processes], token, dashboard_url, ip, [shm_root],
+                      client_address=wire.tcp(ip, client_port) if is_head and client_port else "")
     return local
 
 
@@ -225,7 +228,7 @@ def _spawn(args: list[str], log_prefix: str, env: dict[str, str]) -> subprocess.
 
 def write_address(
     gcs_address: str, session_dir: str, pids: list[int], token: str | None = None, dashboard_url: str = "",
-    node_ip: str = "", shm_dirs: list[str] | None = None,
+    node_ip: str = "", shm_dirs: list[str] | None = None, client_address: str = "",
 ) -> None:
     """Record this machine's cluster (readable by its owner only: it holds the cluster token).
 
@@ -235,6 +238,8 @@ def write_address(
     os.makedirs(config.TEMP_ROOT, exist_ok=True)
     record = {"gcs_address": gcs_address, "session_dir": session_dir, "pids": pids, "token": token,
               "dashboard_url": dashboard_url, "node_ip": node_ip, "shm_dirs": list(shm_dirs or [])}
+    if client_address:
+        record["client_address"] = client_address  # Ray Client's port of this head's GCS
     current = read_address()
     if current and current.get("gcs_address") == gcs_address and _any_alive(current.get("pids", [])):
         record = dict(current, pids=[*current.get("pids", []), *pids],

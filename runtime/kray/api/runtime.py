@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -50,6 +51,10 @@ class RayContext(dict):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        shutdown()
+
+    def disconnect(self) -> None:
+        """Disconnect this driver from the cluster, as Ray's RayContext.disconnect: kray.shutdown()."""
         shutdown()
 
 
@@ -182,19 +187,40 @@ def _resolve_address(address: str) -> tuple[str, str]:
         wire.set_token(config.cluster_token() or found.get("token"))
         return str(found["gcs_address"]), str(found.get("node_ip") or "")
     endpoint = _endpoint(address)
-    if found is None or found.get("gcs_address") != endpoint:
+    if found is None or not _recorded_here(endpoint, found):
         wire.set_token(config.cluster_token())
         return endpoint, ""
     wire.set_token(config.cluster_token() or found.get("token"))
-    return endpoint, str(found.get("node_ip") or "")
+    return str(found["gcs_address"]), str(found.get("node_ip") or "")
+
+
+def _recorded_here(endpoint: str, found: dict[str, Any]) -> bool:
+    """Whether `endpoint` reaches the cluster recorded on this machine: its GCS or Ray Client address, by
+    name or IP, or that port on 127.0.0.1 where the GCS listens on loopback too (`ray://localhost:10001`)."""
+    recorded = [str(a) for a in (found.get("gcs_address"), found.get("client_address")) if a]
+    if endpoint in recorded:
+        return True
+    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    try:
+        ip = socket.gethostbyname(host)
+    except OSError:
+        return False
+    for address in recorded:
+        recorded_host, _, recorded_port = address.removeprefix("tcp://").rpartition(":")
+        if recorded_port == port and (ip == recorded_host or (ip == "127.0.0.1" and not recorded_host.startswith("127."))):
+            return True
+    return False
 
 
 def _endpoint(address: str) -> str:
+    """tcp://HOST:PORT of the GCS for `address`; Ray Client's `ray://HOST` means its port, 10001, where
+    `kray start --head` has the GCS listen too (--ray-client-server-port)."""
+    default_port = 10001 if address.startswith("ray://") else 6379
     address = address.removeprefix("kray://").removeprefix("ray://")
     if address.startswith("tcp://"):
         return address
     if ":" not in address:
-        address = f"{address}:6379"
+        address = f"{address}:{default_port}"
     return f"tcp://{address}"
 
 

@@ -57,13 +57,17 @@ def _node_ip(explicit: str | None, toward: str | None) -> str:
               type=click.IntRange(0, 65535),
               help="Port of this node's health endpoint (/api/healthz, /api/local_raylet_healthz, as Ray's "
                    "dashboard agent serves them; Kubernetes probes read it). 0: none.")
+@click.option("--ray-client-server-port", "client_port", default=10001, show_default=True,
+              type=click.IntRange(0, 65535),
+              help="Head only: Ray Client's port, where `ray://HOST:PORT` addresses reach the GCS (0: none).")
 @click.option("--block", is_flag=True, help="Stay in the foreground; exit non-zero if a kray process dies.")
 @click.option("--no-auth", is_flag=True,
               help="Run without a cluster token: anyone who reaches this node's ports can run code on it.")
 def start(
     head: bool, address: str | None, port: int, node_ip_address: str | None, num_cpus: float | None,
     num_gpus: float | None, memory: int | None, resources: str | None, object_store_memory: int | None,
-    dashboard_host: str, dashboard_port: int, metrics_export_port: int, block: bool, health_port: int, no_auth: bool,
+    dashboard_host: str, dashboard_port: int, metrics_export_port: int, client_port: int, block: bool,
+    health_port: int, no_auth: bool,
 ) -> None:
     """Start kray's processes on this machine: a head node, or a node joining --address."""
     if head == bool(address):
@@ -94,12 +98,17 @@ def start(
         ip, metrics_export_port, "metrics_export_port", "--metrics-export-port",
         "Note: the metrics port {port} on {ip} is in use (another node on this machine?): this node serves its "
         "metrics on a free port instead (see MetricsExportPort in kray.nodes()).")
+    client_port, _ = _checked_port(
+        ip, client_port if head else 0, "client_port", "--ray-client-server-port",
+        "Note: the Ray Client port {port} on {ip} is in use (another cluster on this machine?): `ray://` addresses "
+        "do not reach this cluster; pass --ray-client-server-port to choose a port.")
     node = local_cluster.start_node(
         ip=ip, gcs_address=gcs_address, gcs_port=port if head else None, num_cpus=num_cpus,
         num_gpus=num_gpus, resources=custom, memory=memory, object_store_memory=object_store_memory,
         parent_pid=os.getpid() if block else None, write_address_file=True, token=token,
         dashboard_host=dashboard_host, dashboard_port=dashboard_port,
         health_port=health_port, health_port_required=health_required, metrics_export_port=metrics_export_port,
+        client_port=client_port,
     )
     _wait_registered(node, token)
     joined = node.gcs_address.removeprefix("tcp://")

@@ -36,16 +36,16 @@ EXPECTED_TERMINATION, UNEXPECTED_TERMINATION = 1, 2
 
 
 class Gcs:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, client_port: int = 0) -> None:
         self.loop = loop_mod.Loop(name="gcs")
         self.router = wire.make_socket(self.loop.ctx, zmq.ROUTER)
         self.router.bind(wire.tcp(host, port))
-        if not host.startswith("127.") and host != "0.0.0.0":
-            # As Ray's GCS, also reachable on loopback: KubeRay sets RAY_ADDRESS=127.0.0.1:6379 in head pods.
-            try:
-                self.router.bind(wire.tcp("127.0.0.1", port))
-            except zmq.ZMQError as e:
-                log.info("the GCS is not reachable on 127.0.0.1:%s too: %s", port, e)
+        self._bind_loopback(host, port)
+        if client_port:
+            # kray has no Ray Client proxy: Ray's client port is another door to this GCS, so that drivers
+            # given `ray://HOST:10001` (Ray Client's address) connect as drivers given HOST:6379 do.
+            self.router.bind(wire.tcp(host, client_port))
+            self._bind_loopback(host, client_port)
         self.address = wire.tcp(host, port)
         self.loop.serve(self.router)
         self.nodes: dict[bytes, messages.NodeInfo] = {}
@@ -92,6 +92,14 @@ class Gcs:
         on(messages.WorkersExited, self._on_workers_exited)
         self.task_events = task_events.TaskEventStore(self.loop)  # TaskEventsReport, GetTaskEvents (state API)
         gcs_metrics.install(self)  # GetClusterMetrics, for the head node's metrics endpoint
+
+    def _bind_loopback(self, host: str, port: int) -> None:
+        if not host.startswith("127.") and host != "0.0.0.0":
+            # As Ray's GCS, also reachable on loopback: KubeRay sets RAY_ADDRESS=127.0.0.1:6379 in head pods.
+            try:
+                self.router.bind(wire.tcp("127.0.0.1", port))
+            except zmq.ZMQError as e:
+                log.info("the GCS is not reachable on 127.0.0.1:%s too: %s", port, e)
 
     def _on_register_node(self, msg: messages.RegisterNode, payload: list, peer: loop_mod.Peer) -> None:
         node = msg.node

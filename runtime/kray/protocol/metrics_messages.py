@@ -4,9 +4,12 @@ cluster-level counts. Registered with `wire` on import, as messages.py's are.
 
     driver/worker -> raylet   ReportMetrics (batched, at most one a second, only when something changed)
     head raylet -> GCS        GetClusterMetrics (answered with gcs.metrics.cluster_counts)
+    other raylets -> GCS      GetSessionName (the cluster's: Ray's SessionName label is one per cluster)
 """
 
 from __future__ import annotations
+
+import os
 
 from kray.protocol.messages import message
 
@@ -33,3 +36,15 @@ class GetClusterMetrics:
     """head raylet -> GCS: nodes, actors, placement groups and jobs by state (a dict of counts)."""
 
     req_id: int
+
+
+@message(152)
+class GetSessionName:
+    """raylet -> GCS: the cluster's session name, the head node's (a str, "" while no head is known)."""
+
+    req_id: int
+
+
+def session_name_of(spill_dir: str) -> str:
+    """The session a node belongs to, from its spill directory (SESSION_DIR/spill/NODE)."""
+    return os.path.basename(os.path.dirname(os.path.dirname(spill_dir.rstrip(os.sep))))

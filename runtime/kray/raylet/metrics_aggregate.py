@@ -2,9 +2,10 @@
 user metrics (kray.util.metrics Counter, Gauge, Histogram) and the tasks they run by state.
 
 `apply(ReportMetrics)` runs on the loop; `copy()` (also on the loop) returns plain data that the
-endpoint's thread turns into Prometheus families. Counters and histograms add up what every process
-sent; a gauge keeps the last value set for each tag set. A worker's RUNNING tasks count only while
-the worker lives (`forget_worker` drops them when it exits mid-task).
+endpoint's thread turns into Prometheus families. A user metric's series are kept per process, as
+Ray's carry the recording worker's WorkerId: a counter or histogram adds up what that process sent, a
+gauge keeps the last value it set for each tag set. A worker's RUNNING tasks count only while the
+worker lives (`forget_worker` drops them when it exits mid-task).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class UserMetric:
     description: str
     tag_keys: tuple[str, ...]
     boundaries: tuple[float, ...]
-    # tags (values in tag_keys order) -> number (counter, gauge) or [bucket counts, sum, count] (histogram)
+    # (worker id in hex, *tag values in tag_keys order) -> number (counter, gauge) or
+    # [bucket counts, sum, count] (histogram)
     series: dict[tuple[str, ...], Any] = dataclasses.field(default_factory=dict)
 
 
@@ -44,9 +46,10 @@ class Aggregate:
 
     def apply(self, msg: metrics_messages.ReportMetrics) -> None:
         """Fold one report in; a malformed update is logged and skipped, the rest still count."""
+        worker = bytes(msg.worker_id).hex() if msg.updates else ""
         for update in msg.updates:
             try:
-                self._apply_update(update)
+                self._apply_update(update, worker)
             except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
                 self._warn_once(repr(update)[:60], f"dropped a malformed metric update: {e}")
         for key, delta in dict(msg.task_states).items():
@@ -70,9 +73,11 @@ class Aggregate:
         for per_worker in self.running.values():
             for name, count in per_worker.items():
                 running[name] = running.get(name, 0) + count
-        return {"metrics": metrics, "finished": dict(self.finished), "running": running}
+        by_worker = {worker: dict(per_worker) for worker, per_worker in self.running.items() if per_worker}
+        return {"metrics": metrics, "finished": dict(self.finished), "running": running,
+                "running_by_worker": by_worker}
 
-    def _apply_update(self, update: Any) -> None:
+    def _apply_update(self, update: Any, worker: str) -> None:
         kind, name, description, tag_keys, boundaries, tags, value = update
         if kind not in KINDS:
             raise ValueError(f"unknown metric kind {kind!r}")
@@ -85,9 +90,10 @@ class Aggregate:
             self._warn_once(name, f"metric {name!r} was reported as a {kind} with tag keys {tag_keys} "
                                   f"but is a {metric.kind} with tag keys {metric.tag_keys} here: update dropped")
             return
-        key = tuple(str(v) for v in tags)
-        if len(key) != len(tag_keys):
-            raise ValueError(f"{len(key)} tag values for {len(tag_keys)} tag keys")
+        values = tuple(str(v) for v in tags)
+        if len(values) != len(tag_keys):
+            raise ValueError(f"{len(values)} tag values for {len(tag_keys)} tag keys")
+        key = (worker, *values)
         if key not in metric.series and len(metric.series) >= MAX_SERIES_PER_METRIC:
             self._warn_once(name, f"metric {name!r} has more than {MAX_SERIES_PER_METRIC} tag sets: new ones dropped")
             return

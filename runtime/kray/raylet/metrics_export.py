@@ -9,14 +9,23 @@ tables from that thread: it posts one call to the raylet's loop that copies what
 only, cheap) and waits up to SNAPSHOT_WAIT_S for it; a wedged loop makes the scrape use the last copy.
 psutil's readings are taken on the HTTP thread. Names are Ray's where Ray has one (ray_*), kray_*
 otherwise.
+
+Labels are Ray 2.x's, so that Ray's Grafana dashboards and PromQL work unchanged: host series
+(ray_node_*) carry IsHeadNode, RayNodeType, SessionName, Version, ip; the raylet's and the GCS's carry
+Component (raylet, gcs_server), NodeAddress, SessionName, Version, WorkerId=""; ray_tasks and user
+metrics carry Component=core_worker, NodeAddress, SessionName, Version, and ray_tasks Source, JobId,
+user metrics the recording process's WorkerId (hex). Ray's core workers each export their own
+ray_tasks; kray sums a node's, so RUNNING comes as Source=executor per job, and FINISHED, FAILED
+(counted where the task ran) and PENDING_NODE_ASSIGNMENT (the node's lease queue) as Source=owner
+with JobId="", the values Ray's owner series have: sums by Name, State or node stay Ray's.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 from wsgiref import simple_server
@@ -31,6 +40,8 @@ from prometheus_client.core import (
     Metric,
 )
 
+import kray
+from kray import ids
 from kray.protocol import metrics_messages
 from kray.raylet import metrics_aggregate
 
@@ -72,14 +83,29 @@ class NodeCollector:
             aggregate = metrics_aggregate.Aggregate()
             raylet.loop.on(metrics_messages.ReportMetrics, lambda m, p, peer: aggregate.apply(m))
         self.aggregate = aggregate
-        session_dir = os.path.dirname(os.path.dirname(raylet.node.spill_dir.rstrip(os.sep)))
-        self.common = {"SessionName": os.path.basename(session_dir), "ip": raylet.node.ip}
+        # A head's session is the cluster's; another node asks the GCS for it (at its first scrape).
+        self._session_known = threading.Event()
+        if raylet.node.is_head:
+            self._session_known.set()
+        self._set_session(metrics_messages.session_name_of(raylet.node.spill_dir))
         self._latest: dict[str, Any] | None = None
         self._gcs_counts: dict[str, Any] | None = None
         psutil.cpu_percent(interval=None)  # the first reading is a baseline
+        self._net_lock = threading.Lock()
+        self._net_last = _net_reading()  # (monotonic time, bytes received, bytes sent) at the last scrape
 
     def describe(self) -> Iterable[Metric]:
         return []
+
+    def _set_session(self, session: str) -> None:
+        """Ray's label sets of every family, for the cluster's session `session`."""
+        ip, head = self.raylet.node.ip, bool(self.raylet.node.is_head)
+        self.host_labels = {"IsHeadNode": "true" if head else "false", "RayNodeType": "head" if head else "worker",
+                            "SessionName": session, "Version": kray.__version__, "ip": ip}
+        self.worker_labels = {"Component": "core_worker", "NodeAddress": ip, "SessionName": session,
+                              "Version": kray.__version__}
+        self.common = {**self.worker_labels, "Component": "raylet", "WorkerId": ""}  # the raylet's series
+        self.gcs_labels = {**self.common, "Component": "gcs_server"}
 
     # ------------------------------------------------------------ loop side
 
@@ -90,8 +116,15 @@ class NodeCollector:
         for worker_id in [w for w in self.aggregate.running if w not in live]:
             self.aggregate.forget_worker(worker_id)
         spilled = getattr(r.store, "_spilled", {})
+        aggregate = self.aggregate.copy()
+        running: dict[tuple[str, str], int] = {}  # (task name, job id in hex) -> running now
+        for worker_id, per_name in aggregate["running_by_worker"].items():
+            job = _job_hex(r.pool.workers.get(worker_id))
+            for name, count in per_name.items():
+                running[(name, job)] = running.get((name, job), 0) + count
         return {
-            "aggregate": self.aggregate.copy(),
+            "aggregate": aggregate,
+            "running": running,
             "total": dict(r.total),
             "available": {k: max(0.0, v) for k, v in r.available.items()},
             "store": r.store.stats(),
@@ -111,11 +144,19 @@ class NodeCollector:
                 self._gcs_counts = reply.value
             gcs_done.set()
 
+        def on_session(reply: Any, payload: list) -> None:
+            if getattr(reply, "ok", False) and isinstance(reply.value, str) and reply.value:
+                self._set_session(reply.value)
+                self._session_known.set()
+
         def build() -> None:
             try:
                 box["snapshot"] = self._snapshot()
             finally:
                 done.set()
+            if not self._session_known.is_set():
+                self.raylet.loop.request(self.raylet.gcs_address, metrics_messages.GetSessionName,
+                                         on_session, timeout=SNAPSHOT_WAIT_S)
             if self.raylet.node.is_head:
                 self.raylet.loop.request(self.raylet.gcs_address, metrics_messages.GetClusterMetrics,
                                          on_counts, timeout=SNAPSHOT_WAIT_S)
@@ -125,6 +166,8 @@ class NodeCollector:
             self._latest = box["snapshot"]
         if self.raylet.node.is_head:
             gcs_done.wait(SNAPSHOT_WAIT_S)
+        else:
+            self._session_known.wait(SNAPSHOT_WAIT_S)  # until known, the node's own session name
         return self._latest, self._gcs_counts
 
     # ------------------------------------------------------------ HTTP thread
@@ -134,34 +177,51 @@ class NodeCollector:
         yield from self._host()
         if snapshot is not None:
             yield from self._node(snapshot)
-            yield from _user_metrics(snapshot["aggregate"]["metrics"])
+            yield from _user_metrics(snapshot["aggregate"]["metrics"], self.worker_labels)
         if gcs_counts is not None:
             yield from self._cluster(gcs_counts)
 
-    def _gauge(self, name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, doc, labels=[*self.common, *labels])
+    def _gauge(self, name: str, doc: str, labels: Iterable[str] = (), base: dict[str, str] | None = None,
+               ) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=[*(self.common if base is None else base), *labels])
 
-    def _values(self, *values: str) -> list[str]:
-        return [*self.common.values(), *values]
+    def _values(self, *values: str, base: dict[str, str] | None = None) -> list[str]:
+        return [*(self.common if base is None else base).values(), *values]
 
     def _host(self) -> Iterator[Metric]:
         memory = psutil.virtual_memory()
+        disk = psutil.disk_usage("/")
+        with self._net_lock:
+            (then, received_before, sent_before), now = self._net_last, _net_reading()
+            self._net_last = now
+        elapsed = max(now[0] - then, 1e-3)
         for name, doc, value in (
+            ("ray_node_mem_used_host", "Memory used on the host, in bytes.", memory.total - memory.available),
+            ("ray_node_mem_total_host", "Total memory of the host, in bytes.", memory.total),
+            ("ray_node_disk_usage", "Disk space used on the root filesystem, in bytes.", disk.used),
+            ("ray_node_disk_free", "Disk space free on the root filesystem, in bytes.", disk.free),
+            ("ray_node_network_received", "Bytes received by the host so far.", now[1]),
+            ("ray_node_network_sent", "Bytes sent by the host so far.", now[2]),
+            ("ray_node_network_receive_speed", "Bytes received per second since the last scrape.",
+             max(0.0, now[1] - received_before) / elapsed),
+            ("ray_node_network_send_speed", "Bytes sent per second since the last scrape.",
+             max(0.0, now[2] - sent_before) / elapsed),
             ("ray_node_cpu_utilization", "CPU utilization of the node, in percent.", psutil.cpu_percent(interval=None)),
             ("ray_node_cpu_count", "Number of CPUs of the node.", psutil.cpu_count() or 0),
             ("ray_node_mem_used", "Memory used on the node, in bytes.", memory.total - memory.available),
             ("ray_node_mem_available", "Memory available on the node, in bytes.", memory.available),
             ("ray_node_mem_total", "Total memory of the node, in bytes.", memory.total),
         ):
-            family = self._gauge(name, doc)
-            family.add_metric(self._values(), float(value))
+            family = self._gauge(name, doc, base=self.host_labels)
+            family.add_metric(self._values(base=self.host_labels), float(value))
             yield family
 
     def _node(self, s: dict[str, Any]) -> Iterator[Metric]:
         store = s["store"]
-        memory = self._gauge("ray_object_store_memory", "Object store memory by location, in bytes.", ["Location"])
-        memory.add_metric(self._values("MMAP_SHM"), store["used"])
-        memory.add_metric(self._values("SPILLED"), s["spilled_bytes"])
+        memory = self._gauge("ray_object_store_memory", "Object store memory by location, in bytes.",
+                             ["Location", "ObjectState"])
+        memory.add_metric(self._values("MMAP_SHM", "SEALED"), store["used"])
+        memory.add_metric(self._values("SPILLED", ""), s["spilled_bytes"])
         yield memory
         for name, doc, value in (
             ("ray_object_store_available_memory", "Object store memory free, in bytes.",
@@ -189,74 +249,117 @@ class NodeCollector:
             workers.add_metric(self._values(str(state)), count)
         yield workers
         scheduler = self._gauge("ray_scheduler_tasks", "Lease requests at this node's scheduler by state "
-                                "(Waiting: for resources or a worker; Infeasible: fits no node; Running: leased).",
-                                ["State"])
+                                "(Waiting: for resources or a worker; Executing: leased).", ["State"])
         waiting = sum(n for _, n, infeasible in s["pending"] if not infeasible)
         infeasible = sum(n for _, n, infeasible in s["pending"] if infeasible)
-        for state, count in (("Waiting", waiting), ("Infeasible", infeasible), ("Running", s["leases"])):
+        for state, count in (("Waiting", waiting), ("Executing", s["leases"])):
             scheduler.add_metric(self._values(state), count)
         yield scheduler
+        unschedulable = self._gauge("ray_scheduler_unscheduleable_tasks", "Lease requests that cannot be "
+                                    "scheduled now, by reason (Infeasible: fits no node).", ["Reason"])
+        unschedulable.add_metric(self._values("Infeasible"), infeasible)
+        yield unschedulable
 
     def _tasks(self, s: dict[str, Any]) -> Metric:
         tasks = self._gauge("ray_tasks", "Tasks (remote functions and actor calls) of this node by state; "
-                            "PENDING_NODE_ASSIGNMENT counts lease requests waiting here.", ["Name", "State", "IsRetry"])
-        counts: dict[tuple[str, str], float] = {}
+                            "PENDING_NODE_ASSIGNMENT counts lease requests waiting here.",
+                            ["Name", "State", "IsRetry", "JobId", "Source"], base=self.worker_labels)
+        counts: dict[tuple[str, str, str, str], float] = {}  # (name, state, JobId, Source) -> tasks
         for label, n, _ in s["pending"]:
-            counts[(label, "PENDING_NODE_ASSIGNMENT")] = counts.get((label, "PENDING_NODE_ASSIGNMENT"), 0) + n
-        for name, n in s["aggregate"]["running"].items():
-            counts[(name, "RUNNING")] = n
+            key = (label, "PENDING_NODE_ASSIGNMENT", "", "owner")
+            counts[key] = counts.get(key, 0) + n
+        for (name, job), n in s["running"].items():
+            counts[(name, "RUNNING", job, "executor")] = n
         for (name, state), n in s["aggregate"]["finished"].items():
-            counts[(name, state)] = n
-        for (name, state), n in sorted(counts.items()):
-            tasks.add_metric(self._values(name, state, "0"), n)
+            counts[(name, state, "", "owner")] = n
+        for (name, state, job, source), n in sorted(counts.items()):
+            tasks.add_metric(self._values(name, state, "0", job, source, base=self.worker_labels), n)
         return tasks
 
     def _cluster(self, c: dict[str, Any]) -> Iterator[Metric]:
-        session = {"SessionName": self.common["SessionName"]}
-        nodes = GaugeMetricFamily("kray_cluster_nodes", "Nodes of the cluster by state (from the GCS).",
-                                  labels=[*session, "State"])
+        gcs = self.gcs_labels
+        nodes = self._gauge("kray_cluster_nodes", "Nodes of the cluster by state (from the GCS).", ["State"], gcs)
         for state, n in sorted(c["nodes"].items()):
-            nodes.add_metric([*session.values(), state], n)
+            nodes.add_metric(self._values(state, base=gcs), n)
         yield nodes
-        actors = GaugeMetricFamily("ray_actors", "Actors of the cluster by class and state (from the GCS).",
-                                   labels=[*session, "Name", "State"])
+        # Ray's GCS series of actors has no WorkerId, and JobId="" (Source=gcs).
+        actor_base = {k: v for k, v in gcs.items() if k != "WorkerId"}
+        actors = self._gauge("ray_actors", "Actors of the cluster by class and state (from the GCS).",
+                             ["Name", "State", "JobId", "Source"], actor_base)
         for (name, state), n in sorted(c["actors"].items()):
-            actors.add_metric([*session.values(), name, state], n)
+            actors.add_metric(self._values(name, state, "", "gcs", base=actor_base), n)
         yield actors
-        groups = GaugeMetricFamily("ray_gcs_placement_group_count", "Placement groups by state (from the GCS).",
-                                   labels=[*session, "State"])
+        groups = self._gauge("ray_placement_groups", "Placement groups by state (from the GCS).",
+                             ["State", "Source"], gcs)
+        counts = self._gauge("ray_gcs_placement_group_count", "Placement groups by state (from the GCS), "
+                             "in the GCS's own spelling (Pending, Created, Removed).", ["State"], gcs)
         for state, n in sorted(c["placement_groups"].items()):
-            groups.add_metric([*session.values(), state], n)
+            groups.add_metric(self._values(state, "gcs", base=gcs), n)
+            counts.add_metric(self._values(state.capitalize(), base=gcs), n)
         yield groups
-        for name, doc, state in (("ray_running_jobs", "Jobs running now.", "RUNNING"),
-                                 ("ray_finished_jobs", "Jobs finished so far.", "FINISHED")):
-            family = GaugeMetricFamily(name, doc, labels=list(session))
-            family.add_metric(list(session.values()), c["jobs"].get(state, 0))
-            yield family
+        yield counts
+        running = self._gauge("ray_running_jobs", "Jobs running now.", base=gcs)
+        running.add_metric(self._values(base=gcs), c["jobs"].get("RUNNING", 0))
+        yield running
+        finished = CounterMetricFamily("ray_finished_jobs", "Jobs finished so far.", labels=list(gcs))
+        finished.add_metric(self._values(base=gcs), c["jobs"].get("FINISHED", 0))
+        yield finished
 
 
-def _user_metrics(metrics: dict[str, metrics_aggregate.UserMetric]) -> Iterator[Metric]:
+def _net_reading() -> tuple[float, float, float]:
+    counters = psutil.net_io_counters()
+    if counters is None:  # no network interfaces readable (e.g. no /proc/net/dev)
+        return time.monotonic(), 0.0, 0.0
+    return time.monotonic(), float(counters.bytes_recv), float(counters.bytes_sent)
+
+
+def _job_hex(worker: Any) -> str:
+    """Ray's JobId of the job whose lease `worker` runs (its last task's job for an actor's worker)."""
+    if worker is None:
+        return ""
+    job = worker.lease_job or max(worker.job, 0)
+    return ids.job_id_hex(job) if job > 0 else ""
+
+
+def _user_metrics(metrics: dict[str, metrics_aggregate.UserMetric], base: dict[str, str]) -> Iterator[Metric]:
+    """`ray_<name>` families with Ray's default labels (`base`, then the recording process's WorkerId)
+    before the metric's own tag keys; a tag key named like a default label replaces it."""
     for name, m in sorted(metrics.items()):
         full = USER_PREFIX + name
-        labels = list(m.tag_keys)
-        family: Metric
-        if m.kind == "counter":
-            family = CounterMetricFamily(full, m.description or name, labels=labels)
-            for tags, value in m.series.items():
-                family.add_metric(list(tags), value)
-        elif m.kind == "gauge":
-            family = GaugeMetricFamily(full, m.description or name, labels=labels)
-            for tags, value in m.series.items():
-                family.add_metric(list(tags), value)
-        else:
-            family = HistogramMetricFamily(full, m.description or name, labels=labels)
-            for tags, (buckets, total, _count) in m.series.items():
+        defaults = {key: value for key, value in base.items() if key not in m.tag_keys}
+        per_worker = "WorkerId" not in m.tag_keys
+        labels = [*defaults, *(["WorkerId"] if per_worker else []), *m.tag_keys]
+        rows: dict[tuple[str, ...], Any] = {}
+        for (worker, *tags), value in m.series.items():
+            row = (*defaults.values(), *([worker] if per_worker else []), *tags)
+            rows[row] = _merge(m.kind, rows.get(row), value)
+        if m.kind == "histogram":
+            histogram = HistogramMetricFamily(full, m.description or name, labels=labels)
+            for row, (buckets, total, _count) in rows.items():
                 cumulative, running = [], 0
                 for bound, n in zip([*(_bound(b) for b in m.boundaries), "+Inf"], buckets):
                     running += n
                     cumulative.append((bound, float(running)))
-                family.add_metric(list(tags), cumulative, sum_value=total)
+                histogram.add_metric(list(row), cumulative, sum_value=total)
+            yield histogram
+            continue
+        family = (CounterMetricFamily if m.kind == "counter" else GaugeMetricFamily)(
+            full, m.description or name, labels=labels)
+        for row, value in rows.items():
+            family.add_metric(list(row), value)
         yield family
+
+
+def _merge(kind: str, old: Any, value: Any) -> Any:
+    """Two processes' series that share every label (a tag key named WorkerId): summed, or for a gauge
+    the larger value."""
+    if old is None:
+        return value
+    if kind == "counter":
+        return old + value
+    if kind == "gauge":
+        return max(old, value)
+    return [[a + b for a, b in zip(old[0], value[0])], old[1] + value[1], old[2] + value[2]]
 
 
 def _bound(value: float) -> str:

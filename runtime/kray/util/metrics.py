@@ -4,8 +4,9 @@ description, tag keys and default tags, usable in tasks, actors and the driver.
 Each process records into a local table (under a lock, no I/O on the caller's thread); the first
 update after a report schedules the next one FLUSH_INTERVAL_S later on the core worker's I/O thread,
 which sends everything gathered (ReportMetrics) to the node's raylet; an idle process sends nothing.
-The raylet sums the reports of its processes and serves them on its metrics endpoint
-(raylet/metrics_export.py) as `ray_<name>`, as Ray does. The executor reports its tasks' states
+The raylet keeps each process's series and serves them on its metrics endpoint
+(raylet/metrics_export.py) as `ray_<name>` with Ray's default labels (Component, NodeAddress,
+SessionName, Version and the process's WorkerId), as Ray does. The executor reports its tasks' states
 through `task_started`/`task_finished` on the same path (Ray's `ray_tasks`): those run once per task,
 so they only bump counters of the calling thread (no lock); the flush sums the threads' counters.
 """

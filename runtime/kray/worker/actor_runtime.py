@@ -28,6 +28,24 @@ def is_cancellation(e: BaseException) -> bool:
     return isinstance(e, KeyboardInterrupt) or (aio is not None and isinstance(e, aio.CancelledError))
 
 
+def construct(executor: Any, cls: Any, args: list, kwargs: dict, options: messages.ActorOptions) -> ActorRuntime:
+    """Create the actor's instance and its runtime. An `async def __init__` runs as in Ray: the instance is
+    made with `cls.__new__(cls)`, then its __init__ is awaited on the actor's event loop (where its
+    methods will run) before any call; an exception it raises fails the actor's creation."""
+    init = getattr(cls, "__init__", None)
+    if not inspect.iscoroutinefunction(init):
+        return ActorRuntime(executor, cls(*args, **kwargs), options)
+    import asyncio
+
+    instance = cls.__new__(cls)
+    runtime = ActorRuntime(executor, instance, options)
+    if runtime.loop is None:
+        asyncio.run(init(instance, *args, **kwargs))
+    else:
+        asyncio.run_coroutine_threadsafe(init(instance, *args, **kwargs), runtime.loop).result()
+    return runtime
+
+
 def is_async_class(cls: type) -> bool:
     return any(inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member)
                for _, member in inspect.getmembers(cls, predicate=inspect.isfunction))

@@ -155,8 +155,7 @@ class Executor:
             cls = self._function(spec)
             self._enter(spec)
             args, kwargs = self._arguments(spec)
-            instance = cls(*args, **kwargs)
-            self.actor = actor_runtime.ActorRuntime(self, instance, options)
+            self.actor = actor_runtime.construct(self, cls, args, kwargs, options)
             if creation_args.needed(spec):  # a detached actor's arguments must outlive its creator
                 creation_args.hold(self.core, spec)
         except BaseException as e:  # noqa: BLE001 - user code: any error goes back to the caller

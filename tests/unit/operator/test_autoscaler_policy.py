@@ -187,3 +187,27 @@ def test_multi_host_replicas_are_removed_whole_and_only_when_every_host_is_idle(
     assert policy.decide([floor], Demand(all_idle)).change("mh") == policy.GroupChange("mh", 1, ("r1a", "r1b"), 2)
     # a host that has not joined (no node yet) keeps its replica
     assert policy.decide([mh], Demand(nodes[:2] + nodes[3:4])).changes == ()
+
+
+def test_a_shape_reported_by_two_raylets_at_once_starts_no_node_once_confirmed() -> None:
+    # Pod a joined and runs a spilled task; the head's report still lists that task beside the other one
+    cpu = group(replicas=2, pods=("a", "b"))
+    moving = Demand((HEAD, node("a", free=0)), tasks=({"CPU": 1},) * 2)
+    first = policy.decide([cpu], moving)
+    assert first.changes == (policy.GroupChange("cpu", 3),)  # one report alone would start a third Pod
+    settled = policy.decide([cpu], Demand((HEAD, node("a", free=0)), tasks=({"CPU": 1},)))
+    assert policy.confirm(first, settled, {"cpu": 2}).changes == ()
+    # demand that stays grows the group, by no more than the smaller of the two rounds
+    more = policy.decide([cpu], Demand((HEAD, node("a", free=0)), tasks=({"CPU": 1},) * 4))
+    assert policy.confirm(more, first, {"cpu": 2}).changes == (policy.GroupChange("cpu", 3),)
+    assert policy.confirm(first, more, {"cpu": 2}).changes == (policy.GroupChange("cpu", 3),)
+
+
+def test_removal_confirmed_only_for_nodes_idle_in_both_rounds() -> None:
+    cpu = group(replicas=2, pods=("a", "b"))
+    both_idle = policy.decide([cpu], Demand((HEAD, node("a", idle=90), node("b", idle=80))))
+    assert both_idle.changes == (policy.GroupChange("cpu", 0, ("a", "b")),)
+    b_busy = policy.decide([cpu], Demand((HEAD, node("a", idle=91), node("b", free=0))))
+    assert policy.confirm(both_idle, b_busy, {"cpu": 2}).changes == (policy.GroupChange("cpu", 1, ("a",)),)
+    neither = policy.decide([cpu], Demand((HEAD, node("a", free=0), node("b", free=0))))
+    assert policy.confirm(both_idle, neither, {"cpu": 2}).changes == ()
