@@ -54,7 +54,8 @@ def wait_until(predicate: Callable[[], T], timeout: float = WAIT_S, what: str = 
 # --- processes ---------------------------------------------------------------------------------
 
 
-def _cmdline(proc: psutil.Process) -> str | None:
+def cmdline(proc: psutil.Process) -> str | None:
+    """The process's command line, or None once it has exited (a zombie has none): read it once."""
     try:
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
@@ -68,19 +69,19 @@ def kray_processes(root: psutil.Process | None = None) -> list[psutil.Process]:
     root = root or psutil.Process()
     found = []
     for proc in root.children(recursive=True):
-        cmdline = _cmdline(proc)
-        if cmdline is not None and PROCESS_MARKER in cmdline:
+        text = cmdline(proc)
+        if text is not None and PROCESS_MARKER in text:
             found.append(proc)
     return found
 
 
 def alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
     """The processes of `procs` that still run (zombies count as gone)."""
-    return [p for p in procs if _cmdline(p) is not None]
+    return [p for p in procs if cmdline(p) is not None]
 
 
 def describe(procs: Iterable[psutil.Process]) -> str:
-    return "; ".join(f"pid {p.pid}: {(_cmdline(p) or '')[:160]}" for p in procs) or "none"
+    return "; ".join(f"pid {p.pid}: {(cmdline(p) or '')[:160]}" for p in procs) or "none"
 
 
 def foreign_gcs_processes() -> list[psutil.Process]:
@@ -90,8 +91,8 @@ def foreign_gcs_processes() -> list[psutil.Process]:
     for proc in psutil.process_iter():
         if proc.pid in ours or proc.pid == os.getpid():
             continue
-        cmdline = _cmdline(proc)
-        if cmdline is not None and GCS_MARKER in cmdline:
+        text = cmdline(proc)
+        if text is not None and GCS_MARKER in text:
             found.append(proc)
     return found
 

@@ -60,7 +60,8 @@ def test_actor_churn_leaves_the_gcs_table_bounded(
 
 
 def _gcs_fds() -> int:
-    gcs = [p for p in helpers.kray_processes() if "kray.gcs" in " ".join(p.cmdline())]
+    # kray_processes may list a worker that exits right after (a zombie has no cmdline): read it once
+    gcs = [p for p in helpers.kray_processes() if "kray.gcs" in (helpers.cmdline(p) or "")]
     assert len(gcs) == 1, f"expected this test's one GCS, found {helpers.describe(gcs)}"
     return gcs[0].num_fds()
 

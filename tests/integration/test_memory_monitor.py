@@ -161,7 +161,7 @@ def oom_cluster(cluster_factory, monkeypatch: pytest.MonkeyPatch) -> Iterator[tu
 
 
 def _raylet() -> psutil.Process:
-    found = [p for p in helpers.kray_processes() if "kray.raylet" in " ".join(p.cmdline())]
+    found = [p for p in helpers.kray_processes() if "kray.raylet" in (helpers.cmdline(p) or "")]
     assert len(found) == 1, helpers.describe(found)
     return found[0]
 
