@@ -1,7 +1,8 @@
 """A long soak of one local cluster (issue 15's "1-hour soak of 1 million tasks and 10,000 short-lived
 actors"): the churn load of `kray microbenchmark --scale` (no-op tasks in batches; short-lived actors
 that hand the driver a borrowed object and are killed) spread evenly over the run, with the GCS's and
-the raylet's RSS and the tables that must not grow (against the first interval) sampled after each.
+the raylet's RSS, the tables that must not grow (against the first interval) and the bounded caches'
+sizes (those of the dead: task attempts, dead actors, recent owner deaths, ...) sampled after each.
 
     .venv/bin/python tools/soak.py --minutes 60 --tasks 1000000 --actors 10000
 
@@ -53,7 +54,8 @@ def main() -> None:
         baseline = baseline or sizes
         sample = {"interval": i, "minutes": round((time.monotonic() - start) / 60, 2), "tasks": done_tasks,
                   "actors": done_actors, "gcs_mib": round(rss["gcs"] / MiB, 1),
-                  "raylet_mib": round(rss["raylet"] / MiB, 1), "grown": churn.grown(baseline, sizes)}
+                  "raylet_mib": round(rss["raylet"] / MiB, 1), "grown": churn.grown(baseline, sizes),
+                  "caches": {name: sizes[name] for name in churn.CACHES if name in sizes}}
         samples.append(sample)
         print(json.dumps(sample), flush=True)
         time.sleep(max(0.0, interval_s - (time.monotonic() - began)))
