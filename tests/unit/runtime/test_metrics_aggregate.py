@@ -6,6 +6,8 @@ without losing the others."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from kray.protocol import metrics_messages
 from kray.raylet import metrics_aggregate, metrics_export
 from prometheus_client import exposition
@@ -21,8 +23,8 @@ BASE = {"Component": "core_worker", "NodeAddress": "10.0.0.1", "SessionName": "s
 W1, W2 = b"w1".hex(), b"w2".hex()
 
 
-def _render(aggregate: metrics_aggregate.Aggregate) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Samples by (name, their labels other than Ray's BASE ones, which every sample must carry)."""
+def _samples(aggregate: metrics_aggregate.Aggregate) -> list[Any]:
+    """The user metrics' samples as the endpoint serves them (with BASE as the default labels), parsed."""
 
     class Collector:
         def collect(self):  # type: ignore[no-untyped-def]
@@ -31,7 +33,12 @@ def _render(aggregate: metrics_aggregate.Aggregate) -> dict[tuple[str, tuple[tup
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector())  # type: ignore[arg-type]
     text = exposition.generate_latest(registry).decode()
-    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def _render(aggregate: metrics_aggregate.Aggregate) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Samples by (name, their labels other than Ray's BASE ones, which every sample must carry)."""
+    samples = _samples(aggregate)
     for sample in samples:
         assert {k: sample.labels.get(k) for k in BASE} == BASE, sample
     return {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k not in BASE))): s.value
@@ -61,15 +68,7 @@ def test_a_tag_key_named_like_a_default_label_replaces_it() -> None:
     counter = ("counter", "hits", "", ("WorkerId", "Version"), (), ("mine", "v9"), 1.5)
     agg.apply(_report(b"w1", [counter]))
     agg.apply(_report(b"w2", [counter]))
-
-    class Collector:
-        def collect(self):  # type: ignore[no-untyped-def]
-            return metrics_export._user_metrics(agg.copy()["metrics"], BASE)
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector())  # type: ignore[arg-type]
-    text = exposition.generate_latest(registry).decode()
-    [sample] = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    [sample] = _samples(agg)
     assert sample.labels == {**BASE, "Version": "v9", "WorkerId": "mine"}
     assert sample.value == 3.0  # both processes' series share every label: summed
 
