@@ -94,6 +94,10 @@ def test_task_and_actor_churn_leaves_the_gcs_and_driver_tables_flat(
     microbenchmark_churn.churn(300, 10)
     before = _settled_sizes()
     microbenchmark_churn.churn(2000, 40)
+    # Each killed actor's worker is reported gone by its raylet on its own schedule, after the actor is
+    # dead in the GCS: wait until all 50 owners' deaths were heard before reading the tables.
+    helpers.wait_until(lambda: microbenchmark_churn.table_sizes()["recent_owner_deaths"] >= 50, 60,
+                       "the killed owners' deaths to be heard")
     after = _settled_sizes()
     assert microbenchmark_churn.grown(before, after) == {}, f"before: {before}\nafter: {after}"
     assert after["dead_actors"] <= KEPT, after
